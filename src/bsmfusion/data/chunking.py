@@ -1,0 +1,109 @@
+"""Pack a thread's messages into at most C chunks of at most T tokens (special tokens included).
+
+Whole messages are packed greedily; a message that does not fit in an empty chunk is split across chunks,
+never cut. When a thread needs more than C chunks, the first `head` chunks and the last `C - head` chunks
+are kept and the middle is dropped: the end of a thread usually holds its resolution.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from .dialogue import Message
+
+
+@dataclass(frozen=True)
+class ChunkedThread:
+    """Token ids of one thread: `chunks[i]` includes the special tokens, so `len(chunks[i]) <= T`.
+
+    `empty` marks a thread with no text: it is encoded as one chunk holding only the special tokens.
+    `total_chunks` counts the chunks before head+tail truncation.
+    """
+
+    chunks: list[list[int]]
+    empty: bool
+    total_chunks: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.total_chunks > len(self.chunks)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+
+def special_token_frame(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens a tokenizer puts before and after one sequence (``[CLS]``, ``[SEP]`` for BERT).
+
+    Found by encoding one word with and without specials, so it works for any Hugging Face tokenizer.
+    """
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start:start + len(bare)] == bare:
+            return list(full[:start]), list(full[start + len(bare):])
+    raise ValueError("cannot locate the special tokens this tokenizer adds around a sequence")
+
+
+class ChunkPacker:
+    """Tokenise messages (in one batched tokenizer call) and pack them into chunks."""
+
+    def __init__(self, tokenizer, max_chunks: int, chunk_tokens: int, head_chunks: int, role_prefix: bool = True):
+        self.prefix, self.suffix = special_token_frame(tokenizer)
+        specials = len(self.prefix) + len(self.suffix)
+        if chunk_tokens <= specials:
+            raise ValueError(f"text.chunk_tokens ({chunk_tokens}) must exceed the {specials} special tokens")
+        self.tokenizer = tokenizer
+        self.max_chunks = max_chunks
+        self.chunk_tokens = chunk_tokens
+        self.head_chunks = min(head_chunks, max_chunks)
+        self.role_prefix = role_prefix
+        self.capacity = chunk_tokens - specials
+
+    def _with_specials(self, ids: list[int]) -> list[int]:
+        return [*self.prefix, *ids, *self.suffix]
+
+    def pack_ids(self, message_ids: Sequence[Sequence[int]]) -> ChunkedThread:
+        """Pack pre-tokenised messages (ids without special tokens) into a `ChunkedThread`."""
+        bodies: list[list[int]] = []
+        current: list[int] = []
+        for ids in message_ids:
+            ids = list(ids)
+            if not ids:
+                continue
+            if len(current) + len(ids) <= self.capacity:
+                current.extend(ids)
+                continue
+            if len(ids) <= self.capacity:  # fits a fresh chunk: keep the message whole
+                bodies.append(current)
+                current = list(ids)
+                continue
+            # Longer than a chunk: fill the current chunk, then continue in new ones.
+            start = self.capacity - len(current)
+            current.extend(ids[:start])
+            bodies.append(current)
+            for offset in range(start, len(ids), self.capacity):
+                current = ids[offset:offset + self.capacity]
+                if offset + self.capacity < len(ids):
+                    bodies.append(current)
+        bodies.append(current)
+        bodies = [b for b in bodies if b]
+        if not bodies:
+            return ChunkedThread(chunks=[self._with_specials([])], empty=True, total_chunks=1)
+        total = len(bodies)
+        if total > self.max_chunks:
+            tail = self.max_chunks - self.head_chunks
+            bodies = bodies[: self.head_chunks] + (bodies[-tail:] if tail else [])
+        return ChunkedThread(chunks=[self._with_specials(b) for b in bodies], empty=False, total_chunks=total)
+
+    def pack_threads(self, threads: Sequence[Sequence[Message]]) -> list[ChunkedThread]:
+        """Tokenise every message of every thread in one tokenizer call, then pack each thread."""
+        texts = [m.render(self.role_prefix) for thread in threads for m in thread]
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        out: list[ChunkedThread] = []
+        cursor = 0
+        for thread in threads:
+            out.append(self.pack_ids(ids[cursor:cursor + len(thread)]))
+            cursor += len(thread)
+        return out

@@ -1,0 +1,102 @@
+"""Encoded dataset (tokenised once) and the collate function that builds `B×C×T` batches."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .chunking import ChunkedThread
+
+
+@dataclass
+class EncodedTable:
+    """A table after preprocessing: chunked threads, tabular arrays, optional labels, row ids."""
+
+    threads: list[ChunkedThread]
+    numeric: np.ndarray  # N×Dn float32
+    categorical: np.ndarray  # N×Dc int64
+    labels: np.ndarray | None  # N int64
+    ids: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.threads)
+
+    def token_counts(self) -> np.ndarray:
+        """Tokens per row (all chunks): the key for length bucketing."""
+        return np.array([t.num_tokens for t in self.threads], dtype=np.int64)
+
+    def subset(self, index: Sequence[int]) -> "EncodedTable":
+        index = list(index)
+        return EncodedTable(
+            threads=[self.threads[i] for i in index],
+            numeric=self.numeric[index],
+            categorical=self.categorical[index],
+            labels=None if self.labels is None else self.labels[index],
+            ids=[self.ids[i] for i in index],
+        )
+
+
+class EncodedDataset(Dataset):
+    """Map-style dataset over an `EncodedTable`; items carry their row position for order restoration."""
+
+    def __init__(self, table: EncodedTable):
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        t = self.table
+        return {
+            "index": i,
+            "chunks": t.threads[i].chunks,
+            "empty": t.threads[i].empty,
+            "numeric": t.numeric[i],
+            "categorical": t.categorical[i],
+            "label": None if t.labels is None else int(t.labels[i]),
+        }
+
+
+class Collator:
+    """Pads a list of items to `B×C_b×T_b` (batch maxima) — or to the full `B×C×T` of the design when `pad_to_max`.
+
+    Outputs: input_ids, attention_mask (B×C×T), chunk_mask (B×C, True for real chunks), text_empty (B),
+    numeric (B×Dn), categorical (B×Dc), labels (B, when present) and index (B, row positions).
+    """
+
+    def __init__(self, pad_token_id: int, max_chunks: int, chunk_tokens: int, pad_to_max: bool = False):
+        self.pad_token_id = pad_token_id
+        self.max_chunks = max_chunks
+        self.chunk_tokens = chunk_tokens
+        self.pad_to_max = pad_to_max
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = len(items)
+        if self.pad_to_max:
+            chunks, tokens = self.max_chunks, self.chunk_tokens
+        else:
+            chunks = max(len(item["chunks"]) for item in items)
+            tokens = max(len(c) for item in items for c in item["chunks"])
+        input_ids = torch.full((batch, chunks, tokens), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch, chunks, tokens), dtype=torch.long)
+        chunk_mask = torch.zeros((batch, chunks), dtype=torch.bool)
+        for b, item in enumerate(items):
+            for c, ids in enumerate(item["chunks"]):
+                input_ids[b, c, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+                attention_mask[b, c, : len(ids)] = 1
+                chunk_mask[b, c] = True
+        out = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "chunk_mask": chunk_mask,
+            "text_empty": torch.tensor([bool(item["empty"]) for item in items]),
+            "numeric": torch.from_numpy(np.stack([item["numeric"] for item in items]).astype(np.float32)),
+            "categorical": torch.from_numpy(np.stack([item["categorical"] for item in items]).astype(np.int64)),
+            "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
+        }
+        if items[0]["label"] is not None:
+            out["labels"] = torch.tensor([item["label"] for item in items], dtype=torch.long)
+        return out

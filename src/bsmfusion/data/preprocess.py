@@ -1,0 +1,96 @@
+"""Whole-table preprocessing: text cells → chunked threads, tabular columns → arrays, labels → ids.
+
+`TablePreprocessor` is fitted on the training split only and saved as JSON inside a bundle.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config
+from ..errors import DataError
+from .dataset import EncodedTable
+from .tabular import TabularPreprocessor, category_key, require_columns
+from .text import TextPipeline
+
+
+def _label_sort_key(name: str) -> tuple[int, Any]:
+    try:
+        return (0, float(name))
+    except ValueError:
+        return (1, name)
+
+
+class TablePreprocessor:
+    """Fitted preprocessing for one config: tabular state + label names; text needs only the tokenizer."""
+
+    def __init__(self, cfg: Config, tokenizer, tabular: TabularPreprocessor, label_names: list[str]):
+        self.cfg = cfg
+        self.tabular = tabular
+        self.label_names = label_names
+        self.text = TextPipeline(cfg.text, tokenizer)
+
+    @classmethod
+    def fit(cls, cfg: Config, tokenizer, train: pd.DataFrame) -> "TablePreprocessor":
+        data = cfg.data
+        require_columns(train, [*data.text, data.label], "training data")
+        tabular = TabularPreprocessor.fit(train, data.numeric, data.categorical, label=data.label, id_column=data.id)
+        keys = [category_key(v) for v in train[data.label]]
+        missing = [i for i, k in enumerate(keys) if k is None]
+        if missing:
+            raise DataError(f"column '{data.label}' row {missing[0]}: the label is missing; fill it or drop the row")
+        seen = sorted(set(keys), key=_label_sort_key)
+        names = list(data.label_names) if data.label_names else seen
+        unknown = sorted(set(seen) - set(names))
+        if unknown:
+            raise DataError(f"column '{data.label}': value {unknown[0]!r} is not in data.label_names {names}")
+        if len(set(seen)) < 2:
+            raise DataError(f"column '{data.label}': the training data has a single class ({seen[0]!r}); a classifier needs at least two")
+        if len(names) != cfg.model.num_classes:
+            raise DataError(
+                f"column '{data.label}' has {len(names)} classes {names[:10]} but model.num_classes is {cfg.model.num_classes}; set model.num_classes: {len(names)}"
+            )
+        return cls(cfg, tokenizer, tabular, names)
+
+    def encode_labels(self, frame: pd.DataFrame) -> np.ndarray:
+        column = self.cfg.data.label
+        index = {name: i for i, name in enumerate(self.label_names)}
+        out = np.empty(len(frame), dtype=np.int64)
+        for row, value in enumerate(frame[column]):
+            key = category_key(value)
+            if key not in index:
+                raise DataError(
+                    f"column '{column}' row {row}: label {value!r} is not one of the training labels {self.label_names}"
+                )
+            out[row] = index[key]
+        return out
+
+    def row_ids(self, frame: pd.DataFrame) -> list[Any]:
+        column = self.cfg.data.id
+        if column is None:
+            return list(range(len(frame)))
+        require_columns(frame, [column], "input data")
+        return frame[column].tolist()
+
+    def encode(self, frame: pd.DataFrame, *, with_labels: bool = True) -> EncodedTable:
+        """Tokenise and transform a frame (text is tokenised once here, not per epoch)."""
+        require_columns(frame, list(self.cfg.data.text), "input data")
+        text_rows = frame[list(self.cfg.data.text)].itertuples(index=False, name=None)
+        threads = self.text.encode(list(text_rows))
+        numeric, categorical = self.tabular.transform(frame)
+        labels = self.encode_labels(frame) if with_labels else None
+        return EncodedTable(threads=threads, numeric=numeric, categorical=categorical, labels=labels, ids=self.row_ids(frame))
+
+    def state(self) -> dict[str, Any]:
+        return {"tabular": self.tabular.to_dict(), "label_names": self.label_names}
+
+    def to_json(self) -> str:
+        return json.dumps(self.state(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, cfg: Config, tokenizer, text: str) -> "TablePreprocessor":
+        state = json.loads(text)
+        return cls(cfg, tokenizer, TabularPreprocessor.from_dict(state["tabular"]), list(state["label_names"]))

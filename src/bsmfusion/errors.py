@@ -1,0 +1,21 @@
+"""User-facing errors: one line that names the column, row, key or file and says how to fix it."""
+from __future__ import annotations
+
+
+class BsmFusionError(Exception):
+    """Base class for every error caused by user input (config, data, bundle).
+
+    The CLI prints ``str(err)`` on one line and exits with status 2 — never a stack trace.
+    """
+
+
+class ConfigError(BsmFusionError):
+    """A config key is unknown, missing or has the wrong type/value."""
+
+
+class DataError(BsmFusionError):
+    """An input table is unusable: missing column, bad value, empty file."""
+
+
+class BundleError(BsmFusionError):
+    """A model bundle is missing files or was tampered with."""

@@ -1,0 +1,96 @@
+"""`MultimodalClassifier`: text encoder + tabular encoder + one registered fusion, as plain nn.Modules."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from ..config import Config
+from .backbone import build_backbone
+from .fusion import FUSIONS, FusionDims, FusionOutput, build_fusion
+from .tabular_encoder import TabularEncoder
+from .text_encoder import TextEncoder
+
+
+class MultimodalClassifier(nn.Module):
+    """Composes the design's sub-networks under the design's names.
+
+    * `text_subnetwork`: `TextEncoder` (`B×C×T` → `B×H`), absent for ``tab_only``;
+    * `tab_subnetwork`: `TabularEncoder` (`B×input_tab_dim` → `B×H`), absent for ``text_only``;
+    * `fusion`: a registered `Fusion` whose own children are the design's fusion parts;
+    * `loss_op`: cross-entropy (class weights are a buffer, set by training).
+    """
+
+    def __init__(self, text_encoder: TextEncoder | None, tab_encoder: TabularEncoder | None, fusion: nn.Module):
+        super().__init__()
+        self.text_subnetwork = text_encoder
+        self.tab_subnetwork = tab_encoder
+        self.fusion = fusion
+        self.loss_op = nn.CrossEntropyLoss()
+
+    def set_class_weights(self, weights: torch.Tensor | None) -> None:
+        self.loss_op = nn.CrossEntropyLoss(weight=weights)
+
+    def encode_text(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        if self.text_subnetwork is None:
+            return None
+        if "thread_vectors" in batch:  # frozen-encoder fast path: chunk reduce already done
+            return self.text_subnetwork.project(batch["thread_vectors"])
+        return self.text_subnetwork(batch["input_ids"], batch["attention_mask"], batch["chunk_mask"])
+
+    def encode_tab(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        if self.tab_subnetwork is None:
+            return None
+        return self.tab_subnetwork(batch["numeric"], batch["categorical"])
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> FusionOutput:
+        text, tab = self.encode_text(batch), self.encode_tab(batch)
+        if text is not None and tab is not None and text.dtype != tab.dtype:
+            text, tab = text.float(), tab.float()
+        return self.fusion(text, tab)
+
+    def loss(self, output: FusionOutput, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss_op(output.logits.float(), labels)
+
+    def summary_parts(self) -> dict[str, nn.Module | None]:
+        """Named sub-networks in the design's order, fusion parts flattened (for `bsmfusion summary`)."""
+        parts: dict[str, nn.Module | None] = {
+            "tab_subnetwork": self.tab_subnetwork,
+            "text_subnetwork": self.text_subnetwork,
+        }
+        parts.update(self.fusion.parts())
+        parts["loss_op"] = self.loss_op
+        return parts
+
+
+def build_model(cfg: Config, numeric_dim: int, cardinalities: list[int], *, load_weights: bool = True,
+                backbone: nn.Module | None = None) -> MultimodalClassifier:
+    """Build the classifier for a config and the fitted tabular shape (numeric width, categorical cardinalities)."""
+    fusion_cls = FUSIONS.get(cfg.model.fusion)
+    if fusion_cls is None:
+        raise ValueError(f"unknown model.fusion '{cfg.model.fusion}'; choose one of {', '.join(sorted(FUSIONS))}")
+    hidden = cfg.model.hidden_dim
+    text_encoder = None
+    if fusion_cls.uses_text:
+        text_encoder = TextEncoder(
+            backbone if backbone is not None else build_backbone(cfg.text, load_weights=load_weights),
+            hidden,
+            pooling=cfg.text.pooling,
+            chunk_reduce=cfg.text.chunk_reduce,
+            encode=cfg.text.encode,
+            dropout=cfg.model.dropout,
+        )
+    tab_encoder = None
+    if fusion_cls.uses_tab:
+        if numeric_dim + len(cardinalities) == 0:
+            raise ValueError(
+                f"model.fusion '{cfg.model.fusion}' needs tabular features; list columns under data.numeric or "
+                "data.categorical, or use model.fusion: text_only"
+            )
+        tab_encoder = TabularEncoder(numeric_dim, cardinalities, hidden, cfg.model.categorical_embedding_dim)
+    dims = FusionDims(
+        text_dim=hidden, tab_dim=hidden, fusion_dim=cfg.model.resolved_fusion_dim,
+        num_classes=cfg.model.num_classes, num_heads=cfg.model.num_heads, dropout=cfg.model.dropout,
+    )
+    return MultimodalClassifier(text_encoder, tab_encoder, build_fusion(cfg.model.fusion, dims))

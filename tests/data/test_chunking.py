@@ -1,0 +1,68 @@
+from bsmfusion.data.chunking import ChunkPacker, special_token_frame
+from bsmfusion.data.dialogue import Message
+
+
+def packer(tokenizer, max_chunks=3, chunk_tokens=16, head=1):
+    return ChunkPacker(tokenizer, max_chunks=max_chunks, chunk_tokens=chunk_tokens, head_chunks=head)
+
+
+def body(chunk):
+    return chunk[1:-1]
+
+
+def test_special_frame_is_cls_sep(tokenizer):
+    assert special_token_frame(tokenizer) == ([tokenizer.cls_token_id], [tokenizer.sep_token_id])
+
+
+def test_no_chunk_exceeds_T_with_specials_and_whole_messages_are_kept(tokenizer):
+    p = packer(tokenizer, max_chunks=10, chunk_tokens=12)
+    messages = [list(range(1000, 1000 + n)) for n in (4, 5, 3, 9, 2)]
+    thread = p.pack_ids(messages)
+    assert all(len(c) <= 12 for c in thread.chunks)
+    assert all(c[0] == tokenizer.cls_token_id and c[-1] == tokenizer.sep_token_id for c in thread.chunks)
+    # capacity 10: [4+5], [3], [9] would not fit after 3 → new chunk, then [2] fits after 9? no (11) → new chunk
+    assert [body(c) for c in thread.chunks] == [messages[0] + messages[1], messages[2], messages[3], messages[4]]
+    assert not thread.empty and not thread.truncated
+
+
+def test_long_message_is_split_not_cut(tokenizer):
+    p = packer(tokenizer, max_chunks=10, chunk_tokens=12)
+    long = list(range(2000, 2025))  # 25 tokens > capacity 10
+    thread = p.pack_ids([[7, 8], long, [9]])
+    flat = [t for c in thread.chunks for t in body(c)]
+    assert flat == [7, 8, *long, 9]
+    assert all(len(c) <= 12 for c in thread.chunks)
+
+
+def test_head_and_tail_are_kept_when_over_C_chunks(tokenizer):
+    p = packer(tokenizer, max_chunks=3, chunk_tokens=12, head=1)
+    messages = [[3000 + i] * 10 for i in range(6)]  # one full chunk each
+    thread = p.pack_ids(messages)
+    assert thread.total_chunks == 6 and thread.truncated
+    assert [body(c)[0] for c in thread.chunks] == [3000, 3004, 3005]
+
+
+def test_empty_thread_is_one_flagged_chunk_of_specials(tokenizer):
+    thread = packer(tokenizer).pack_ids([])
+    assert thread.empty and thread.chunks == [[tokenizer.cls_token_id, tokenizer.sep_token_id]]
+    assert packer(tokenizer).pack_threads([[]])[0].empty
+
+
+def test_pack_threads_tokenizes_roles_and_matches_per_thread_packing(tokenizer):
+    p = packer(tokenizer, max_chunks=4, chunk_tokens=16)
+    threads = [[Message("buyer", "is it still available"), Message("seller", "yes")], [], [Message(None, "hello")]]
+    packed = p.pack_threads(threads)
+    assert len(packed) == 3 and packed[1].empty
+    expected = tokenizer("buyer: is it still available", add_special_tokens=False)["input_ids"]
+    assert body(packed[0].chunks[0])[: len(expected)] == expected
+    single = p.pack_threads([threads[2]])[0]
+    assert single.chunks == packed[2].chunks
+
+
+def test_real_long_thread_fills_C_chunks(tokenizer):
+    p = packer(tokenizer, max_chunks=4, chunk_tokens=32, head=1)
+    words = " ".join(f"word{i}" for i in range(400))
+    thread = p.pack_threads([[Message("buyer", words), Message("seller", "final answer: no deal")]])[0]
+    assert len(thread.chunks) == 4 and thread.truncated
+    last = tokenizer.decode(thread.chunks[-1], skip_special_tokens=True)
+    assert last.endswith("seller : final answer : no deal")

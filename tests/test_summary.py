@@ -1,0 +1,42 @@
+"""Parity with the design note's parameter tables (examples/seed_parity.yaml)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from bsmfusion.cli import main
+
+SEED = str(Path(__file__).resolve().parents[1] / "examples" / "seed_parity.yaml")
+EXPECTED = {
+    "concat": ({"tab_subnetwork": 1222, "text_subnetwork": 167433316, "final_merge_network": 603, "loss_op": 0},
+               167435141, "669.741"),
+    "moe": ({"tab_subnetwork": 1222, "text_subnetwork": 167433316, "moe_fusion": 402, "classifier": 303, "loss_op": 0},
+            167435243, "669.741"),
+    "cross_attn": ({"tab_subnetwork": 1222, "text_subnetwork": 167433316, "cross_att": 81200,
+                    "final_merge_network": 20403, "loss_op": 0}, 167536141, "670.145"),
+    "gate": ({"tab_subnetwork": 1222, "text_subnetwork": 167433316, "text_proj": 10100, "tab_proj": 10100,
+              "gate_net": 20300, "classifier": 303, "loss_op": 0}, 167475341, "669.901"),
+}
+
+
+@pytest.mark.parametrize("fusion", list(EXPECTED))
+def test_summary_json_matches_design(fusion, capsys):
+    assert main(["summary", "--config", SEED, "--fusion", fusion, "--json"]) == 0
+    modules, total, _ = EXPECTED[fusion]
+    assert json.loads(capsys.readouterr().out) == {"modules": modules, "total": total}
+
+
+@pytest.mark.parametrize("fusion", ["concat", "cross_attn"])
+def test_summary_table_prints_megabytes(fusion, capsys):
+    assert main(["summary", "--config", SEED, "--fusion", fusion]) == 0
+    out = capsys.readouterr().out
+    assert f"{EXPECTED[fusion][2]} total estimated model params size (MB)" in out
+    assert f"{EXPECTED[fusion][1]:,} total params" in out
+
+
+def test_cli_user_error_is_one_line_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {fusoin: gate}\n")
+    assert main(["summary", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown config key 'model.fusoin'" in err
