@@ -4,4 +4,13 @@ from .resources import force_offline as _force_offline
 _force_offline()
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+
+def load(bundle_dir, **kwargs):
+    """Load a trained bundle folder → `Predictor` (see `bsmfusion.inference.predictor`)."""
+    from .inference.predictor import load as _load
+
+    return _load(bundle_dir, **kwargs)
+
+
+__all__ = ["__version__", "load"]

@@ -32,6 +32,58 @@ def cmd_summary(args: argparse.Namespace) -> None:
         print(summary.to_table())
 
 
+def _overrides(pairs: list[str] | None) -> dict:
+    """`--set key.path=value` pairs; values are parsed as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    from .errors import ConfigError
+
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set '{pair}' must look like section.key=value")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .training.fit import train
+
+    cfg = load_config(args.config, _overrides(args.set))
+    result = train(cfg, args.train, args.val, args.out, resume=args.resume, progress=not args.quiet)
+    if result.bundle_dir is not None:
+        metrics = result.val_metrics
+        print(f"bundle: {result.bundle_dir}")
+        print("validation: " + ", ".join(f"{k}={metrics[k]:.4f}" for k in ("roc_auc", "pr_auc", "f1", "accuracy") if k in metrics))
+        if result.threshold is not None:
+            print(f"threshold (max F1 on validation): {result.threshold:.4f}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from . import load
+    from .evaluation.report import evaluate
+
+    metrics = evaluate(load(args.model, batch_size=args.batch_size), args.data, args.out)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, indent=2))
+    print(f"report: {args.out}/report.md")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from . import load
+
+    predictor = load(args.model, batch_size=args.batch_size)
+    rows = predictor.predict_file(args.data, args.out, batch_rows=args.batch_rows, progress=not args.quiet)
+    print(f"wrote {rows:,} rows to {args.out}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(out_dir=args.out, train_rows=args.train_rows, epochs=args.epochs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bsmfusion", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +95,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", type=int, default=10,
                    help="assumed distinct values per categorical column (the real count comes from training data)")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("train", help="fine-tune a model and write a bundle")
+    p.add_argument("--config", required=True)
+    p.add_argument("--train", required=True, help="training table (.csv, .parquet, .jsonl)")
+    p.add_argument("--val", required=True, help="validation table: early stopping and the decision threshold")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT.work/")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. model.fusion=gate")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics, plots and a report on a labelled table")
+    p.add_argument("--model", required=True, help="bundle folder")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="folder for metrics.json, PNG plots and report.md")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="score a table, streaming, one output row per input row")
+    p.add_argument("--model", required=True, help="bundle folder")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="output table (.csv, .parquet, .jsonl)")
+    p.add_argument("--batch-size", type=int, default=64, help="rows per model batch")
+    p.add_argument("--batch-rows", type=int, default=2048, help="rows read from the input at a time")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="download real data, fine-tune, evaluate and score a few rows")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--train-rows", type=int, default=2000)
+    p.add_argument("--epochs", type=int, default=2)
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -143,6 +143,7 @@ class TrainConfig(_Section):
     max_train_samples: int | None = Field(None, ge=1)
     num_workers: int = Field(0, ge=0)
     limit_train_batches: int | None = Field(None, ge=1)
+    checkpoint_every_steps: int = Field(200, ge=1)
 
 
 class Config(_Section):

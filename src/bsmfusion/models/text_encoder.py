@@ -25,6 +25,8 @@ class TextEncoder(nn.Module):
         super().__init__()
         if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
             raise ValueError("text.pooling 'pooler' needs an encoder with a pooler layer; use 'cls' or 'mean'")
+        if pooling != "pooler" and getattr(backbone, "pooler", None) is not None:
+            backbone.pooler = None  # unused: drop it so DDP sees no parameters without gradients
         self.backbone = backbone
         self.pooling = pooling
         self.chunk_reduce = chunk_reduce

@@ -1,0 +1,172 @@
+"""Self-contained model bundles: config, preprocessing (JSON), tokenizer, encoder config, safetensors weights,
+threshold, label names, validation metrics, versions and a SHA-256 manifest. Never pickle.
+
+Writes are atomic: everything goes to a temporary sibling folder that is renamed into place, so a crash never
+leaves a half-written bundle that loads. Loading checks every file against the manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .config import Config, config_from_dict
+from .errors import BundleError
+
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: everything needed to score new rows."""
+
+    path: Path
+    cfg: Config
+    preprocessor: Any  # data.preprocess.TablePreprocessor
+    model: Any  # models.MultimodalClassifier
+    meta: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def threshold(self) -> float | None:
+        return self.meta.get("threshold")
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.meta["label_names"])
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    import numpy
+    import transformers
+
+    from . import __version__
+
+    return {"bsmfusion": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without the loss (class weights are a training concern), contiguous and on CPU."""
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if not k.startswith("loss_op.")}
+
+
+def write_bundle(out_dir: str | Path, *, cfg: Config, preprocessor, tokenizer, model: torch.nn.Module,
+                 threshold: float | None, metrics: dict[str, Any], extra_meta: dict[str, Any] | None = None) -> Path:
+    """Write the bundle atomically into `out_dir` (replacing an older bundle there)."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (staging / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+        (staging / "preprocessing.json").write_text(preprocessor.to_json(), encoding="utf-8")
+        tokenizer.save_pretrained(str(staging / "tokenizer"))
+        text = getattr(model, "text_subnetwork", None)
+        if text is not None:
+            text.backbone.config.save_pretrained(str(staging / "encoder"))
+        save_file(model_weights(model), str(staging / WEIGHTS))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "fusion": cfg.model.fusion,
+            "threshold": threshold,
+            "label_names": preprocessor.label_names,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "versions": package_versions(),
+            **(extra_meta or {}),
+        }
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
+        files = sorted(p for p in staging.rglob("*") if p.is_file())
+        manifest = {str(p.relative_to(staging)): sha256_file(p) for p in files}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        _swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename `staging` to `out_dir`; an existing bundle is moved aside first and removed after."""
+    for path in staging.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def verify_manifest(path: Path) -> None:
+    """Every file listed must exist with its recorded SHA-256; else `BundleError` naming the file."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"'{path}' is not a bsmfusion bundle (no {MANIFEST}); pass the folder written by 'bsmfusion train --out'")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    for name, digest in manifest.items():
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"bundle '{path}': file '{name}' is missing; re-train or copy the whole bundle folder")
+        if sha256_file(file) != digest:
+            raise BundleError(
+                f"bundle '{path}': file '{name}' does not match its SHA-256 in {MANIFEST} (modified or corrupt); refusing to load it"
+            )
+
+
+def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
+    """Rebuild preprocessing and model from the bundle alone (no encoder folder or network needed)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel
+
+    from .data.preprocess import TablePreprocessor
+    from .data.text import load_tokenizer
+    from .models.classifier import build_model
+
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"model bundle '{path}' does not exist; pass the folder written by 'bsmfusion train --out'")
+    if verify:
+        verify_manifest(path)
+    cfg = config_from_dict(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")), source=str(path / "config.yaml"))
+    tokenizer = load_tokenizer(path / "tokenizer")
+    preprocessor = TablePreprocessor.from_json(cfg, tokenizer, (path / "preprocessing.json").read_text(encoding="utf-8"))
+    backbone = None
+    if (path / "encoder" / "config.json").is_file():
+        encoder_cfg = AutoConfig.from_pretrained(str(path / "encoder"), local_files_only=True)
+        backbone = AutoModel.from_config(encoder_cfg)
+    model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities, backbone=backbone)
+    state = load_file(str(path / WEIGHTS))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("loss_op.")]
+    if missing or unexpected:
+        raise BundleError(f"bundle '{path}': weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.eval()
+    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    return Bundle(path=path, cfg=cfg, preprocessor=preprocessor, model=model, meta=meta, metrics=metrics)

@@ -1,0 +1,215 @@
+"""`bsmfusion train`: fit preprocessing on train, fine-tune with Lightning, pick the threshold on validation,
+write the bundle. Checkpoints live in `<out>.work/` so `--resume` can continue after an interruption."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+
+from ..bundle import write_bundle
+from ..config import Config
+from ..data.dataset import Collator, EncodedDataset, EncodedTable
+from ..data.io import read_table
+from ..data.preprocess import TablePreprocessor
+from ..data.sampling import BucketBatchSampler, ResumableDataLoader, sorted_batches
+from ..data.text import load_tokenizer, tokenizer_source
+from ..evaluation.metrics import best_f1_threshold, classification_metrics
+from ..inference.scoring import bf16_supported, score_table
+from ..models.classifier import build_model
+from .lit_module import FusionLitModule
+
+log = logging.getLogger("bsmfusion.train")
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's banners and tips out of the user's terminal; warnings and errors still show."""
+    import warnings
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+FAULT_ENV = "BSMFUSION_FAULT_AFTER_STEP"  # test hook: SIGKILL this process after the checkpoint of that step
+
+
+@dataclass
+class TrainResult:
+    bundle_dir: Path | None
+    threshold: float | None
+    val_metrics: dict[str, Any]
+    epochs_run: int
+
+
+def class_weights(labels: np.ndarray, num_classes: int, setting) -> torch.Tensor | None:
+    """`balanced` → n / (k · count_c); a list is used as given; `none` → None."""
+    if setting == "none":
+        return None
+    if setting == "balanced":
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+        return torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1.0)), dtype=torch.float32)
+    weights = list(setting)
+    if len(weights) != num_classes:
+        raise ValueError(f"train.class_weight has {len(weights)} weights but there are {num_classes} classes")
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def lightning_precision(cfg: Config) -> str:
+    """`auto` → bf16 mixed precision where the hardware runs bf16 fast (GPU, AVX-512/AMX CPU), else fp32."""
+    if cfg.train.precision != "auto":
+        return {"32": "32-true"}.get(cfg.train.precision, cfg.train.precision)
+    device = torch.device("cuda" if cfg.train.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+    return "bf16-mixed" if bf16_supported(device) else "32-true"
+
+
+def monitor_for(cfg: Config) -> tuple[str, str]:
+    name = cfg.train.monitor or "val_roc_auc"
+    name = name if name.startswith("val_") else f"val_{name}"
+    return name, ("min" if "loss" in name else "max")
+
+
+def build_strategy(cfg: Config):
+    """`auto`, `ddp` (gloo on CPU, NCCL on GPU) or `fsdp` wrapping each encoder layer."""
+    if cfg.train.strategy == "ddp":
+        from pytorch_lightning.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=cfg.model.fusion == "cross_attn")
+    if cfg.train.strategy == "fsdp":
+        from pytorch_lightning.strategies import FSDPStrategy
+        from transformers.models.bert.modeling_bert import BertLayer
+
+        return FSDPStrategy(auto_wrap_policy={BertLayer}, sharding_strategy="FULL_SHARD")
+    return "auto"
+
+
+class _FaultInjector(pl.Callback):
+    """Kill the process with SIGKILL right after the checkpoint at a given step (for resume tests)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _loader(table: EncodedTable, collator: Collator, sampler) -> ResumableDataLoader | torch.utils.data.DataLoader:
+    dataset = EncodedDataset(table)
+    if isinstance(sampler, BucketBatchSampler):
+        return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=collator)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator)
+
+
+def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame):
+    """Fit preprocessing on train only and tokenise both splits once."""
+    tokenizer = load_tokenizer(tokenizer_source(cfg.text))
+    preprocessor = TablePreprocessor.fit(cfg, tokenizer, train)
+    return tokenizer, preprocessor, preprocessor.encode(train), preprocessor.encode(val)
+
+
+def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Path | pd.DataFrame,
+          out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train one model and write its bundle to `out_dir` (rank 0 only)."""
+    quiet_lightning()
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".work")
+    if not resume and work.exists():
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)  # a fresh run must not pick up another run's checkpoints
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    train_df = train_data if isinstance(train_data, pd.DataFrame) else read_table(train_data)
+    val_df = val_data if isinstance(val_data, pd.DataFrame) else read_table(val_data)
+    if cfg.train.max_train_samples and len(train_df) > cfg.train.max_train_samples:
+        train_df = train_df.sample(n=cfg.train.max_train_samples, random_state=cfg.train.seed).reset_index(drop=True)
+    tokenizer, preprocessor, train_table, val_table = prepare(cfg, train_df, val_df)
+    model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities)
+    model.set_class_weights(class_weights(train_table.labels, cfg.model.num_classes, cfg.train.class_weight))
+
+    pad = int(tokenizer.pad_token_id or 0)
+    collator = Collator(pad, cfg.text.max_chunks, cfg.text.chunk_tokens)
+    sampler = BucketBatchSampler(train_table.token_counts(), cfg.train.batch_size, cfg.train.seed)
+    train_loader = _loader(train_table, collator, sampler)
+    val_loader = _loader(val_table, collator, sorted_batches(val_table.token_counts(), cfg.train.eval_batch_size))
+    steps_per_epoch = max(1, -(-len(sampler) // cfg.train.accumulate_grad_batches))
+    if cfg.train.limit_train_batches:
+        steps_per_epoch = min(steps_per_epoch, -(-cfg.train.limit_train_batches // cfg.train.accumulate_grad_batches))
+    module = FusionLitModule(model, cfg.train, total_steps=steps_per_epoch * cfg.train.epochs)
+
+    monitor, mode = monitor_for(cfg)
+    best = pl.callbacks.ModelCheckpoint(dirpath=work / "best", filename="best", monitor=monitor, mode=mode,
+                                        save_top_k=1, save_weights_only=True, enable_version_counter=False)
+    last = pl.callbacks.ModelCheckpoint(dirpath=work / "last", filename="last", save_top_k=1,
+                                        every_n_train_steps=max(1, cfg.train.checkpoint_every_steps),
+                                        enable_version_counter=False)
+    callbacks: list[pl.Callback] = [best, last,
+                                    pl.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience)]
+    if os.environ.get(FAULT_ENV):
+        callbacks.append(_FaultInjector(int(os.environ[FAULT_ENV])))
+    trainer = pl.Trainer(
+        max_epochs=cfg.train.epochs,
+        accelerator=cfg.train.accelerator,
+        devices=cfg.train.devices,
+        num_nodes=cfg.train.num_nodes,
+        strategy=build_strategy(cfg),
+        precision=lightning_precision(cfg),
+        gradient_clip_val=cfg.train.grad_clip,
+        accumulate_grad_batches=cfg.train.accumulate_grad_batches,
+        limit_train_batches=cfg.train.limit_train_batches,
+        callbacks=callbacks,
+        logger=pl.loggers.CSVLogger(str(work), name="logs", version=0),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        deterministic=False,
+        log_every_n_steps=min(50, steps_per_epoch),
+        default_root_dir=str(work),
+    )
+    last_ckpt = work / "last" / "last.ckpt"
+    ckpt_path = str(last_ckpt) if resume and last_ckpt.is_file() else None
+    if resume and ckpt_path is None:
+        log.warning("--resume: no checkpoint in %s; starting from scratch", work / "last")
+    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+
+    fingerprint = weights_fingerprint(model)
+    (work / "ranks").mkdir(parents=True, exist_ok=True)
+    (work / "ranks" / f"rank{trainer.global_rank}.json").write_text(
+        json.dumps({"rank": trainer.global_rank, "weights_sha256": fingerprint}))
+    if not trainer.is_global_zero:
+        return TrainResult(None, None, {}, trainer.current_epoch)
+
+    if best.best_model_path and Path(best.best_model_path).is_file():
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    model = module.model.to("cpu").float().eval()
+    scores = score_table(model, val_table, collator, batch_size=cfg.train.eval_batch_size)
+    labels = val_table.labels
+    threshold = None
+    if cfg.model.num_classes == 2:
+        threshold = best_f1_threshold(labels, scores.probs[:, 1]) if cfg.train.threshold == "max_f1" else cfg.train.fixed_threshold
+    val_metrics = classification_metrics(labels, scores.probs, threshold)
+    epochs_run = trainer.current_epoch
+    extra = {"epochs_run": epochs_run, "train_rows": len(train_table), "val_rows": len(val_table),
+             "monitor": monitor, "best_score": float(best.best_model_score) if best.best_model_score is not None else None}
+    write_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model,
+                 threshold=threshold, metrics={"validation": val_metrics}, extra_meta=extra)
+    return TrainResult(out_dir, threshold, val_metrics, epochs_run)

@@ -1,0 +1,153 @@
+"""End-to-end training on synthetic tables with a planted signal (tiny BERT, fp32, seconds per run)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import bsmfusion
+from bsmfusion.data.io import write_table
+from bsmfusion.evaluation.metrics import best_f1_threshold
+from bsmfusion.training.fit import train
+from tests.conftest import tiny_config
+from tests.synthetic import planted_frame
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fast_config(fusion, epochs=8, **train_overrides):
+    return tiny_config(
+        fusion, data={"id": "id"}, text={"pooling": "cls", "max_chunks": 2, "chunk_tokens": 32},
+        train={"epochs": epochs, "batch_size": 16, "precision": "32", "lr": 3e-3, "head_lr": 3e-3,
+               "patience": 50, "warmup_ratio": 0.0, **train_overrides},
+    )
+
+
+def auc_after_training(tmp_path, fusion, signal, epochs=8):
+    cfg = fast_config(fusion, epochs)
+    result = train(cfg, planted_frame(400, signal, 0), planted_frame(200, signal, 1), tmp_path / fusion, progress=False)
+    return result.val_metrics["roc_auc"]
+
+
+@pytest.mark.parametrize("fusion,expect_high", [("concat", True), ("text_only", True), ("tab_only", False)])
+def test_text_signal(tmp_path, fusion, expect_high):
+    auc = auc_after_training(tmp_path, fusion, "text")
+    assert (auc > 0.95) if expect_high else (auc < 0.7), auc
+
+
+@pytest.mark.parametrize("fusion,expect_high", [("gate", True), ("text_only", False)])
+def test_tabular_signal(tmp_path, fusion, expect_high):
+    auc = auc_after_training(tmp_path, fusion, "tab")
+    assert (auc > 0.95) if expect_high else (auc < 0.7), auc
+
+
+def test_interaction_signal_needs_a_multiplicative_fusion(tmp_path):
+    """label = keyword XOR (x > 0): concat's logits are additive in text and tab, so it cannot fit it;
+    cross_attn's two-layer merge network over both embeddings can."""
+    assert auc_after_training(tmp_path, "cross_attn", "interaction", epochs=10) > 0.95
+    assert auc_after_training(tmp_path, "concat", "interaction", epochs=10) < 0.75
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundle") / "model"
+    val = planted_frame(120, "text", 1)
+    result = train(fast_config("gate", epochs=3), planted_frame(300, "text", 0), val, out, progress=False)
+    return result, out, val
+
+
+def test_bundle_round_trip_gives_identical_predictions(trained):
+    result, out, val = trained
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["config.yaml", "encoder", "manifest.json", "meta.json", "metrics.json", "model.safetensors",
+                     "preprocessing.json", "tokenizer"]
+    assert not list(out.rglob("*.pkl")) and not list(out.rglob("*.bin"))
+    first = bsmfusion.load(out).predict_frame(val)
+    second = bsmfusion.load(out).predict_frame(val)
+    np.testing.assert_array_equal(first["prob_1"].to_numpy(), second["prob_1"].to_numpy())
+    assert first["id"].tolist() == val["id"].tolist()
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["label_names"] == ["0", "1"] and meta["fusion"] == "gate" and "torch" in meta["versions"]
+
+
+def test_threshold_is_chosen_on_validation(trained):
+    result, out, val = trained
+    predictor = bsmfusion.load(out)
+    probs = predictor.predict_frame(val)["prob_1"].to_numpy()
+    assert predictor.threshold == pytest.approx(best_f1_threshold(val["label"].to_numpy(), probs), abs=1e-6)
+    assert json.loads((out / "metrics.json").read_text())["validation"]["threshold"] == pytest.approx(predictor.threshold)
+
+
+def test_predict_streams_in_order_with_bounded_batches(trained, tmp_path, monkeypatch):
+    _, out, _ = trained
+    big = planted_frame(2500, "text", 5)
+    big["id"] = [f"row-{i}" for i in range(len(big))]
+    src = tmp_path / "big.csv"
+    write_table(big, src)
+    predictor = bsmfusion.load(out)
+    seen = []
+    original = predictor.predict_frame
+
+    def spy(frame, **kwargs):
+        seen.append(len(frame))
+        return original(frame, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict_frame", spy)
+    for name in ("scores.csv", "scores.jsonl", "scores.parquet"):
+        seen.clear()
+        assert predictor.predict_file(src, tmp_path / name, batch_rows=300, progress=False) == 2500
+        assert max(seen) <= 300 and sum(seen) == 2500
+        got = bsmfusion.data.io.read_table(tmp_path / name)
+        assert got["id"].tolist() == big["id"].tolist()
+        assert set(got.columns) == {"id", "prob_0", "prob_1", "predicted_label", "text_weight", "tab_weight"}
+    whole = original(big)
+    np.testing.assert_allclose(got["prob_1"].to_numpy(), whole["prob_1"].to_numpy(), atol=1e-6)
+
+
+def _write_inputs(tmp_path, cfg):
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    write_table(planted_frame(160, "text", 0), tmp_path / "train.csv")
+    write_table(planted_frame(64, "text", 1), tmp_path / "val.csv")
+
+
+def _cli(tmp_path, out, *extra, env=None, launcher=()):
+    cmd = [*launcher, "-m", "bsmfusion", "train", "--config", str(tmp_path / "cfg.yaml"), "--train",
+           str(tmp_path / "train.csv"), "--val", str(tmp_path / "val.csv"), "--out", str(out), "--quiet", *extra]
+    if not launcher:
+        cmd = [sys.executable, *cmd]
+    return subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
+    cfg = fast_config("concat", epochs=3, checkpoint_every_steps=2)
+    _write_inputs(tmp_path, cfg)
+    reference = _cli(tmp_path, tmp_path / "ref")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    # 160 rows / 16 = 10 steps per epoch: step 15 is the middle of epoch 2; the last checkpoint is step 14.
+    killed = _cli(tmp_path, tmp_path / "run", env={"BSMFUSION_FAULT_AFTER_STEP": "15"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+    assert (tmp_path / "run.work" / "last" / "last.ckpt").is_file()
+    resumed = _cli(tmp_path, tmp_path / "run", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ref_metrics = json.loads((tmp_path / "ref" / "metrics.json").read_text())["validation"]
+    run_metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"]
+    for key in ("roc_auc", "pr_auc", "log_loss", "threshold", "f1"):
+        assert run_metrics[key] == pytest.approx(ref_metrics[key], abs=1e-6), key
+
+
+def test_ddp_two_cpu_processes_identical_weights_and_one_bundle(tmp_path):
+    cfg = fast_config("gate", epochs=1, strategy="ddp", devices=2, accelerator="cpu")
+    _write_inputs(tmp_path, cfg)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run = _cli(tmp_path, tmp_path / "ddp", launcher=launcher, env={"OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "ddp.work" / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert (tmp_path / "ddp" / "manifest.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".ddp", "ddp"))) == ["ddp", "ddp.work"]
+    assert run.stdout.count("bundle:") == 1
