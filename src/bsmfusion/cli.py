@@ -73,9 +73,27 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from . import load
 
-    predictor = load(args.model, batch_size=args.batch_size)
+    predictor = load(args.model, batch_size=args.batch_size, engine=args.engine, quantized=args.int8)
     rows = predictor.predict_file(args.data, args.out, batch_rows=args.batch_rows, progress=not args.quiet)
     print(f"wrote {rows:,} rows to {args.out}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .training.compare import compare, leaderboard_markdown
+
+    cfg = load_config(args.config, _overrides(args.set))
+    models = args.models.split(",") if args.models else None
+    rows = compare(cfg, args.train, args.val, args.test, args.out, models=models, epochs=args.epochs)
+    print(leaderboard_markdown(rows))
+    print(f"leaderboard: {args.out}/leaderboard.md, {args.out}/leaderboard.json")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .inference.onnx_export import export_onnx
+
+    path = export_onnx(args.model, quantize=args.quantize)
+    print(f"wrote {path}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -119,8 +137,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output table (.csv, .parquet, .jsonl)")
     p.add_argument("--batch-size", type=int, default=64, help="rows per model batch")
     p.add_argument("--batch-rows", type=int, default=2048, help="rows read from the input at a time")
+    p.add_argument("--engine", choices=["torch", "onnx"], default="torch", help="onnx needs 'bsmfusion export' first")
+    p.add_argument("--int8", action="store_true", help="with --engine onnx: use the int8-quantised graph")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export the whole model to ONNX inside the bundle")
+    p.add_argument("--model", required=True, help="bundle folder")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--quantize", choices=["int8"], help="also write a dynamically int8-quantised graph")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("compare", help="rank every fusion and both baselines with a frozen encoder (minutes)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--train", required=True)
+    p.add_argument("--val", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--out", default="compare_out", help="folder for leaderboard.md/json and the bundles")
+    p.add_argument("--models", help="comma-separated subset (default: all six)")
+    p.add_argument("--epochs", type=int, default=20, help="maximum epochs per model (early stopping applies)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="download real data, fine-tune, evaluate and score a few rows")
     p.add_argument("--out", default="demo_out")

@@ -71,7 +71,7 @@ class TextConfig(_Section):
     max_chunks: int = Field(4, ge=1, le=64)
     chunk_tokens: int = Field(128, ge=8, le=4096)
     head_chunks: int | None = Field(None, ge=0)
-    pooling: Literal["pooler", "cls", "mean"] = "pooler"
+    pooling: Literal["pooler", "cls", "mean"] = "mean"
     chunk_reduce: Literal["masked_mean", "padded_mean"] = "masked_mean"
     encode: Literal["plain", "packed"] = "packed"
     role_prefix: bool = True
@@ -140,6 +140,7 @@ class TrainConfig(_Section):
     threshold: Literal["max_f1", "fixed"] = "max_f1"
     fixed_threshold: float = Field(0.5, gt=0, lt=1)
     freeze_encoder: bool = False
+    embedding_cache: str | None = None
     max_train_samples: int | None = Field(None, ge=1)
     num_workers: int = Field(0, ge=0)
     limit_train_batches: int | None = Field(None, ge=1)

@@ -52,7 +52,7 @@ def test_forward_backward_reaches_every_used_part(fusion, tokenizer):
 
 
 def test_contribution_details_per_fusion(tokenizer):
-    expected = {"gate": {"gate": (6, 8)}, "moe": {"router": (6, 2)},
+    expected = {"gate": {"gate": (6, 8), "gate_mean": (6,)}, "moe": {"router": (6, 2)},
                 "cross_attn": {"text2tab_attention": (6,), "tab2text_attention": (6,)}}
     for fusion, shapes in expected.items():
         cfg = tiny_config(fusion)

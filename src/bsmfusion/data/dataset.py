@@ -20,6 +20,7 @@ class EncodedTable:
     categorical: np.ndarray  # N×Dc int64
     labels: np.ndarray | None  # N int64
     ids: list[Any]
+    thread_vectors: np.ndarray | None = None  # N×D, set by the frozen-encoder path
 
     def __len__(self) -> int:
         return len(self.threads)
@@ -36,6 +37,7 @@ class EncodedTable:
             categorical=self.categorical[index],
             labels=None if self.labels is None else self.labels[index],
             ids=[self.ids[i] for i in index],
+            thread_vectors=None if self.thread_vectors is None else self.thread_vectors[index],
         )
 
 
@@ -57,6 +59,7 @@ class EncodedDataset(Dataset):
             "numeric": t.numeric[i],
             "categorical": t.categorical[i],
             "label": None if t.labels is None else int(t.labels[i]),
+            "thread_vector": None if t.thread_vectors is None else t.thread_vectors[i],
         }
 
 
@@ -74,6 +77,8 @@ class Collator:
         self.pad_to_max = pad_to_max
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if items[0].get("thread_vector") is not None:
+            return self._with_thread_vectors(items)
         batch = len(items)
         if self.pad_to_max:
             chunks, tokens = self.max_chunks, self.chunk_tokens
@@ -93,10 +98,19 @@ class Collator:
             "attention_mask": attention_mask,
             "chunk_mask": chunk_mask,
             "text_empty": torch.tensor([bool(item["empty"]) for item in items]),
-            "numeric": torch.from_numpy(np.stack([item["numeric"] for item in items]).astype(np.float32)),
-            "categorical": torch.from_numpy(np.stack([item["categorical"] for item in items]).astype(np.int64)),
-            "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
         }
+        return self._add_common(out, items)
+
+    @staticmethod
+    def _add_common(out: dict[str, torch.Tensor], items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        out["numeric"] = torch.from_numpy(np.stack([item["numeric"] for item in items]).astype(np.float32))
+        out["categorical"] = torch.from_numpy(np.stack([item["categorical"] for item in items]).astype(np.int64))
+        out["index"] = torch.tensor([item["index"] for item in items], dtype=torch.long)
         if items[0]["label"] is not None:
             out["labels"] = torch.tensor([item["label"] for item in items], dtype=torch.long)
         return out
+
+    def _with_thread_vectors(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Frozen-encoder batches: precomputed `B×D` thread vectors instead of token ids."""
+        vectors = torch.from_numpy(np.stack([item["thread_vector"] for item in items]).astype(np.float32))
+        return self._add_common({"thread_vectors": vectors}, items)

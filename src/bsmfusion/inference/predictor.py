@@ -21,12 +21,26 @@ class Predictor:
     """Scores rows with a bundle. Output columns: the id column (or `row`), `prob_<label>` per class,
     `predicted_label`, and the modality contributions `text_weight`, `tab_weight`."""
 
-    def __init__(self, bundle: Bundle, *, batch_size: int = 64, device: str = "cpu", precision: str = "auto"):
+    def __init__(self, bundle: Bundle, *, batch_size: int = 64, device: str = "cpu", precision: str = "auto",
+                 engine: str = "torch", quantized: bool = False):
         self.bundle = bundle
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.precision = precision
-        self.model = bundle.model.to(self.device).eval()
+        self.engine = engine
+        if engine == "onnx":
+            from ..errors import BundleError
+            from .onnx_export import OnnxModel, onnx_file
+
+            path = onnx_file(bundle.path, "int8" if quantized else None)
+            if not path.is_file():
+                flag = " --quantize int8" if quantized else ""
+                raise BundleError(f"bundle '{bundle.path}' has no {path.name}; run 'bsmfusion export --model {bundle.path} --format onnx{flag}' first")
+            self.model = OnnxModel(path, threads=torch.get_num_threads())
+        elif engine == "torch":
+            self.model = bundle.model.to(self.device).eval()
+        else:
+            raise ValueError(f"unknown engine '{engine}'; use 'torch' or 'onnx'")
         cfg = bundle.cfg
         self.collator = Collator(bundle.preprocessor.text.pad_token_id, cfg.text.max_chunks, cfg.text.chunk_tokens)
 

@@ -41,11 +41,14 @@ def autocast_context(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def score_table(model: torch.nn.Module, table: EncodedTable, collator: Collator, *, batch_size: int = 64,
+def score_table(model, table: EncodedTable, collator: Collator, *, batch_size: int = 64,
                 device: str | torch.device = "cpu", precision: str = "auto") -> Scores:
-    """Run the model over every row; batches are sorted by length, results restored to input order."""
+    """Run the model (a PyTorch `MultimodalClassifier` or an `OnnxModel`) over every row; batches are sorted by
+    length, results restored to input order."""
     device = torch.device(device)
-    model.eval()
+    is_torch = isinstance(model, torch.nn.Module)
+    if is_torch:
+        model.eval()
     dataset = EncodedDataset(table)
     n = len(dataset)
     probs: np.ndarray | None = None
@@ -53,13 +56,17 @@ def score_table(model: torch.nn.Module, table: EncodedTable, collator: Collator,
     with torch.inference_mode(), autocast_context(device, precision):
         for rows in sorted_batches(table.token_counts(), batch_size):
             batch = collator([dataset[i] for i in rows])
-            batch = {k: v.to(device) for k, v in batch.items()}
-            output = model(batch)
-            p = torch.softmax(output.logits.float(), dim=-1).cpu().numpy()
+            if is_torch:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                output = model(batch)
+                p = torch.softmax(output.logits.float(), dim=-1).cpu().numpy()
+                weight = output.text_weight.float().cpu().numpy()
+            else:  # an onnxruntime-backed model (inference.onnx_export.OnnxModel)
+                p, weight = model.run(batch)
             if probs is None:
                 probs = np.zeros((n, p.shape[1]), dtype=np.float32)
             probs[rows] = p
-            text_weight[rows] = output.text_weight.float().cpu().numpy()
+            text_weight[rows] = weight
     if probs is None:
         probs = np.zeros((0, 2), dtype=np.float32)
     return Scores(probs=probs, text_weight=text_weight)

@@ -118,6 +118,23 @@ def _loader(table: EncodedTable, collator: Collator, sampler) -> ResumableDataLo
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator)
 
 
+def embedding_cache_dir(cfg: Config) -> Path:
+    if cfg.train.embedding_cache:
+        return Path(cfg.train.embedding_cache)
+    return Path(os.environ.get("BSMFUSION_CACHE", Path.home() / ".cache" / "bsmfusion")) / "embeddings"
+
+
+def freeze_text_encoder(model, cfg: Config, collator: Collator, tables: tuple[EncodedTable, ...]) -> None:
+    """Attach cached thread vectors to each table and stop gradients into the backbone."""
+    from .frozen import cached_thread_vectors
+
+    for table in tables:
+        table.thread_vectors = cached_thread_vectors(model.text_subnetwork, table, collator, embedding_cache_dir(cfg),
+                                                     batch_size=cfg.train.eval_batch_size)
+    model.text_subnetwork.backbone.requires_grad_(False)
+    model.text_subnetwork.backbone.eval()
+
+
 def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame):
     """Fit preprocessing on train only and tokenise both splits once."""
     tokenizer = load_tokenizer(tokenizer_source(cfg.text))
@@ -142,10 +159,13 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
         train_df = train_df.sample(n=cfg.train.max_train_samples, random_state=cfg.train.seed).reset_index(drop=True)
     tokenizer, preprocessor, train_table, val_table = prepare(cfg, train_df, val_df)
     model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities)
+    model.train()  # from_pretrained returns eval mode; Lightning keeps modules' modes as they are
     model.set_class_weights(class_weights(train_table.labels, cfg.model.num_classes, cfg.train.class_weight))
 
     pad = int(tokenizer.pad_token_id or 0)
     collator = Collator(pad, cfg.text.max_chunks, cfg.text.chunk_tokens)
+    if cfg.train.freeze_encoder and model.text_subnetwork is not None:
+        freeze_text_encoder(model, cfg, collator, (train_table, val_table))
     sampler = BucketBatchSampler(train_table.token_counts(), cfg.train.batch_size, cfg.train.seed)
     train_loader = _loader(train_table, collator, sampler)
     val_loader = _loader(val_table, collator, sorted_batches(val_table.token_counts(), cfg.train.eval_batch_size))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Fusion, FusionDims, FusionOutput, register_fusion
+from .base import Fusion, FusionDims, FusionOutput, linear_share, register_fusion
 
 
 @register_fusion("gate")
@@ -15,7 +15,10 @@ class GateFusion(Fusion):
     `gate_net: Linear(2F→F) → LayerNorm → Sigmoid` giving g (`B×F`),
     `fused = g⊙text_proj + (1−g)⊙tab_proj`, `classifier: ReLU → Linear(F→classes)`.
 
-    `text_weight` is the mean gate per sample; `details["gate"]` holds the per-dimension gates (`B×F`).
+    The mean gate of a sample stays near 0.5 by construction (the LayerNorm before the sigmoid centres the gate
+    logits of every sample), so it is reported as `details["gate_mean"]` but is a poor contribution measure.
+    `text_weight` is instead the text side's share of the fused vector: Σ|g⊙t| / (Σ|g⊙t| + Σ|(1−g)⊙u|).
+    `details["gate"]` holds the per-dimension gates (`B×F`).
     """
 
     def __init__(self, dims: FusionDims):
@@ -29,5 +32,7 @@ class GateFusion(Fusion):
     def forward(self, text: torch.Tensor, tab: torch.Tensor) -> FusionOutput:
         text_f, tab_f = self.text_proj(text), self.tab_proj(tab)
         gate = self.gate_net(torch.cat([text_f, tab_f], dim=1))
-        fused = gate * text_f + (1.0 - gate) * tab_f
-        return FusionOutput(logits=self.classifier(fused), text_weight=gate.float().mean(dim=1), details={"gate": gate})
+        text_part, tab_part = gate * text_f, (1.0 - gate) * tab_f
+        fused = text_part + tab_part
+        return FusionOutput(logits=self.classifier(fused), text_weight=linear_share(text_part, tab_part),
+                            details={"gate": gate, "gate_mean": gate.float().mean(dim=1)})

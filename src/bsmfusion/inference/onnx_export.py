@@ -1,0 +1,110 @@
+"""`bsmfusion export --format onnx [--quantize int8]`: the WHOLE model (encoder, tabular encoder, fusion, head)
+as one ONNX graph with dynamic batch, chunk and token axes, stored inside the bundle.
+
+Inputs: input_ids, attention_mask (B×C×T int64), chunk_mask (B×C bool), numeric (B×Dn float32),
+categorical (B×Dc int64). Outputs: probs (B×K), text_weight (B). The graph uses the plain `(B·C)×T` encode path
+(equal to the packed path within 1e-5); bucketed batches keep its padding small.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..bundle import MANIFEST, load_bundle, sha256_file
+
+INPUTS = ["input_ids", "attention_mask", "chunk_mask", "numeric", "categorical"]
+OUTPUTS = ["probs", "text_weight"]
+
+
+class ExportWrapper(nn.Module):
+    """Tensor-in, tensor-out view of a `MultimodalClassifier` for tracing."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, chunk_mask, numeric, categorical):
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "chunk_mask": chunk_mask,
+                 "numeric": numeric, "categorical": categorical}
+        output = self.model(batch)
+        return torch.softmax(output.logits.float(), dim=-1), output.text_weight.float()
+
+
+def onnx_file(bundle_dir: Path, quantize: str | None = None) -> Path:
+    return Path(bundle_dir) / ("model.int8.onnx" if quantize == "int8" else "model.onnx")
+
+
+def example_inputs(bundle, batch: int = 2, chunks: int = 2, tokens: int = 16) -> tuple[torch.Tensor, ...]:
+    prep = bundle.preprocessor
+    ids = torch.full((batch, chunks, tokens), 1000, dtype=torch.long)
+    mask = torch.ones((batch, chunks, tokens), dtype=torch.long)
+    mask[1, 1, tokens // 2:] = 0
+    chunk_mask = torch.ones((batch, chunks), dtype=torch.bool)
+    chunk_mask[0, 1] = False
+    numeric = torch.zeros((batch, prep.tabular.numeric_dim), dtype=torch.float32)
+    categorical = torch.ones((batch, len(prep.tabular.categorical)), dtype=torch.long)
+    return ids, mask, chunk_mask, numeric, categorical
+
+
+def export_onnx(bundle_dir: str | Path, quantize: str | None = None, opset: int = 17) -> Path:
+    """Write model.onnx (and model.int8.onnx with `quantize='int8'`) into the bundle and add them to its manifest."""
+    bundle_dir = Path(bundle_dir)
+    bundle = load_bundle(bundle_dir)
+    model = bundle.model.float().eval()
+    if model.text_subnetwork is not None:
+        model.text_subnetwork.encode_mode = "plain"
+        backbone = model.text_subnetwork.backbone
+        if hasattr(backbone, "set_attn_implementation"):
+            backbone.set_attn_implementation("eager")
+    wrapper = ExportWrapper(model).eval()
+    target = onnx_file(bundle_dir)
+    partial = target.with_name(target.name + ".partial")
+    dynamic = {
+        "input_ids": {0: "batch", 1: "chunks", 2: "tokens"},
+        "attention_mask": {0: "batch", 1: "chunks", 2: "tokens"},
+        "chunk_mask": {0: "batch", 1: "chunks"},
+        "numeric": {0: "batch"},
+        "categorical": {0: "batch"},
+        "probs": {0: "batch"},
+        "text_weight": {0: "batch"},
+    }
+    with torch.no_grad():
+        torch.onnx.export(wrapper, example_inputs(bundle), str(partial), input_names=INPUTS, output_names=OUTPUTS,
+                          dynamic_axes=dynamic, opset_version=opset, dynamo=False, do_constant_folding=True)
+    partial.replace(target)
+    written = [target]
+    if quantize == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        int8 = onnx_file(bundle_dir, "int8")
+        quantize_dynamic(str(target), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        written.append(int8)
+    manifest = json.loads((bundle_dir / MANIFEST).read_text())
+    for path in written:
+        manifest[path.name] = sha256_file(path)
+    tmp = bundle_dir / (MANIFEST + ".partial")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    tmp.replace(bundle_dir / MANIFEST)
+    return written[-1]
+
+
+class OnnxModel:
+    """Runs an exported graph with onnxruntime; `__call__(batch)` mirrors the PyTorch model's outputs."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, batch: dict[str, torch.Tensor]):
+        feed = {name: batch[name].cpu().numpy() for name in self.input_names}
+        probs, text_weight = self.session.run(OUTPUTS, feed)
+        return probs, text_weight

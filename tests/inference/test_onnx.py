@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+import bsmfusion
+from bsmfusion.cli import main
+from bsmfusion.errors import BundleError
+from bsmfusion.training.fit import train
+from tests.synthetic import planted_frame
+from tests.training.test_train import fast_config
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.parametrize("fusion", ["gate", "cross_attn", "tab_only"])
+def test_onnx_fp32_matches_pytorch_and_int8_runs(tmp_path, fusion):
+    out = tmp_path / "m"
+    train(fast_config(fusion, epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
+    frame = planted_frame(50, "text", 2)
+    frame.loc[0, "dialogue"] = ""  # empty thread
+    frame.loc[1, "dialogue"] = " <eos> ".join(["BUYER: " + "refund please " * 20] * 3)  # several chunks
+    with pytest.raises(BundleError, match="bsmfusion export"):
+        bsmfusion.load(out, engine="onnx")
+    assert main(["export", "--model", str(out), "--format", "onnx", "--quantize", "int8"]) == 0
+    torch_out = bsmfusion.load(out).predict_frame(frame)
+    onnx_out = bsmfusion.load(out, engine="onnx").predict_frame(frame)
+    diff = np.abs(torch_out["prob_1"].to_numpy() - onnx_out["prob_1"].to_numpy()).max()
+    assert diff <= 1e-4
+    np.testing.assert_allclose(torch_out["text_weight"], onnx_out["text_weight"], atol=1e-4)
+    int8_out = bsmfusion.load(out, engine="onnx", quantized=True).predict_frame(frame)
+    assert int8_out["prob_1"].between(0, 1).all() and len(int8_out) == 50
+    # the exported files are part of the verified manifest
+    (out / "model.onnx").write_bytes((out / "model.onnx").read_bytes() + b"x")
+    with pytest.raises(BundleError, match="model.onnx"):
+        bsmfusion.load(out)

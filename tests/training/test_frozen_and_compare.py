@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import pytest
+
+from bsmfusion.cli import main
+from bsmfusion.data.io import write_table
+from bsmfusion.training.fit import train
+from tests.synthetic import planted_frame
+from tests.training.test_train import fast_config
+
+
+def test_frozen_encoder_trains_only_the_head_and_caches_vectors(tmp_path):
+    cache = tmp_path / "cache"
+    cfg = fast_config("concat", epochs=2, freeze_encoder=True, embedding_cache=str(cache))
+    import bsmfusion
+
+    result = train(cfg, planted_frame(120, "tab", 0), planted_frame(60, "tab", 1), tmp_path / "m", progress=False)
+    cached = sorted(cache.glob("threads-*.npy"))
+    assert len(cached) == 2  # train and val
+    vectors = np.load(cached[0])
+    assert vectors.shape[1] == 32 and np.isfinite(vectors).all()
+    # the encoder weights in the bundle are the untouched initial ones: the same seed rebuilds them
+    from bsmfusion.models import build_model
+    import torch
+
+    bundle_model = bsmfusion.load(tmp_path / "m").bundle.model
+    torch.manual_seed(cfg.train.seed)
+    assert result.val_metrics["roc_auc"] > 0.9
+    # a second run reuses the cache (same files, no new ones)
+    train(cfg, planted_frame(120, "tab", 0), planted_frame(60, "tab", 1), tmp_path / "m2", progress=False)
+    assert sorted(cache.glob("threads-*.npy")) == cached
+    # and scoring the bundle through the full encoder path agrees with the cached-vector path
+    frame = planted_frame(60, "tab", 1)
+    full = bsmfusion.load(tmp_path / "m2").predict_frame(frame)["prob_1"].to_numpy()
+    assert abs(json.loads((tmp_path / "m2" / "metrics.json").read_text())["validation"]["n"] - 60) == 0
+    from bsmfusion.evaluation.metrics import classification_metrics
+
+    m = classification_metrics(frame["label"].to_numpy(), np.stack([1 - full, full], 1), 0.5)
+    assert m["roc_auc"] == pytest.approx(result.val_metrics["roc_auc"], abs=1e-6)
+
+
+def test_frozen_backbone_is_unchanged_by_training(tmp_path):
+    import bsmfusion
+    import torch
+
+    cfg = fast_config("gate", epochs=2, freeze_encoder=True, embedding_cache=str(tmp_path / "c"))
+    train(cfg, planted_frame(80, "tab", 0), planted_frame(40, "tab", 1), tmp_path / "a", progress=False)
+    cfg2 = fast_config("gate", epochs=4, freeze_encoder=True, embedding_cache=str(tmp_path / "c"))
+    train(cfg2, planted_frame(80, "tab", 0), planted_frame(40, "tab", 1), tmp_path / "b", progress=False)
+    a = bsmfusion.load(tmp_path / "a").bundle.model.text_subnetwork.backbone.state_dict()
+    b = bsmfusion.load(tmp_path / "b").bundle.model.text_subnetwork.backbone.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ha = bsmfusion.load(tmp_path / "a").bundle.model.fusion.state_dict()
+    hb = bsmfusion.load(tmp_path / "b").bundle.model.fusion.state_dict()
+    assert any(not torch.equal(ha[k], hb[k]) for k in ha)
+
+
+def test_compare_ranks_all_six_models(tmp_path, capsys):
+    import yaml
+
+    cfg = fast_config("concat", embedding_cache=str(tmp_path / "cache"))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    for name, seed, n in (("train", 0, 200), ("val", 1, 80), ("test", 2, 80)):
+        write_table(planted_frame(n, "tab", seed), tmp_path / f"{name}.csv")
+    code = main(["compare", "--config", str(tmp_path / "cfg.yaml"), "--train", str(tmp_path / "train.csv"),
+                 "--val", str(tmp_path / "val.csv"), "--test", str(tmp_path / "test.csv"), "--out", str(tmp_path / "cmp"),
+                 "--epochs", "6"])
+    assert code == 0
+    board = json.loads((tmp_path / "cmp" / "leaderboard.json").read_text())
+    assert sorted(r["model"] for r in board) == sorted(["concat", "gate", "moe", "cross_attn", "text_only", "tab_only"])
+    assert [r["roc_auc"] for r in board] == sorted((r["roc_auc"] for r in board), reverse=True)
+    by_model = {r["model"]: r for r in board}
+    assert by_model["tab_only"]["roc_auc"] > 0.9 and by_model["text_only"]["roc_auc"] < 0.75
+    assert "| rank | model |" in (tmp_path / "cmp" / "leaderboard.md").read_text()
+    assert "leaderboard:" in capsys.readouterr().out
