@@ -8,6 +8,7 @@ categorical (B×Dc int64). Outputs: probs (B×K), text_weight (B). The graph use
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -71,7 +72,8 @@ def export_onnx(bundle_dir: str | Path, quantize: str | None = None, opset: int 
         "probs": {0: "batch"},
         "text_weight": {0: "batch"},
     }
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes about shape checks inside nn.MultiheadAttention and BERT
         torch.onnx.export(wrapper, example_inputs(bundle), str(partial), input_names=INPUTS, output_names=OUTPUTS,
                           dynamic_axes=dynamic, opset_version=opset, dynamo=False, do_constant_folding=True)
     partial.replace(target)
