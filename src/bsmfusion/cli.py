@@ -96,6 +96,21 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import os
+
+    from .errors import ConfigError
+    from .serving.app import serve
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is unset or empty; export it first")
+    serve(args.model, host=args.host, port=args.port, api_key=api_key, max_records=args.max_records,
+          max_body_bytes=args.max_body_bytes)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -148,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["int8"], help="also write a dynamically int8-quantised graph")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("serve", help="HTTP scoring server (FastAPI + uvicorn)")
+    p.add_argument("--model", required=True, help="bundle folder")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-key-env", help="name of the environment variable holding the API key")
+    p.add_argument("--max-records", type=int, default=256, help="records per request")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("compare", help="rank every fusion and both baselines with a frozen encoder (minutes)")
     p.add_argument("--config", required=True)
     p.add_argument("--train", required=True)
@@ -168,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], None] = args.func

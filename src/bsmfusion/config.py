@@ -75,6 +75,7 @@ class TextConfig(_Section):
     chunk_reduce: Literal["masked_mean", "padded_mean"] = "masked_mean"
     encode: Literal["plain", "packed"] = "packed"
     role_prefix: bool = True
+    max_chars: int = Field(200_000, ge=1000)
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
 
     @model_validator(mode="after")

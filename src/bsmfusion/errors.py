@@ -9,13 +9,24 @@ class BsmFusionError(Exception):
     """
 
 
-class ConfigError(BsmFusionError):
+class ConfigError(BsmFusionError, ValueError):
     """A config key is unknown, missing or has the wrong type/value."""
 
 
-class DataError(BsmFusionError):
+class DataError(BsmFusionError, ValueError):
     """An input table is unusable: missing column, bad value, empty file."""
 
 
 class BundleError(BsmFusionError):
     """A model bundle is missing files or was tampered with."""
+
+
+def show(value) -> str:
+    """A cell value as users wrote it: `repr` of the plain Python value (np.int64(3) → 3), shortened."""
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            value = value.item()
+        except (ValueError, TypeError):
+            pass
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

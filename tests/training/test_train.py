@@ -103,7 +103,7 @@ def test_predict_streams_in_order_with_bounded_batches(trained, tmp_path, monkey
         assert max(seen) <= 300 and sum(seen) == 2500
         got = bsmfusion.data.io.read_table(tmp_path / name)
         assert got["id"].tolist() == big["id"].tolist()
-        assert set(got.columns) == {"id", "prob_0", "prob_1", "predicted_label", "text_weight", "tab_weight"}
+        assert set(got.columns) == {"id", "prob_0", "prob_1", "predicted_label", "text_weight", "tab_weight", "error"}
     whole = original(big)
     np.testing.assert_allclose(got["prob_1"].to_numpy(), whole["prob_1"].to_numpy(), atol=1e-6)
 

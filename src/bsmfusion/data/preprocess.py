@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
-from ..errors import DataError
+from ..errors import DataError, show
 from .dataset import EncodedTable
 from .tabular import TabularPreprocessor, category_key, require_columns
 from .text import TextPipeline
@@ -46,9 +46,9 @@ class TablePreprocessor:
         names = list(data.label_names) if data.label_names else seen
         unknown = sorted(set(seen) - set(names))
         if unknown:
-            raise DataError(f"column '{data.label}': value {unknown[0]!r} is not in data.label_names {names}")
+            raise DataError(f"column '{data.label}': value {show(unknown[0])} is not in data.label_names {names}")
         if len(set(seen)) < 2:
-            raise DataError(f"column '{data.label}': the training data has a single class ({seen[0]!r}); a classifier needs at least two")
+            raise DataError(f"column '{data.label}': the training data has a single class ({show(seen[0])}); a classifier needs at least two")
         if len(names) != cfg.model.num_classes:
             raise DataError(
                 f"column '{data.label}' has {len(names)} classes {names[:10]} but model.num_classes is {cfg.model.num_classes}; set model.num_classes: {len(names)}"
@@ -63,7 +63,7 @@ class TablePreprocessor:
             key = category_key(value)
             if key not in index:
                 raise DataError(
-                    f"column '{column}' row {row}: label {value!r} is not one of the training labels {self.label_names}"
+                    f"column '{column}' row {row}: label {show(value)} is not one of the training labels {self.label_names}"
                 )
             out[row] = index[key]
         return out

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, show
 from .dialogue import is_missing
 
 MISSING_ID = 0
@@ -164,20 +164,37 @@ def category_key(value: Any) -> str | None:
     return text or None
 
 
+def _non_numeric(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(values as float64 with missing → NaN, mask of cells that hold something that is not a number)."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype(np.float64).to_numpy(), np.zeros(len(series), dtype=bool)
+    converted = pd.to_numeric(series, errors="coerce").astype(np.float64)
+    blank = series.map(lambda v: is_missing(v) or (isinstance(v, str) and not v.strip()))
+    return converted.to_numpy(), (converted.isna() & ~blank).to_numpy()
+
+
 def numeric_column(frame: pd.DataFrame, column: str) -> np.ndarray:
     """Column as float64; None/NaN/blank → NaN. A value that is not a number is a `DataError` naming the row."""
-    series = frame[column]
-    if pd.api.types.is_bool_dtype(series):
-        return series.astype(np.float64).to_numpy()
-    converted = pd.to_numeric(series, errors="coerce").astype(np.float64)
-    bad = converted.isna() & ~series.map(lambda v: is_missing(v) or (isinstance(v, str) and not v.strip()))
+    values, bad = _non_numeric(frame[column])
     if bad.any():
-        position = int(np.flatnonzero(bad.to_numpy())[0])
+        position = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"column '{column}' row {position}: value {series.iloc[position]!r} is not a number; "
+            f"column '{column}' row {position}: value {show(frame[column].iloc[position])} is not a number; "
             "fix the value, leave it empty, or list the column under data.categorical"
         )
-    return converted.to_numpy()
+    return values
+
+
+def numeric_problems(frame: pd.DataFrame, columns: list[str]) -> dict[int, str]:
+    """Row position → reason, for rows whose numeric cells are not numbers (used to keep such rows in predict output)."""
+    problems: dict[int, str] = {}
+    for column in columns:
+        if column not in frame.columns:
+            continue
+        _, bad = _non_numeric(frame[column])
+        for position in np.flatnonzero(bad):
+            problems.setdefault(int(position), f"column '{column}': value {show(frame[column].iloc[position])} is not a number")
+    return problems
 
 
 def require_columns(frame: pd.DataFrame, columns: list[str], where: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from ..config import TextConfig
 from ..resources import force_offline, minilm_path, resolve_encoder_path
 from .chunking import ChunkedThread, ChunkPacker
-from .dialogue import CleaningOptions, parse_segments
+from .dialogue import CleaningOptions, parse_segments, to_text
 
 
 def tokenizer_source(text_cfg: TextConfig) -> Path:
@@ -58,9 +58,20 @@ class TextPipeline:
         )
 
     def encode(self, rows: Sequence[Sequence[Any]]) -> list[ChunkedThread]:
-        """`rows[i]` holds the text cells of row i (one per `data.text` column)."""
-        threads = [parse_segments(cells, self.cleaning) for cells in rows]
+        """`rows[i]` holds the text cells of row i (one per `data.text` column).
+
+        A cell longer than `text.max_chars` keeps its first quarter and last three quarters of that budget: far
+        more than C×T tokens need, and it bounds the time one huge cell can take.
+        """
+        threads = [parse_segments([self._cap(to_text(cell)) for cell in cells], self.cleaning) for cells in rows]
         return self.packer.pack_threads(threads)
+
+    def _cap(self, text: str) -> str:
+        limit = self.cfg.max_chars
+        if len(text) <= limit:
+            return text
+        head = limit // 4
+        return text[:head] + "\n" + text[len(text) - (limit - head):]
 
     @property
     def pad_token_id(self) -> int:

@@ -62,20 +62,34 @@ class Predictor:
                            precision=self.precision)
 
     def predict_frame(self, frame: pd.DataFrame, *, row_offset: int = 0) -> pd.DataFrame:
-        """One output row per input row, same order."""
-        scores = self.score_frame(frame)
+        """One output row per input row, same order. A row that cannot be scored (a numeric cell that is not a
+        number) keeps its place with empty probabilities and the reason in `error`."""
+        from ..data.tabular import numeric_problems, require_columns
+
+        require_columns(frame, [*self.cfg.data.text, *self.cfg.data.numeric, *self.cfg.data.categorical], "input data")
+        problems = numeric_problems(frame, self.cfg.data.numeric)
+        good = np.array([i for i in range(len(frame)) if i not in problems], dtype=np.int64)
         id_column = self.cfg.data.id
         out = pd.DataFrame()
         if id_column is not None and id_column in frame.columns:
             out[id_column] = frame[id_column].to_numpy()
         else:
             out["row"] = np.arange(row_offset, row_offset + len(frame))
+        probs = np.full((len(frame), len(self.label_names)), np.nan, dtype=np.float32)
+        text_weight = np.full(len(frame), np.nan, dtype=np.float32)
+        predicted: list = [None] * len(frame)
+        if len(good):
+            scores = self.score_frame(frame.iloc[good].reset_index(drop=True) if len(problems) else frame)
+            probs[good] = scores.probs
+            text_weight[good] = scores.text_weight
+            for row, label in zip(good, predict_labels(scores.probs, self.threshold)):
+                predicted[row] = self.label_names[label]
         for k, name in enumerate(self.label_names):
-            out[f"prob_{name}"] = scores.probs[:, k]
-        predicted = predict_labels(scores.probs, self.threshold)
-        out["predicted_label"] = [self.label_names[i] for i in predicted]
-        out["text_weight"] = scores.text_weight
-        out["tab_weight"] = 1.0 - scores.text_weight
+            out[f"prob_{name}"] = probs[:, k]
+        out["predicted_label"] = predicted
+        out["text_weight"] = text_weight
+        out["tab_weight"] = 1.0 - text_weight
+        out["error"] = [problems.get(i, "") for i in range(len(frame))]
         return out
 
     def predict_file(self, source: str | Path, destination: str | Path, *, batch_rows: int = 2048,

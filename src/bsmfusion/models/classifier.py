@@ -6,6 +6,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 from ..config import Config
 from .backbone import build_backbone
 from .fusion import FUSIONS, FusionDims, FusionOutput, build_fusion
@@ -69,7 +71,7 @@ def build_model(cfg: Config, numeric_dim: int, cardinalities: list[int], *, load
     """Build the classifier for a config and the fitted tabular shape (numeric width, categorical cardinalities)."""
     fusion_cls = FUSIONS.get(cfg.model.fusion)
     if fusion_cls is None:
-        raise ValueError(f"unknown model.fusion '{cfg.model.fusion}'; choose one of {', '.join(sorted(FUSIONS))}")
+        raise ConfigError(f"unknown model.fusion '{cfg.model.fusion}'; choose one of {', '.join(sorted(FUSIONS))}")
     hidden = cfg.model.hidden_dim
     text_encoder = None
     if fusion_cls.uses_text:
@@ -84,7 +86,7 @@ def build_model(cfg: Config, numeric_dim: int, cardinalities: list[int], *, load
     tab_encoder = None
     if fusion_cls.uses_tab:
         if numeric_dim + len(cardinalities) == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"model.fusion '{cfg.model.fusion}' needs tabular features; list columns under data.numeric or "
                 "data.categorical, or use model.fusion: text_only"
             )

@@ -26,6 +26,7 @@ from ..data.text import load_tokenizer, tokenizer_source
 from ..evaluation.metrics import best_f1_threshold, classification_metrics
 from ..inference.scoring import bf16_supported, score_table
 from ..models.classifier import build_model
+from .checkpoint_io import AtomicCheckpointIO
 from .lit_module import FusionLitModule
 
 log = logging.getLogger("bsmfusion.train")
@@ -136,9 +137,16 @@ def freeze_text_encoder(model, cfg: Config, collator: Collator, tables: tuple[En
 
 
 def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame):
-    """Fit preprocessing on train only and tokenise both splits once."""
+    """Validate the splits, fit preprocessing on train only and tokenise both splits once."""
+    from ..data import validation
+
+    for frame, name in ((train, "training"), (val, "validation")):
+        validation.check_not_empty(frame, name)
+        validation.check_unique_ids(frame, cfg, name)
     tokenizer = load_tokenizer(tokenizer_source(cfg.text))
     preprocessor = TablePreprocessor.fit(cfg, tokenizer, train)
+    validation.warn_on_overlap(train, val, cfg)
+    validation.warn_on_leakage(train, val, cfg, preprocessor.label_names)
     return tokenizer, preprocessor, preprocessor.encode(train), preprocessor.encode(val)
 
 
@@ -203,6 +211,7 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
         deterministic=False,
         log_every_n_steps=min(50, steps_per_epoch),
         default_root_dir=str(work),
+        plugins=[AtomicCheckpointIO()],
     )
     last_ckpt = work / "last" / "last.ckpt"
     ckpt_path = str(last_ckpt) if resume and last_ckpt.is_file() else None

@@ -7,6 +7,8 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
+from ...errors import ConfigError
+
 
 @dataclass
 class FusionOutput:
@@ -81,7 +83,7 @@ def build_fusion(name: str, dims: FusionDims) -> Fusion:
     try:
         cls = FUSIONS[name]
     except KeyError:
-        raise ValueError(f"unknown model.fusion '{name}'; choose one of {', '.join(sorted(FUSIONS))}") from None
+        raise ConfigError(f"unknown model.fusion '{name}'; choose one of {', '.join(sorted(FUSIONS))}") from None
     return cls(dims)
 
 

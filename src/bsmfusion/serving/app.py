@@ -1,0 +1,226 @@
+"""`bsmfusion serve`: an authenticated FastAPI scoring server with micro-batching.
+
+* `POST /v1/predict` — one record (JSON object) or a list of records (or `{"records": [...]}`); answers one result
+  per record: probabilities, label, modality contributions, or a per-record `error`.
+* `GET /healthz` — liveness, never needs the key. `GET /v1/model` — config, versions, validation metrics.
+* With an API key every other request needs `Authorization: Bearer KEY` or `X-API-Key: KEY` (constant-time check).
+* Bodies over `max_body_bytes` get 413, more than `max_records` records 413, malformed JSON or a wrong shape 422.
+* Concurrent requests are gathered for up to `batch_wait_ms` into one model call of at most `max_batch` records.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+PUBLIC_PATHS = {"/healthz", "/docs", "/openapi.json", "/redoc"}
+
+
+@dataclass
+class ServerSettings:
+    api_key: str | None = None
+    max_body_bytes: int = 1_000_000
+    max_records: int = 256
+    max_batch: int = 64
+    batch_wait_ms: float = 5.0
+
+
+class RecordResult(BaseModel):
+    """One record's answer: scores, or an error saying why it could not be scored."""
+
+    id: Any = None
+    probabilities: dict[str, float] | None = None
+    label: str | None = None
+    text_weight: float | None = None
+    tab_weight: float | None = None
+    error: str | None = None
+
+
+class PredictResponse(BaseModel):
+    results: list[RecordResult]
+
+
+RECORD_SCHEMA = {"type": "object", "description": "one row: the bundle's text, numeric and categorical columns (and id)"}
+REQUEST_SCHEMA = {"oneOf": [
+    {"type": "object", "properties": {"records": {"type": "array", "items": RECORD_SCHEMA}}, "required": ["records"]},
+    RECORD_SCHEMA,
+    {"type": "array", "items": RECORD_SCHEMA},
+]}
+
+
+class MicroBatcher:
+    """Collects records from concurrent requests and scores them in one model call in a worker thread."""
+
+    def __init__(self, predictor, settings: ServerSettings):
+        self.predictor = predictor
+        self.settings = settings
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.queue = asyncio.Queue()
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+
+    async def score(self, records: list[dict]) -> list[dict]:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((records, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            items = [await self.queue.get()]
+            size = len(items[0][0])
+            deadline = asyncio.get_running_loop().time() + self.settings.batch_wait_ms / 1000
+            while size < self.settings.max_batch:
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+                items.append(item)
+                size += len(item[0])
+            records = [r for recs, _ in items for r in recs]
+            try:
+                results = await asyncio.to_thread(score_records, self.predictor, records)
+            except Exception as err:  # noqa: BLE001 - answer every waiting request, never hang it
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
+            offset = 0
+            for recs, future in items:
+                if not future.done():
+                    future.set_result(results[offset:offset + len(recs)])
+                offset += len(recs)
+
+
+def score_records(predictor, records: list[dict]) -> list[dict]:
+    """Score records; a record missing a feature column or with a bad value gets an `error` instead of scores."""
+    cfg = predictor.cfg
+    required = [*cfg.data.text, *cfg.data.numeric, *cfg.data.categorical]
+    results: list[dict] = [{} for _ in records]
+    valid = []
+    for i, record in enumerate(records):
+        missing = [c for c in required if c not in record]
+        if missing:
+            results[i] = {"id": record.get(cfg.data.id) if cfg.data.id else i,
+                          "error": f"missing field '{missing[0]}'; every record needs {', '.join(required)}"}
+        else:
+            valid.append(i)
+    if valid:
+        frame = pd.DataFrame([{c: records[i].get(c) for c in [*required, *( [cfg.data.id] if cfg.data.id else [])]} for i in valid])
+        scored = predictor.predict_frame(frame)
+        for row, i in zip(scored.to_dict("records"), valid):
+            identifier = row.get(cfg.data.id) if cfg.data.id else i
+            if row["error"]:
+                results[i] = {"id": identifier, "error": row["error"]}
+                continue
+            results[i] = {
+                "id": identifier,
+                "probabilities": {name: float(row[f"prob_{name}"]) for name in predictor.label_names},
+                "label": row["predicted_label"],
+                "text_weight": _finite(row["text_weight"]),
+                "tab_weight": _finite(row["tab_weight"]),
+            }
+    return results
+
+
+def _finite(value) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    batcher = MicroBatcher(predictor, settings)
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="bsmfusion", version=predictor.bundle.meta.get("versions", {}).get("bsmfusion", "0"),
+                  description="Scores buyer-seller message threads with their tabular facts.", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            return JSONResponse({"detail": f"request body over {settings.max_body_bytes} bytes"}, status_code=413)
+        return await call_next(request)
+
+    def require_key(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        supplied = request.headers.get("x-api-key", "")
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            supplied = auth[7:].strip()
+        if not hmac.compare_digest(supplied.encode(), settings.api_key.encode()):
+            raise HTTPException(status_code=401, detail="missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/model", dependencies=[Depends(require_key)])
+    async def model_info() -> dict:
+        bundle = predictor.bundle
+        return {"fusion": bundle.meta.get("fusion"), "label_names": bundle.label_names, "threshold": bundle.threshold,
+                "versions": bundle.meta.get("versions"), "created": bundle.meta.get("created"),
+                "validation_metrics": bundle.metrics.get("validation"), "config": bundle.cfg.to_dict()}
+
+    @app.post("/v1/predict", response_model=PredictResponse, dependencies=[Depends(require_key)],
+              openapi_extra={"requestBody": {"content": {"application/json": {"schema": REQUEST_SCHEMA}}, "required": True}})
+    async def predict(request: Request) -> PredictResponse:
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            raise HTTPException(status_code=413, detail=f"request body over {settings.max_body_bytes} bytes")
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise HTTPException(status_code=422, detail=f"body is not valid JSON: {err}") from None
+        if isinstance(payload, dict) and isinstance(payload.get("records"), list):
+            records = payload["records"]
+        elif isinstance(payload, dict):
+            records = [payload]
+        elif isinstance(payload, list):
+            records = payload
+        else:
+            raise HTTPException(status_code=422, detail="body must be a JSON object (one record), a list of records, or {\"records\": [...]}")
+        if not records:
+            raise HTTPException(status_code=422, detail="no records to score")
+        bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise HTTPException(status_code=422, detail=f"record {bad} is not a JSON object")
+        if len(records) > settings.max_records:
+            raise HTTPException(status_code=413, detail=f"{len(records)} records in one request; the limit is {settings.max_records}")
+        results = await batcher.score(records)
+        return PredictResponse(results=[RecordResult(**r) for r in results])
+
+    return app
+
+
+def serve(bundle_dir: str, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None, **settings) -> None:
+    import uvicorn
+
+    from .. import load
+
+    app = create_app(load(bundle_dir), ServerSettings(api_key=api_key, **settings))
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,111 @@
+"""The scoring server on loopback: auth, limits, validation, and 200 concurrent requests vs the batch predictor."""
+import asyncio
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+import bsmfusion
+from bsmfusion.serving.app import ServerSettings, create_app
+from bsmfusion.training.fit import train
+from tests.synthetic import planted_frame
+from tests.training.test_train import fast_config
+
+KEY = "s3cret-key"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("srv") / "model"
+    train(fast_config("gate", epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(bundle):
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(bsmfusion.load(bundle), ServerSettings(api_key=KEY, max_body_bytes=20_000, max_records=50))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield base
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def records(n, seed=3):
+    frame = planted_frame(n, "text", seed)
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def test_health_needs_no_key_and_model_info_has_no_secret(server):
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    info = httpx.get(f"{server}/v1/model", headers={"X-API-Key": KEY}).json()
+    assert info["fusion"] == "gate" and info["label_names"] == ["0", "1"] and "validation_metrics" in info
+    assert KEY not in str(info)
+    schema = httpx.get(f"{server}/openapi.json").json()
+    assert "/v1/predict" in schema["paths"]
+
+
+def test_auth_missing_wrong_and_right_key(server):
+    body = records(1)[0]
+    assert httpx.post(f"{server}/v1/predict", json=body).status_code == 401
+    assert httpx.post(f"{server}/v1/predict", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert httpx.get(f"{server}/v1/model").status_code == 401
+    ok = httpx.post(f"{server}/v1/predict", json=body, headers={"Authorization": f"Bearer {KEY}"})
+    assert ok.status_code == 200
+    assert httpx.post(f"{server}/v1/predict", json=body, headers={"X-API-Key": KEY}).status_code == 200
+
+
+def test_malformed_and_oversize_requests(server):
+    h = {"X-API-Key": KEY, "Content-Type": "application/json"}
+    bad_json = httpx.post(f"{server}/v1/predict", content=b"{not json", headers=h)
+    assert bad_json.status_code == 422 and "not valid JSON" in bad_json.json()["detail"]
+    assert httpx.post(f"{server}/v1/predict", json=[1, 2], headers=h).status_code == 422
+    assert httpx.post(f"{server}/v1/predict", json="text", headers=h).status_code == 422
+    big = httpx.post(f"{server}/v1/predict", content=b"[" + b" " * 30_000 + b"]", headers=h)
+    assert big.status_code == 413
+    too_many = httpx.post(f"{server}/v1/predict", json=records(60), headers=h)
+    assert too_many.status_code == 413
+
+
+def test_per_record_errors_keep_their_place(server):
+    recs = records(3)
+    del recs[1]["price"]
+    recs[2]["ratio"] = "not a number"
+    out = httpx.post(f"{server}/v1/predict", json={"records": recs}, headers={"X-API-Key": KEY}).json()["results"]
+    assert out[0]["error"] is None and out[0]["probabilities"] is not None
+    assert "missing field 'price'" in out[1]["error"]
+    assert "column 'ratio'" in out[2]["error"] and out[2]["probabilities"] is None
+    assert [r["id"] for r in out] == [r["id"] for r in recs]
+
+
+def test_200_concurrent_requests_match_the_batch_predictor(server, bundle):
+    recs = records(200, seed=9)
+    expected = bsmfusion.load(bundle).predict_records(recs)["prob_1"].to_numpy()
+
+    async def fire():
+        limits = httpx.Limits(max_connections=50)
+        async with httpx.AsyncClient(base_url=server, headers={"X-API-Key": KEY}, limits=limits, timeout=60) as client:
+            responses = await asyncio.gather(*(client.post("/v1/predict", json=r) for r in recs))
+        return responses
+
+    responses = asyncio.run(fire())
+    assert all(r.status_code == 200 for r in responses)
+    got = np.array([r.json()["results"][0]["probabilities"]["1"] for r in responses])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
