@@ -43,3 +43,11 @@ def test_head_chunks_default_keeps_mostly_tail():
     assert config_from_dict({"text": {"max_chunks": 1}}).text.resolved_head_chunks == 0
     with pytest.raises(ConfigError, match="head_chunks"):
         config_from_dict({"text": {"max_chunks": 2, "head_chunks": 3}})
+
+
+def test_shipped_example_configs_validate():
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    for path in sorted(examples.glob("*.yaml")):
+        load_config(path)

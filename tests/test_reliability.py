@@ -79,11 +79,15 @@ def test_sigkill_at_a_random_moment_then_resume_matches(tmp_path):
     assert reference.returncode == 0, reference.stderr[-2000:]
     cmd = [sys.executable, "-m", "bsmfusion", "train", "--config", str(tmp_path / "cfg.yaml"), "--train",
            str(tmp_path / "train.csv"), "--val", str(tmp_path / "val.csv"), "--out", str(tmp_path / "run"), "--quiet"]
-    delay = np.random.default_rng(int(time.time())).uniform(4.0, 9.0)
+    # kill at a random moment once training is under way (a first checkpoint exists): mid-step, mid-checkpoint-write
+    delay = np.random.default_rng(int(time.time())).uniform(0.0, 1.5)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "run.work" / "last" / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, "training finished before it could be killed"
     resumed = _cli(tmp_path, tmp_path / "run", "--resume")
     assert resumed.returncode == 0, f"killed after {delay:.1f}s: " + resumed.stderr[-2000:]
     ref = json.loads((tmp_path / "ref" / "metrics.json").read_text())["validation"]

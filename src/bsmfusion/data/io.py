@@ -21,14 +21,20 @@ def table_format(path: str | Path) -> str:
     raise DataError(f"file '{path}': unknown table format; use .csv, .parquet or .jsonl")
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """The whole table; a missing or empty file is a `DataError` naming it."""
+def _readable(path: str | Path) -> tuple[Path, str]:
+    """(path, format) of an existing, non-empty table file; else a `DataError` naming it."""
     path = Path(path)
     fmt = table_format(path)
     if not path.is_file():
         raise DataError(f"file '{path}' does not exist")
     if path.stat().st_size == 0:
         raise DataError(f"file '{path}' is empty; it needs a header row and at least one data row")
+    return path, fmt
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """The whole table; a missing or empty file is a `DataError` naming it."""
+    path, fmt = _readable(path)
     try:
         if fmt == "csv":
             frame = pd.read_csv(path, sep="\t" if str(path).endswith(".tsv") else ",", encoding_errors="replace")
@@ -45,22 +51,22 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 def iter_table(path: str | Path, batch_rows: int) -> Iterator[pd.DataFrame]:
     """Stream a table in frames of at most `batch_rows` rows, so memory does not grow with the file."""
-    path = Path(path)
-    fmt = table_format(path)
-    if not path.is_file():
-        raise DataError(f"file '{path}' does not exist")
-    if path.stat().st_size == 0:
-        raise DataError(f"file '{path}' is empty; it needs a header row and at least one data row")
-    if fmt == "csv":
-        sep = "\t" if str(path).endswith(".tsv") else ","
-        yield from pd.read_csv(path, sep=sep, chunksize=batch_rows, encoding_errors="replace")
-    elif fmt == "jsonl":
-        yield from pd.read_json(path, lines=True, chunksize=batch_rows)
-    else:
-        import pyarrow.parquet as pq
+    path, fmt = _readable(path)
+    try:
+        if fmt == "csv":
+            sep = "\t" if str(path).endswith(".tsv") else ","
+            yield from pd.read_csv(path, sep=sep, chunksize=batch_rows, encoding_errors="replace")
+        elif fmt == "jsonl":
+            yield from pd.read_json(path, lines=True, chunksize=batch_rows)
+        else:
+            import pyarrow.parquet as pq
 
-        for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-            yield record_batch.to_pandas()
+            for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+                yield record_batch.to_pandas()
+    except (ValueError, pd.errors.ParserError, OSError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"file '{path}' could not be read as {fmt}: {str(err).splitlines()[0]}") from None
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> None:
