@@ -150,6 +150,42 @@ def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame):
     return tokenizer, preprocessor, preprocessor.encode(train), preprocessor.encode(val)
 
 
+def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool) -> tuple[pl.Trainer, Any, str]:
+    """The Lightning trainer with best/last checkpoints (atomic writes), early stopping and the run's strategy."""
+    monitor, mode = monitor_for(cfg)
+    best = pl.callbacks.ModelCheckpoint(dirpath=work / "best", filename="best", monitor=monitor, mode=mode,
+                                        save_top_k=1, save_weights_only=True, enable_version_counter=False)
+    last = pl.callbacks.ModelCheckpoint(dirpath=work / "last", filename="last", save_top_k=1,
+                                        every_n_train_steps=max(1, cfg.train.checkpoint_every_steps),
+                                        enable_version_counter=False)
+    callbacks: list[pl.Callback] = [best, last,
+                                    pl.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience)]
+    if os.environ.get(FAULT_ENV):
+        callbacks.append(_FaultInjector(int(os.environ[FAULT_ENV])))
+    trainer = pl.Trainer(
+        max_epochs=cfg.train.epochs,
+        accelerator=cfg.train.accelerator,
+        devices=cfg.train.devices,
+        num_nodes=cfg.train.num_nodes,
+        strategy=build_strategy(cfg),
+        precision=lightning_precision(cfg),
+        gradient_clip_val=cfg.train.grad_clip,
+        accumulate_grad_batches=cfg.train.accumulate_grad_batches,
+        limit_train_batches=cfg.train.limit_train_batches,
+        callbacks=callbacks,
+        logger=pl.loggers.CSVLogger(str(work), name="logs", version=0),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        deterministic=False,
+        log_every_n_steps=min(50, steps_per_epoch),
+        default_root_dir=str(work),
+        plugins=[AtomicCheckpointIO()],
+    )
+    return trainer, best, monitor
+
+
 def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Path | pd.DataFrame,
           out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train one model and write its bundle to `out_dir` (rank 0 only)."""
@@ -182,37 +218,7 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
         steps_per_epoch = min(steps_per_epoch, -(-cfg.train.limit_train_batches // cfg.train.accumulate_grad_batches))
     module = FusionLitModule(model, cfg.train, total_steps=steps_per_epoch * cfg.train.epochs)
 
-    monitor, mode = monitor_for(cfg)
-    best = pl.callbacks.ModelCheckpoint(dirpath=work / "best", filename="best", monitor=monitor, mode=mode,
-                                        save_top_k=1, save_weights_only=True, enable_version_counter=False)
-    last = pl.callbacks.ModelCheckpoint(dirpath=work / "last", filename="last", save_top_k=1,
-                                        every_n_train_steps=max(1, cfg.train.checkpoint_every_steps),
-                                        enable_version_counter=False)
-    callbacks: list[pl.Callback] = [best, last,
-                                    pl.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience)]
-    if os.environ.get(FAULT_ENV):
-        callbacks.append(_FaultInjector(int(os.environ[FAULT_ENV])))
-    trainer = pl.Trainer(
-        max_epochs=cfg.train.epochs,
-        accelerator=cfg.train.accelerator,
-        devices=cfg.train.devices,
-        num_nodes=cfg.train.num_nodes,
-        strategy=build_strategy(cfg),
-        precision=lightning_precision(cfg),
-        gradient_clip_val=cfg.train.grad_clip,
-        accumulate_grad_batches=cfg.train.accumulate_grad_batches,
-        limit_train_batches=cfg.train.limit_train_batches,
-        callbacks=callbacks,
-        logger=pl.loggers.CSVLogger(str(work), name="logs", version=0),
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        deterministic=False,
-        log_every_n_steps=min(50, steps_per_epoch),
-        default_root_dir=str(work),
-        plugins=[AtomicCheckpointIO()],
-    )
+    trainer, best, monitor = build_trainer(cfg, work, steps_per_epoch, progress)
     last_ckpt = work / "last" / "last.ckpt"
     ckpt_path = str(last_ckpt) if resume and last_ckpt.is_file() else None
     if resume and ckpt_path is None:
