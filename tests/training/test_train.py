@@ -151,3 +151,16 @@ def test_ddp_two_cpu_processes_identical_weights_and_one_bundle(tmp_path):
     assert (tmp_path / "ddp" / "manifest.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".ddp", "ddp"))) == ["ddp", "ddp.work"]
     assert run.stdout.count("bundle:") == 1
+
+
+def test_evaluate_writes_metrics_plots_and_report(trained, tmp_path, capsys):
+    from bsmfusion.cli import main
+
+    _, out, val = trained
+    write_table(val, tmp_path / "val.csv")
+    assert main(["evaluate", "--model", str(out), "--data", str(tmp_path / "val.csv"), "--out", str(tmp_path / "rep")]) == 0
+    metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert metrics["n"] == len(val) and 0 <= metrics["roc_auc"] <= 1
+    for png in ("roc.png", "pr.png", "calibration.png", "confusion.png", "contributions.png"):
+        assert (tmp_path / "rep" / png).stat().st_size > 5000
+        assert f"]({png})" in (tmp_path / "rep" / "report.md").read_text()
