@@ -41,6 +41,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*module\(s\) in eval mode.*")  # the frozen encoder, on purpose
 FAULT_ENV = "BSMFUSION_FAULT_AFTER_STEP"  # test hook: SIGKILL this process after the checkpoint of that step
 
 
