@@ -223,7 +223,7 @@ def render_markdown(results: dict) -> str:
     if "quality" in results:
         q = results["quality"]
         lines += ["", "## Score agreement on dnd_nodeal (trained concat bundle, test split)", "",
-                  "| engine | ROC-AUC | max |Δ prob| vs PyTorch fp32 |", "|---|---|---|",
+                  "| engine | ROC-AUC | max abs Δ prob vs PyTorch fp32 |", "|---|---|---|",
                   f"| PyTorch fp32 | {q['torch_fp32']:.4f} | 0 |",
                   f"| PyTorch bf16 autocast | {q['torch_bf16']:.4f} | {q['max_abs_prob_diff_torch_bf16']:.2e} |",
                   f"| ONNX Runtime fp32 | {q['onnx_fp32']:.4f} | {q['max_abs_prob_diff_onnx_fp32']:.2e} |",
