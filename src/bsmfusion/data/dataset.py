@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,17 +28,6 @@ class EncodedTable:
     def token_counts(self) -> np.ndarray:
         """Tokens per row (all chunks): the key for length bucketing."""
         return np.array([t.num_tokens for t in self.threads], dtype=np.int64)
-
-    def subset(self, index: Sequence[int]) -> "EncodedTable":
-        index = list(index)
-        return EncodedTable(
-            threads=[self.threads[i] for i in index],
-            numeric=self.numeric[index],
-            categorical=self.categorical[index],
-            labels=None if self.labels is None else self.labels[index],
-            ids=[self.ids[i] for i in index],
-            thread_vectors=None if self.thread_vectors is None else self.thread_vectors[index],
-        )
 
 
 class EncodedDataset(Dataset):

@@ -122,7 +122,8 @@ def score_records(predictor, records: list[dict]) -> list[dict]:
         else:
             valid.append(i)
     if valid:
-        frame = pd.DataFrame([{c: records[i].get(c) for c in [*required, *( [cfg.data.id] if cfg.data.id else [])]} for i in valid])
+        columns = [*required, cfg.data.id] if cfg.data.id else required
+        frame = pd.DataFrame([{c: records[i].get(c) for c in columns} for i in valid])
         scored = predictor.predict_frame(frame)
         for row, i in zip(scored.to_dict("records"), valid):
             identifier = row.get(cfg.data.id) if cfg.data.id else i

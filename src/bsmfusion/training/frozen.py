@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.dataset import Collator, EncodedTable
-from ..inference.scoring import autocast_context
-from ..data.dataset import EncodedDataset
+from ..data.dataset import Collator, EncodedDataset, EncodedTable
 from ..data.sampling import sorted_batches
+from ..inference.scoring import autocast_context
 from ..models.text_encoder import TextEncoder
 
 log = logging.getLogger("bsmfusion.frozen")

@@ -28,7 +28,6 @@ class FusionLitModule(pl.LightningModule):
         self._val_probs: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
         self._step_started = 0.0
-        self.last_val_metrics: dict[str, float] = {}
 
     def forward(self, batch):
         return self.model(batch)
@@ -63,7 +62,6 @@ class FusionLitModule(pl.LightningModule):
         self._val_labels.clear()
         threshold = best_f1_threshold(labels, probs[:, 1]) if probs.shape[1] == 2 else None
         metrics = classification_metrics(labels, probs, threshold)
-        self.last_val_metrics = metrics
         for key in ("roc_auc", "pr_auc", "f1", "accuracy", "log_loss"):
             value = metrics.get(key, float("nan"))
             # every rank sees the whole validation set, so the values agree without a reduction
