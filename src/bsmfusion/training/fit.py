@@ -26,6 +26,7 @@ from ..data.text import load_tokenizer, tokenizer_source
 from ..evaluation.metrics import best_f1_threshold, classification_metrics
 from ..inference.scoring import bf16_supported, score_table
 from ..models.classifier import build_model
+from ..resources import cache_root
 from .checkpoint_io import AtomicCheckpointIO
 from .lit_module import FusionLitModule
 
@@ -123,7 +124,7 @@ def _loader(table: EncodedTable, collator: Collator, sampler) -> ResumableDataLo
 def embedding_cache_dir(cfg: Config) -> Path:
     if cfg.train.embedding_cache:
         return Path(cfg.train.embedding_cache)
-    return Path(os.environ.get("BSMFUSION_CACHE", Path.home() / ".cache" / "bsmfusion")) / "embeddings"
+    return cache_root() / "embeddings"
 
 
 def freeze_text_encoder(model, cfg: Config, collator: Collator, tables: tuple[EncodedTable, ...]) -> None:

@@ -79,12 +79,16 @@ def register_fusion(name: str) -> Callable[[type[Fusion]], type[Fusion]]:
     return decorate
 
 
-def build_fusion(name: str, dims: FusionDims) -> Fusion:
+def fusion_class(name: str) -> type[Fusion]:
+    """The registered class for a fusion name; a `ConfigError` listing the choices otherwise."""
     try:
-        cls = FUSIONS[name]
+        return FUSIONS[name]
     except KeyError:
         raise ConfigError(f"unknown model.fusion '{name}'; choose one of {', '.join(sorted(FUSIONS))}") from None
-    return cls(dims)
+
+
+def build_fusion(name: str, dims: FusionDims) -> Fusion:
+    return fusion_class(name)(dims)
 
 
 def linear_share(text_part: torch.Tensor, tab_part: torch.Tensor) -> torch.Tensor:
