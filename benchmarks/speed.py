@@ -192,6 +192,23 @@ def quality_checks(bundle_dir: Path) -> dict:
     return out
 
 
+def batch_dependence(bundle_dir: Path, n: int = 128) -> dict:
+    """How much a row's score moves with its batch: the same dnd_nodeal test rows scored one at a time and in
+    length-sorted batches of 64, in fp32 and in bf16 (max |Δ prob| and max |Δ log-odds|)."""
+    import bsmfusion
+    from tasks import TASKS
+
+    test = TASKS["dnd_nodeal"]().test.iloc[:n].reset_index(drop=True)
+    out = {}
+    for precision in ("fp32", "bf16"):
+        single = bsmfusion.load(bundle_dir, precision=precision, batch_size=1).score_frame(test).probs[:, 1].astype(np.float64)
+        batched = bsmfusion.load(bundle_dir, precision=precision, batch_size=64).score_frame(test).probs[:, 1].astype(np.float64)
+        logit = lambda p: np.log(np.clip(p, 1e-7, 1 - 1e-7)) - np.log1p(-np.clip(p, 1e-7, 1 - 1e-7))  # noqa: E731
+        out[precision] = {"max_abs_prob": float(np.abs(single - batched).max()),
+                          "max_abs_log_odds": float(np.abs(logit(single) - logit(batched)).max())}
+    return out
+
+
 LABELS = {"plain": "plain design path (B×C×T fp32, padded to C=4·T=128)", "packed": "packed (real chunks, T_dyn)",
           "bucketed": "packed + length-bucketed", "bf16": "packed + bucketed + bf16 autocast",
           "onnx_fp32": "ONNX Runtime fp32 (bucketed)", "onnx_int8": "ONNX Runtime int8 (bucketed)"}
@@ -217,7 +234,14 @@ def render_markdown(results: dict) -> str:
         lines.append(f"| {task} | {r['plain']['samples_per_s']:.2f} | {r['optimised']['samples_per_s']:.2f} | "
                      f"{r['optimised']['samples_per_s'] / r['plain']['samples_per_s']:.2f}× | {r['plain']['peak_rss_mb']:.0f} | {r['optimised']['peak_rss_mb']:.0f} |")
     g = results["gflops"]
+    if "batch_dependence" in results:
+        b = results["batch_dependence"]
+        lines += ["", f"## Batch dependence ({b['bundle']}; 128 dnd_nodeal test rows scored alone vs in batches of 64)", "",
+                  "| precision | max abs Δ prob | max abs Δ log-odds |", "|---|---|---|"]
+        lines += [f"| {p} | {b[p]['max_abs_prob']:.2e} | {b[p]['max_abs_log_odds']:.2e} |" for p in ("fp32", "bf16")]
     lines += ["", "## This machine", "",
+              f"- CPU capability (torch's checks): {results.get('cpu_capability', 'unknown')}; `precision: auto` → "
+              f"{results.get('auto_precision', 'unknown')}.",
               f"- float32 matmul (1024², 2 threads): {g['fp32_matmul']:.1f} GFLOP/s; bfloat16: {g['bf16_matmul']:.1f} GFLOP/s.",
               f"- Encoder cost counted as {flops / 1e6:.1f} MFLOP per token (6 layers × 2 × (4·d² + 2·d·ffn + 2·T·d), d = 384, ffn = 1536, T = 128)."]
     if "quality" in results:
@@ -260,6 +284,15 @@ def main() -> None:
         for task_name in ("dnd_nodeal", "cb_nosale"):
             results["training"][task_name] = {mode: _run(_train_worker, task_name, mode) for mode in ("plain", "optimised")}
             print(task_name, "training", json.dumps(results["training"][task_name]), flush=True)
+        trained = Path(args.trained_dnd).is_dir()
+        results["batch_dependence"] = {
+            **batch_dependence(Path(args.trained_dnd) if trained else Path(tmp) / "dnd_nodeal"),
+            "bundle": "trained concat bundle" if trained else "untrained concat model, random head"}
+        print("batch dependence", json.dumps(results["batch_dependence"]), flush=True)
+    from bsmfusion.precision import cpu_capability, resolve_precision
+
+    results["cpu_capability"] = cpu_capability()
+    results["auto_precision"] = resolve_precision("auto").describe()
     results["gflops"] = {"fp32_matmul": matmul_gflops("float32"), "bf16_matmul": matmul_gflops("bfloat16")}
     if Path(args.trained_dnd).is_dir():
         results["quality"] = quality_checks(Path(args.trained_dnd))

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from bsmfusion.config import config_from_dict, load_config
@@ -51,3 +53,53 @@ def test_shipped_example_configs_validate():
     examples = Path(__file__).resolve().parents[1] / "examples"
     for path in sorted(examples.glob("*.yaml")):
         load_config(path)
+
+
+def test_text_columns_may_be_empty_only_for_a_fusion_without_text():
+    assert config_from_dict({"data": {"text": []}, "model": {"fusion": "tab_only"}}).data.text == []
+    with pytest.raises(ConfigError, match=r"^config: data.text is empty but model.fusion 'gate' reads the dialogue; .*tab_only$"):
+        config_from_dict({"data": {"text": []}, "model": {"fusion": "gate"}})
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "config.yaml"
+
+
+def _schema_defaults(section, prefix=""):
+    """(dotted key, default) for every leaf key of the schema."""
+    from pydantic import BaseModel
+
+    for name, field in section.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _schema_defaults(field.annotation, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field.get_default(call_default_factory=True)
+
+
+def test_example_config_has_every_schema_key_with_its_default():
+    import yaml
+
+    from bsmfusion.config import EXAMPLE_COLUMNS, REGENERATE_EXAMPLE, Config
+
+    fix = f"regenerate it from the repository root: {REGENERATE_EXAMPLE}"
+    raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    keys = list(_schema_defaults(Config))
+    assert len(keys) > 50 and ("text.cleaning.url_token", "[url]") in keys
+    for key, default in keys:
+        node = raw
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"examples/config.yaml lacks '{key}'; {fix}"
+            node = node[part]
+        expected = EXAMPLE_COLUMNS.get(key, default)
+        assert node == expected, f"examples/config.yaml: '{key}' is {node!r}, expected {expected!r}; {fix}"
+    cfg = load_config(EXAMPLE)
+    assert cfg.data.text == ["dialogue"] and cfg.train.lr == 3e-5 and cfg.text.cleaning.url_token == "[url]"
+
+
+def test_example_config_is_what_the_schema_generates():
+    from bsmfusion.config import REGENERATE_EXAMPLE, example_yaml
+
+    text = example_yaml()
+    assert REGENERATE_EXAMPLE in text.splitlines()[2]
+    assert EXAMPLE.read_text(encoding="utf-8") == text, (
+        f"examples/config.yaml differs from the schema's keys, defaults or descriptions; regenerate it from the "
+        f"repository root: {REGENERATE_EXAMPLE}")

@@ -65,7 +65,7 @@ def test_crash_while_writing_a_bundle_leaves_the_old_one_intact(bundle, tmp_path
 
     monkeypatch.setattr(safetensors.torch, "save_file", boom)
     with pytest.raises(OSError):
-        write_bundle(target, cfg=loaded.cfg, preprocessor=loaded.preprocessor, tokenizer=loaded.preprocessor.text.tokenizer,
+        write_bundle(target, cfg=loaded.cfg, preprocessor=loaded.preprocessor, tokenizer=loaded.preprocessor.tokenizer,
                      model=loaded.model, threshold=0.5, metrics={})
     assert (target / "manifest.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left behind

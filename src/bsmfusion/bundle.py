@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -35,7 +35,7 @@ class Bundle:
     path: Path
     cfg: Config
     preprocessor: Any  # data.preprocess.TablePreprocessor
-    model: Any  # models.MultimodalClassifier
+    model: Any  # models.MultimodalClassifier, or a classical model (classical.tfidf_lr / gbdt / ensemble)
     meta: dict[str, Any]
     metrics: dict[str, Any]
 
@@ -47,6 +47,11 @@ class Bundle:
     def label_names(self) -> list[str]:
         return list(self.meta["label_names"])
 
+    @property
+    def kind(self) -> str:
+        """`neural` (a torch fusion), `tfidf_lr`, `gbdt` or `ensemble`; bundles written before kinds were neural."""
+        return str(self.meta.get("kind", "neural"))
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -56,14 +61,20 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(*extra: str) -> dict[str, str]:
+    """Versions of the packages a bundle depends on; `extra` names more (e.g. `sklearn`, `lightgbm`)."""
+    import importlib
+
     import numpy
     import transformers
 
     from . import __version__
 
-    return {"bsmfusion": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "numpy": numpy.__version__, "python": platform.python_version()}
+    versions = {"bsmfusion": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                "numpy": numpy.__version__, "python": platform.python_version()}
+    for name in extra:
+        versions[name] = importlib.import_module(name).__version__
+    return versions
 
 
 def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -73,28 +84,41 @@ def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def write_bundle(out_dir: str | Path, *, cfg: Config, preprocessor, tokenizer, model: torch.nn.Module,
                  threshold: float | None, metrics: dict[str, Any], extra_meta: dict[str, Any] | None = None) -> Path:
-    """Write the bundle atomically into `out_dir` (replacing an older bundle there)."""
+    """Write a torch fusion's bundle atomically into `out_dir` (replacing an older bundle there)."""
     from safetensors.torch import save_file
 
+    def payload(staging: Path) -> None:
+        tokenizer.save_pretrained(str(staging / "tokenizer"))
+        text = getattr(model, "text_subnetwork", None)
+        if text is not None:
+            text.backbone.config.save_pretrained(str(staging / "encoder"))
+        save_file(model_weights(model), str(staging / WEIGHTS))
+
+    return write_bundle_folder(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
+                               meta={"kind": "neural", **(extra_meta or {})}, payload=payload)
+
+
+def write_bundle_folder(out_dir: str | Path, *, cfg: Config, preprocessor, threshold: float | None,
+                        metrics: dict[str, Any], meta: dict[str, Any], payload: Callable[[Path], None]) -> Path:
+    """The layout every bundle kind shares, written atomically: config.yaml, preprocessing.json, the kind's own files
+    (`payload(staging_dir)` writes them), meta.json (kind, threshold, label names, versions + `meta`; a
+    `versions` entry in `meta` names the extra packages whose versions to record),
+    metrics.json and manifest.json with the SHA-256 of every file, subfolders included."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         (staging / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
         (staging / "preprocessing.json").write_text(preprocessor.to_json(), encoding="utf-8")
-        tokenizer.save_pretrained(str(staging / "tokenizer"))
-        text = getattr(model, "text_subnetwork", None)
-        if text is not None:
-            text.backbone.config.save_pretrained(str(staging / "encoder"))
-        save_file(model_weights(model), str(staging / WEIGHTS))
+        payload(staging)
         meta = {
             "format_version": FORMAT_VERSION,
             "fusion": cfg.model.fusion,
             "threshold": threshold,
             "label_names": preprocessor.label_names,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "versions": package_versions(),
-            **(extra_meta or {}),
+            **meta,
+            "versions": package_versions(*meta.get("versions", ())),
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
@@ -153,7 +177,17 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
         raise BundleError(f"model bundle '{path}' does not exist; pass the folder written by 'bsmfusion train --out'")
     if verify:
         verify_manifest(path)
-    cfg = config_from_dict(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")), source=str(path / "config.yaml"))
+    raw_cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+    if isinstance(raw_cfg, dict) and isinstance(raw_cfg.get("model"), dict):
+        raw_cfg["model"].setdefault("tab_encoder", "design")  # bundles written before model.tab_encoder used the design's
+    cfg = config_from_dict(raw_cfg, source=str(path / "config.yaml"))
+    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    if meta.get("kind", "neural") != "neural":
+        from .classical.storage import load_classical
+
+        preprocessor, model = load_classical(path, cfg, meta)
+        return Bundle(path=path, cfg=cfg, preprocessor=preprocessor, model=model, meta=meta, metrics=metrics)
     tokenizer = load_tokenizer(path / "tokenizer")
     preprocessor = TablePreprocessor.from_json(cfg, tokenizer, (path / "preprocessing.json").read_text(encoding="utf-8"))
     backbone = None
@@ -167,6 +201,4 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     if missing or unexpected:
         raise BundleError(f"bundle '{path}': weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.eval()
-    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     return Bundle(path=path, cfg=cfg, preprocessor=preprocessor, model=model, meta=meta, metrics=metrics)

@@ -1,4 +1,4 @@
-"""Command-line interface: `bsmfusion summary | train | evaluate | predict | export | serve | compare | demo`.
+"""Command-line interface: `bsmfusion summary | train | evaluate | predict | export | serve | compare | split | demo`.
 
 User errors (`BsmFusionError`) print one line to stderr and exit with status 2.
 """
@@ -21,6 +21,12 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
     overrides = {"model.fusion": args.fusion} if args.fusion else {}
     cfg = load_config(args.config, overrides)
+    from .errors import ConfigError
+    from .models.kinds import is_neural
+
+    if not is_neural(cfg.model.fusion):
+        raise ConfigError(f"model.fusion '{cfg.model.fusion}' is a classical member, not a torch model: summary counts "
+                          "torch parameters; pick a neural fusion with --fusion")
     cardinalities = [args.categories] * len(cfg.data.categorical)
     with torch.device("meta"):  # counts only: no memory, no random init
         model = build_model(cfg, numeric_dim=len(cfg.data.numeric), cardinalities=cardinalities, load_weights=False)
@@ -51,7 +57,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .config import load_config
     from .training.fit import train
 
-    cfg = load_config(args.config, _overrides(args.set))
+    overrides = _overrides(args.set)
+    if args.precision:
+        overrides["train.precision"] = args.precision
+    cfg = load_config(args.config, overrides)
     result = train(cfg, args.train, args.val, args.out, resume=args.resume, progress=not args.quiet)
     if result.bundle_dir is not None:
         metrics = result.val_metrics
@@ -65,7 +74,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from . import load
     from .evaluation.report import evaluate
 
-    metrics = evaluate(load(args.model, batch_size=args.batch_size), args.data, args.out)
+    predictor = load(args.model, batch_size=args.batch_size, precision=args.precision)
+    print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
+    metrics = evaluate(predictor, args.data, args.out)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, indent=2))
     print(f"report: {args.out}/report.md")
 
@@ -73,7 +84,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from . import load
 
-    predictor = load(args.model, batch_size=args.batch_size, engine=args.engine, quantized=args.int8)
+    predictor = load(args.model, batch_size=args.batch_size, engine=args.engine, quantized=args.int8,
+                     precision=args.precision)
+    if not args.quiet:
+        print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
     rows = predictor.predict_file(args.data, args.out, batch_rows=args.batch_rows, progress=not args.quiet)
     print(f"wrote {rows:,} rows to {args.out}")
 
@@ -108,7 +122,23 @@ def cmd_serve(args: argparse.Namespace) -> None:
         if not api_key:
             raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is unset or empty; export it first")
     serve(args.model, host=args.host, port=args.port, api_key=api_key, max_records=args.max_records,
-          max_body_bytes=args.max_body_bytes)
+          max_body_bytes=args.max_body_bytes, precision=args.precision)
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .data.groups import group_split
+    from .data.io import read_table, table_format, write_table
+
+    frame = read_table(args.data)
+    parts = group_split(frame, args.group, test_frac=args.test_frac, val_frac=args.val_frac, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}[table_format(args.data)]
+    for name, part in zip(("train", "val", "test"), parts):
+        write_table(part, out / f"{name}{suffix}")
+        print(f"{out / (name + suffix)}: {len(part):,} rows, {part[args.group].nunique():,} groups")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -137,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT.work/")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. model.fusion=gate")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="overrides train.precision: auto (bf16 where the hardware computes it natively) | fp32 | bf16")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics, plots and a report on a labelled table")
@@ -144,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="folder for metrics.json, PNG plots and report.md")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="default: the bundle's train.precision, the one its threshold was chosen under")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="score a table, streaming, one output row per input row")
@@ -155,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["torch", "onnx"], default="torch", help="onnx needs 'bsmfusion export' first")
     p.add_argument("--int8", action="store_true", help="with --engine onnx: use the int8-quantised graph")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="default: the bundle's train.precision, the one its threshold was chosen under")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export the whole model to ONNX inside the bundle")
@@ -170,18 +206,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", help="name of the environment variable holding the API key")
     p.add_argument("--max-records", type=int, default=256, help="records per request")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="default: the bundle's train.precision, the one its threshold was chosen under")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("compare", help="rank every fusion and both baselines with a frozen encoder (minutes)")
+    p = sub.add_parser("compare", help="rank every fusion, both baselines and the classical members (minutes)")
     p.add_argument("--config", required=True)
     p.add_argument("--train", required=True)
     p.add_argument("--val", required=True)
     p.add_argument("--test", required=True)
     p.add_argument("--out", default="compare_out", help="folder for leaderboard.md/json and the bundles")
-    p.add_argument("--models", help="comma-separated subset (default: all six)")
+    p.add_argument("--models", help="comma-separated subset (default: the six neural models, tfidf_lr and gbdt; "
+                   "ensemble on request)")
     p.add_argument("--epochs", type=int, default=20, help="maximum epochs per model (early stopping applies)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("split", help="write group-disjoint train/val/test files (no buyer or seller in two of them)")
+    p.add_argument("--data", required=True, help="the whole table (.csv, .parquet, .jsonl)")
+    p.add_argument("--group", required=True, help="column naming who a row belongs to, e.g. seller_id")
+    p.add_argument("--out", required=True, help="folder for train/val/test files in the input's format")
+    p.add_argument("--test-frac", type=float, default=0.15, help="share of rows for test (default 0.15)")
+    p.add_argument("--val-frac", type=float, default=0.15, help="share of rows for validation (default 0.15)")
+    p.add_argument("--seed", type=int, default=0, help="shuffles the groups (default 0)")
+    p.set_defaults(func=cmd_split)
 
     p = sub.add_parser("demo", help="download real data, fine-tune, evaluate and score a few rows")
     p.add_argument("--out", default="demo_out")
@@ -194,9 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import logging
 
+    from .resources import quiet_hugging_face
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_hugging_face()  # after parsing: --help need not import transformers
     handler: Callable[[argparse.Namespace], None] = args.func
     try:
         handler(args)

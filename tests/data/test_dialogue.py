@@ -54,6 +54,16 @@ def test_html_entities_tags_zero_width_and_controls():
     assert parse_thread("price < 100 and > 50")[0].text == "price < 100 and > 50"
 
 
+def test_script_and_style_contents_are_dropped():
+    thread = ("BUYER: <style type='text/css'>p { color: red }</style>Is it new? <script>var x = '<b>'; alert(1)</script>"
+              " <eos> SELLER: yes<SCRIPT src=a.js></SCRIPT > thanks <Style>.a{}</style >")
+    assert [(m.role, m.text) for m in parse_thread(thread)] == [("buyer", "Is it new?"), ("seller", "yes thanks")]
+    # an opening tag that is never closed loses only the tag: the messages after it are kept
+    assert [m.text for m in parse_thread("<script>hello there\nsecond")] == ["hello there", "second"]
+    # a long run of unclosed openings stays fast (each search starts where the last ended)
+    assert parse_thread("<script>" * 20_000 + "end")[0].text == "end"
+
+
 def test_urls_and_emails_become_placeholders_and_can_be_kept():
     thread = "see https://shop.example.com/item?id=3 or mail a.b@c.org now"
     assert parse_thread(thread)[0].text == "see [url] or mail [email] now"

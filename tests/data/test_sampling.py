@@ -43,3 +43,26 @@ def test_loader_state_resumes_mid_epoch_and_rolls_over_at_epoch_end():
     assert seen + list(fresh) == epoch0
     fresh.load_state_dict({"epoch": 0, "consumed": 10})
     assert list(fresh) == fresh_sampler.global_batches(1)
+
+
+def _as_list(items):
+    return list(items)
+
+
+def test_loader_state_counts_handed_out_batches_when_workers_prefetch():
+    """Two workers prefetch 2 batches each: the state must still say 4 batches were consumed, and resume after them."""
+    lengths = np.arange(100)
+    sampler = BucketBatchSampler(lengths, 10, seed=0)
+    loader = ResumableDataLoader(list(range(100)), batch_sampler=sampler, collate_fn=_as_list, num_workers=2,
+                                 prefetch_factor=2, persistent_workers=True)
+    iterator = iter(loader)
+    seen = [next(iterator) for _ in range(4)]
+    assert sampler.yielded > 4  # the sampler ran ahead for the workers
+    state = loader.state_dict()
+    assert state == {"epoch": 0, "consumed": 4}
+    fresh_sampler = BucketBatchSampler(lengths, 10, seed=0)
+    fresh = ResumableDataLoader(list(range(100)), batch_sampler=fresh_sampler, collate_fn=_as_list, num_workers=2)
+    fresh.load_state_dict(state)
+    assert seen + list(fresh) == sampler.global_batches(0)
+    del iterator
+    assert list(loader) == sampler.global_batches(1)  # persistent workers, next pass: next epoch

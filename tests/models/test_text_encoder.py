@@ -68,3 +68,111 @@ def test_pooling_options_give_B_by_H(tokenizer, pooling):
     assert enc.output_dim == 8
     assert enc(batch["input_ids"], batch["attention_mask"], batch["chunk_mask"]).shape == (4, 8)
     assert model.tab_subnetwork.output_dim == 8
+
+
+# --- chunk_reduce: attention -------------------------------------------------------------------------------------
+
+def attention_pool(dim=6, positions=4, seed=0):
+    from bsmfusion.models.text_encoder import ChunkAttentionPool
+
+    torch.manual_seed(seed)
+    pool = ChunkAttentionPool(dim, positions)
+    with torch.no_grad():  # clearly non-zero positions, so order matters
+        pool.index_from_start.weight.normal_(std=1.0)
+        pool.distance_from_end.weight.normal_(std=1.0)
+    return pool
+
+
+def test_attention_positions_make_first_and_last_chunk_distinguishable():
+    pool = attention_pool()
+    vectors = torch.randn(1, 3, 6)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    index, distance = pool.chunk_positions(torch.tensor([[True, True, True, False]]))
+    assert index[0, :3].tolist() == [0, 1, 2] and distance[0, :3].tolist() == [2, 1, 0]
+    with torch.no_grad():
+        forward, w_forward = pool(vectors, mask)
+        backward, w_backward = pool(vectors.flip(1), mask)
+        assert (forward - backward).abs().max() > 1e-3  # a reversed thread is a different thread
+        assert not torch.allclose(w_forward, w_backward.flip(1))
+        # without position embeddings the pool is order-blind (a permutation-invariant set function)
+        pool.index_from_start.weight.zero_()
+        pool.distance_from_end.weight.zero_()
+        torch.testing.assert_close(pool(vectors, mask)[0], pool(vectors.flip(1), mask)[0], atol=1e-6, rtol=0)
+
+
+def test_attention_ignores_padding_chunks_and_weights_sum_to_one_over_real_chunks():
+    pool = attention_pool()
+    vectors = torch.randn(2, 4, 6)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    with torch.no_grad():
+        thread, weights = pool(vectors, mask)
+        garbage = vectors.clone()
+        garbage[0, 2:] = torch.randn(2, 6) * 1e3
+        thread2, weights2 = pool(garbage, mask)
+        trimmed, _ = pool(vectors[:1, :2], mask[:1, :2])
+    assert weights.shape == (2, 4) and weights.dtype == torch.float32
+    assert weights[0, 2:].abs().max() == 0
+    torch.testing.assert_close(weights.sum(1), torch.ones(2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(thread2, thread, atol=0, rtol=0)
+    torch.testing.assert_close(trimmed[0], thread[0], atol=1e-6, rtol=0)
+    # the result is a convex combination of the real chunk vectors
+    torch.testing.assert_close(thread, (weights.unsqueeze(-1) * vectors).sum(1), atol=1e-6, rtol=0)
+
+
+def test_attention_gradient_reaches_every_attention_parameter():
+    pool = attention_pool()
+    vectors = torch.randn(3, 4, 6, requires_grad=True)
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False], [True, False, False, False]])
+    thread, _ = pool(vectors, mask)
+    (thread * torch.randn_like(thread)).sum().backward()
+    for name, param in pool.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert vectors.grad[1, 2:].abs().max() == 0  # nothing flows into padding slots
+
+
+@pytest.mark.parametrize("encode", ["packed", "plain"])
+def test_attention_batch_invariance_alone_vs_with_longer_and_shorter_threads(tokenizer, encode):
+    _, _, table, model, collate = setup(tokenizer, "concat", encode=encode, chunk_reduce="attention")
+    enc = model.text_subnetwork.float()
+    assert enc.chunk_attention is not None and enc.encode_mode == encode
+    with torch.no_grad():
+        enc.chunk_attention.index_from_start.weight.normal_(std=1.0)
+        enc.chunk_attention.distance_from_end.weight.normal_(std=1.0)
+        full_batch = batch_of(table, collate, range(12))
+        full, full_weights = enc.encode_with_chunk_weights(full_batch["input_ids"], full_batch["attention_mask"],
+                                                           full_batch["chunk_mask"])
+        full_logits = model(full_batch).logits
+        for row in (0, 1, 2, 5):  # 1 chunk, 3 chunks (longest), empty, typical
+            b = batch_of(table, collate, [row])
+            alone, alone_weights = enc.encode_with_chunk_weights(b["input_ids"], b["attention_mask"], b["chunk_mask"])
+            torch.testing.assert_close(alone[0], full[row], atol=1e-5, rtol=0)
+            width = alone_weights.shape[1]
+            torch.testing.assert_close(alone_weights[0], full_weights[row, :width], atol=1e-5, rtol=0)
+            assert torch.all(full_weights[row, width:] == 0)
+            torch.testing.assert_close(model(b).logits[0], full_logits[row], atol=1e-5, rtol=0)
+
+
+def test_attention_packed_equals_plain_path(tokenizer):
+    _, _, table, model, collate = setup(tokenizer, encode="packed", chunk_reduce="attention")
+    model = model.float()
+    batch = batch_of(table, collate, range(12))
+    with torch.no_grad():
+        model.text_subnetwork.chunk_attention.distance_from_end.weight.normal_(std=1.0)
+        packed = model(batch).logits
+        model.text_subnetwork.encode_mode = "plain"
+        plain = model(batch).logits
+        full_pad = Collator(collate.pad_token_id, 3, 16, pad_to_max=True)
+        padded = model(batch_of(table, full_pad, range(12))).logits
+    torch.testing.assert_close(packed, plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(packed, padded, atol=1e-5, rtol=0)
+
+
+def test_chunk_weights_of_the_mean_reduces(tokenizer):
+    _, _, table, model, collate = setup(tokenizer)
+    enc = model.text_subnetwork
+    batch = batch_of(table, collate, [0, 1])
+    with torch.no_grad():
+        vectors, weights = enc.encode_with_chunk_weights(batch["input_ids"], batch["attention_mask"], batch["chunk_mask"])
+    assert weights.tolist()[0] == [1.0, 0.0, 0.0]
+    torch.testing.assert_close(weights[1], torch.full((3,), 1 / 3))
+    torch.testing.assert_close(vectors, enc(batch["input_ids"], batch["attention_mask"], batch["chunk_mask"]))

@@ -13,7 +13,7 @@ import bsmfusion
 from bsmfusion.data.io import write_table
 from bsmfusion.evaluation.metrics import best_f1_threshold
 from bsmfusion.training.fit import train
-from tests.conftest import tiny_config
+from tests.conftest import PRECISIONS, prob_tolerance, tiny_config
 from tests.synthetic import planted_frame
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,13 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def fast_config(fusion, epochs=8, **train_overrides):
     return tiny_config(
         fusion, data={"id": "id"}, text={"pooling": "cls", "max_chunks": 2, "chunk_tokens": 32},
-        train={"epochs": epochs, "batch_size": 16, "precision": "32", "lr": 3e-3, "head_lr": 3e-3,
+        train={"epochs": epochs, "batch_size": 16, "precision": "fp32", "lr": 3e-3, "head_lr": 3e-3,
                "patience": 50, "warmup_ratio": 0.0, **train_overrides},
     )
 
 
-def auc_after_training(tmp_path, fusion, signal, epochs=8):
+def auc_after_training(tmp_path, fusion, signal, epochs=8, tab_encoder="plr"):
     cfg = fast_config(fusion, epochs)
+    cfg.model.tab_encoder = tab_encoder
     result = train(cfg, planted_frame(400, signal, 0), planted_frame(200, signal, 1), tmp_path / fusion, progress=False)
     return result.val_metrics["roc_auc"]
 
@@ -47,9 +48,11 @@ def test_tabular_signal(tmp_path, fusion, expect_high):
 
 def test_interaction_signal_needs_a_multiplicative_fusion(tmp_path):
     """label = keyword XOR (x > 0): concat's logits are additive in text and tab, so it cannot fit it;
-    cross_attn's two-layer merge network over both embeddings can."""
-    assert auc_after_training(tmp_path, "cross_attn", "interaction", epochs=10) > 0.95
-    assert auc_after_training(tmp_path, "concat", "interaction", epochs=10) < 0.75
+    cross_attn's two-layer merge network over both embeddings can. The test is about the fusions, so it uses the
+    design's tabular encoder, whose single layer learns the sign of x in these 10 epochs (PLR needs about 20 at
+    this size: 1.0 ROC-AUC after 20, 0.83 after 10)."""
+    assert auc_after_training(tmp_path, "cross_attn", "interaction", epochs=10, tab_encoder="design") > 0.95
+    assert auc_after_training(tmp_path, "concat", "interaction", epochs=10, tab_encoder="design") < 0.75
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +85,14 @@ def test_threshold_is_chosen_on_validation(trained):
     assert json.loads((out / "metrics.json").read_text())["validation"]["threshold"] == pytest.approx(predictor.threshold)
 
 
-def test_predict_streams_in_order_with_bounded_batches(trained, tmp_path, monkeypatch):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_predict_streams_in_order_with_bounded_batches(trained, tmp_path, monkeypatch, precision):
     _, out, _ = trained
     big = planted_frame(2500, "text", 5)
     big["id"] = [f"row-{i}" for i in range(len(big))]
     src = tmp_path / "big.csv"
     write_table(big, src)
-    predictor = bsmfusion.load(out)
+    predictor = bsmfusion.load(out, precision=precision)
     seen = []
     original = predictor.predict_frame
 
@@ -103,9 +107,36 @@ def test_predict_streams_in_order_with_bounded_batches(trained, tmp_path, monkey
         assert max(seen) <= 300 and sum(seen) == 2500
         got = bsmfusion.data.io.read_table(tmp_path / name)
         assert got["id"].tolist() == big["id"].tolist()
-        assert set(got.columns) == {"id", "prob_0", "prob_1", "predicted_label", "text_weight", "tab_weight", "error"}
+        assert set(got.columns) == {"id", "prob_0", "prob_1", "predicted_label", "text_contribution",
+                                    "tab_contribution", "text_share", "error"}
     whole = original(big)
-    np.testing.assert_allclose(got["prob_1"].to_numpy(), whole["prob_1"].to_numpy(), atol=1e-6)
+    # fp32: a row's score does not depend on the frame it was streamed in; bf16: within its rounding
+    tolerance = 1e-6 if precision == "fp32" else prob_tolerance(precision)
+    np.testing.assert_allclose(got["prob_1"].to_numpy(), whole["prob_1"].to_numpy(), atol=tolerance)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_scores_do_not_depend_on_the_batch_a_row_lands_in(trained, precision):
+    """fp32: the same row scores the same (≤ 1e-6) whatever its batch size and neighbours; bf16 within its tolerance."""
+    _, out, _ = trained
+    frame = planted_frame(150, "text", 7)
+    frame.loc[3, "dialogue"] = " <eos> ".join(["BUYER: " + "refund please " * 20] * 3)  # several chunks
+    reference = bsmfusion.load(out, precision=precision, batch_size=1).predict_frame(frame).set_index("id")["prob_1"]
+    shuffled = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    tolerance = 1e-6 if precision == "fp32" else prob_tolerance(precision)
+    for batch_size in (1, 7, 64):
+        for table in (frame, shuffled):
+            got = bsmfusion.load(out, precision=precision, batch_size=batch_size).predict_frame(table).set_index("id")
+            np.testing.assert_allclose(got["prob_1"].reindex(reference.index).to_numpy(), reference.to_numpy(),
+                                       atol=tolerance, err_msg=f"batch_size={batch_size}")
+
+
+def test_bundle_records_the_precision_of_its_threshold(trained):
+    _, out, _ = trained
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["validation_precision"] == {"requested": "fp32", "used": "fp32", "reason": "asked"}
+    assert bsmfusion.load(out).precision.used == "fp32"  # scores by default as it was validated
+    assert bsmfusion.load(out).describe_precision() == "fp32 (asked)"
 
 
 def _write_inputs(tmp_path, cfg):
@@ -164,3 +195,58 @@ def test_evaluate_writes_metrics_plots_and_report(trained, tmp_path, capsys):
     for png in ("roc.png", "pr.png", "calibration.png", "confusion.png", "contributions.png"):
         assert (tmp_path / "rep" / png).stat().st_size > 5000
         assert f"]({png})" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_num_workers_feed_both_loaders_and_change_no_result(tmp_path, monkeypatch):
+    from bsmfusion.training import fit
+
+    built = []
+    original = fit._loader
+    monkeypatch.setattr(fit, "_loader", lambda *a, **k: built.append(original(*a, **k)) or built[-1])
+    train_df, val_df = planted_frame(96, "text", 0), planted_frame(48, "text", 1)
+    with_workers = train(fast_config("concat", epochs=2, num_workers=2), train_df, val_df, tmp_path / "w", progress=False)
+    assert [(loader.num_workers, loader.persistent_workers) for loader in built] == [(2, True), (2, True)]
+    built.clear()
+    in_process = train(fast_config("concat", epochs=2), train_df, val_df, tmp_path / "p", progress=False)
+    assert [loader.num_workers for loader in built] == [0, 0]
+    for key in ("roc_auc", "log_loss", "threshold"):
+        assert with_workers.val_metrics[key] == pytest.approx(in_process.val_metrics[key], abs=1e-6), key
+
+
+def test_resume_with_workers_and_accumulation_matches_uninterrupted_run(tmp_path):
+    """Worker processes make the sampler run ahead of training, and 2 micro-batches share each optimiser step with
+    dropout on: a run killed mid-epoch and resumed still ends with the uninterrupted run's metrics."""
+    cfg = fast_config("concat", epochs=3, checkpoint_every_steps=2, num_workers=2, accumulate_grad_batches=2)
+    cfg.model.dropout = 0.3
+    _write_inputs(tmp_path, cfg)
+    reference = _cli(tmp_path, tmp_path / "ref")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    # 160 rows / 16 = 10 micro-batches = 5 steps per epoch: step 7 is mid epoch 2; the last checkpoint is step 6.
+    killed = _cli(tmp_path, tmp_path / "run", env={"BSMFUSION_FAULT_AFTER_STEP": "7"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = _cli(tmp_path, tmp_path / "run", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ref_metrics = json.loads((tmp_path / "ref" / "metrics.json").read_text())["validation"]
+    run_metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"]
+    for key in ("roc_auc", "pr_auc", "log_loss", "threshold", "f1"):
+        assert run_metrics[key] == pytest.approx(ref_metrics[key], abs=1e-6), key
+
+
+def test_tab_only_trains_and_predicts_without_a_text_column_and_never_tokenises(tmp_path, monkeypatch):
+    from transformers import PreTrainedTokenizerBase
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tab_only tokenised text")
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", refuse)
+    train_df = planted_frame(200, "tab", 0).drop(columns=["dialogue"])
+    val_df = planted_frame(100, "tab", 1).drop(columns=["dialogue"])
+    result = train(fast_config("tab_only"), train_df, val_df, tmp_path / "model", progress=False)
+    assert result.val_metrics["roc_auc"] > 0.95
+    scores = bsmfusion.load(tmp_path / "model").predict_frame(val_df)
+    assert scores["id"].tolist() == val_df["id"].tolist() and (scores["error"] == "").all()
+    assert ((scores["prob_1"] > 0.5) == (val_df["price"] > 0)).mean() > 0.9
+    from bsmfusion.serving.app import score_records
+
+    served = score_records(bsmfusion.load(tmp_path / "model"), val_df.head(3).to_dict("records"))
+    assert [r.get("error") for r in served] == [None] * 3

@@ -1,7 +1,8 @@
 """Pack a thread's messages into at most C chunks of at most T tokens (special tokens included).
 
 Whole messages are packed greedily; a message that does not fit in an empty chunk is split across chunks,
-never cut. When a thread needs more than C chunks, the first `head` chunks and the last `C - head` chunks
+never cut, and each continuation chunk starts again with the message's role prefix (``buyer :``) so every chunk
+says who is speaking. When a thread needs more than C chunks, the first `head` chunks and the last `C - head` chunks
 are kept and the middle is dropped: the end of a thread usually holds its resolution.
 """
 from __future__ import annotations
@@ -64,11 +65,19 @@ class ChunkPacker:
     def _with_specials(self, ids: list[int]) -> list[int]:
         return [*self.prefix, *ids, *self.suffix]
 
-    def pack_ids(self, message_ids: Sequence[Sequence[int]]) -> ChunkedThread:
-        """Pack pre-tokenised messages (ids without special tokens) into a `ChunkedThread`."""
+    def pack_ids(self, message_ids: Sequence[Sequence[int]],
+                 role_prefixes: Sequence[Sequence[int]] | None = None) -> ChunkedThread:
+        """Pack pre-tokenised messages (ids without special tokens) into a `ChunkedThread`.
+
+        `role_prefixes[i]` holds the ids of message i's role prefix (``buyer :``; empty for none), which
+        `message_ids[i]` already starts with. When message i is split, every continuation chunk starts with those
+        ids again, and its first piece holds at least the prefix and one token. A prefix longer than half a chunk
+        is not repeated (the chunks would carry little else).
+        """
         bodies: list[list[int]] = []
         current: list[int] = []
-        for ids in message_ids:
+        prefixes = role_prefixes if role_prefixes is not None else [()] * len(message_ids)
+        for ids, prefix in zip(message_ids, prefixes):
             ids = list(ids)
             if not ids:
                 continue
@@ -79,13 +88,18 @@ class ChunkPacker:
                 bodies.append(current)
                 current = list(ids)
                 continue
-            # Longer than a chunk: fill the current chunk, then continue in new ones.
-            start = self.capacity - len(current)
-            current.extend(ids[:start])
+            # Longer than a chunk: fill the current chunk, then continue in new ones behind the repeated prefix.
+            repeat = list(prefix) if 2 * len(prefix) <= self.capacity else []
+            room = self.capacity - len(current)
+            if room < len(repeat) + 1:  # no room for the prefix and a token: start the message in a fresh chunk
+                bodies.append(current)
+                current, room = [], self.capacity
+            current.extend(ids[:room])
             bodies.append(current)
-            for offset in range(start, len(ids), self.capacity):
-                current = ids[offset:offset + self.capacity]
-                if offset + self.capacity < len(ids):
+            step = self.capacity - len(repeat)
+            for offset in range(room, len(ids), step):
+                current = repeat + ids[offset:offset + step]
+                if offset + step < len(ids):
                     bodies.append(current)
         bodies.append(current)
         bodies = [b for b in bodies if b]
@@ -99,11 +113,31 @@ class ChunkPacker:
 
     def pack_threads(self, threads: Sequence[Sequence[Message]]) -> list[ChunkedThread]:
         """Tokenise every message of every thread in one tokenizer call, then pack each thread."""
-        texts = [m.render(self.role_prefix) for thread in threads for m in thread]
+        messages = [m for thread in threads for m in thread]
+        texts = [m.render(self.role_prefix) for m in messages]
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        prefix_ids = self._role_prefix_ids(messages, ids)
         out: list[ChunkedThread] = []
         cursor = 0
         for thread in threads:
-            out.append(self.pack_ids(ids[cursor:cursor + len(thread)]))
-            cursor += len(thread)
+            end = cursor + len(thread)
+            out.append(self.pack_ids(ids[cursor:end], prefix_ids[cursor:end]))
+            cursor = end
+        return out
+
+    def _role_prefix_ids(self, messages: Sequence[Message], ids: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Per message, the ids its rendered text starts with for its role prefix (``buyer :``), else []."""
+        if not self.role_prefix:
+            return [[] for _ in messages]
+        roles = sorted({m.role for m in messages if m.role})
+        by_role: dict[str, list[int]] = {}
+        if roles:
+            tokenized = self.tokenizer([Message(r, "").render_prefix() for r in roles], add_special_tokens=False)
+            by_role = dict(zip(roles, tokenized["input_ids"]))
+        out: list[list[int]] = []
+        for message, message_ids in zip(messages, ids):
+            prefix = list(by_role.get(message.role, [])) if message.role else []
+            # Only a prefix the message's own ids start with is repeated (true for WordPiece; a tokenizer that
+            # merges the prefix with the following text simply gets no repetition).
+            out.append(prefix if prefix and list(message_ids[: len(prefix)]) == prefix else [])
         return out

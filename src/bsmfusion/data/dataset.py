@@ -15,18 +15,22 @@ from .chunking import ChunkedThread
 class EncodedTable:
     """A table after preprocessing: chunked threads, tabular arrays, optional labels, row ids."""
 
-    threads: list[ChunkedThread]
+    threads: list[ChunkedThread] | None  # None: the model reads no text (tab_only), nothing was tokenised
     numeric: np.ndarray  # N×Dn float32
     categorical: np.ndarray  # N×Dc int64
     labels: np.ndarray | None  # N int64
     ids: list[Any]
-    thread_vectors: np.ndarray | None = None  # N×D, set by the frozen-encoder path
+    thread_vectors: np.ndarray | None = None  # N×D, set by the frozen-encoder path (parameter-free chunk reduce)
+    chunk_vectors: np.ndarray | None = None  # N×C×D, set by the frozen-encoder path when the chunk reduce is learned
+    chunk_vector_mask: np.ndarray | None = None  # N×C bool, True for real chunks (goes with chunk_vectors)
 
     def __len__(self) -> int:
-        return len(self.threads)
+        return len(self.threads) if self.threads is not None else len(self.ids)
 
     def token_counts(self) -> np.ndarray:
-        """Tokens per row (all chunks): the key for length bucketing."""
+        """Tokens per row (all chunks): the key for length bucketing (all 0 without text)."""
+        if self.threads is None:
+            return np.zeros(len(self), dtype=np.int64)
         return np.array([t.num_tokens for t in self.threads], dtype=np.int64)
 
 
@@ -43,12 +47,14 @@ class EncodedDataset(Dataset):
         t = self.table
         return {
             "index": i,
-            "chunks": t.threads[i].chunks,
-            "empty": t.threads[i].empty,
+            "chunks": None if t.threads is None else t.threads[i].chunks,
+            "empty": True if t.threads is None else t.threads[i].empty,
             "numeric": t.numeric[i],
             "categorical": t.categorical[i],
             "label": None if t.labels is None else int(t.labels[i]),
             "thread_vector": None if t.thread_vectors is None else t.thread_vectors[i],
+            "chunk_vectors": None if t.chunk_vectors is None else t.chunk_vectors[i],
+            "chunk_vector_mask": None if t.chunk_vector_mask is None else t.chunk_vector_mask[i],
         }
 
 
@@ -68,6 +74,10 @@ class Collator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if items[0].get("thread_vector") is not None:
             return self._with_thread_vectors(items)
+        if items[0].get("chunk_vectors") is not None:
+            return self._with_chunk_vectors(items)
+        if items[0]["chunks"] is None:  # a table without text (tab_only): tabular tensors only
+            return self._add_common({}, items)
         batch = len(items)
         if self.pad_to_max:
             chunks, tokens = self.max_chunks, self.chunk_tokens
@@ -103,3 +113,12 @@ class Collator:
         """Frozen-encoder batches: precomputed `B×D` thread vectors instead of token ids."""
         vectors = torch.from_numpy(np.stack([item["thread_vector"] for item in items]).astype(np.float32))
         return self._add_common({"thread_vectors": vectors}, items)
+
+    def _with_chunk_vectors(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Frozen-encoder batches for a learned chunk reduce: precomputed `B×C_b×D` chunk vectors and the `B×C_b`
+        chunk mask (C_b = the batch's most real chunks), instead of token ids."""
+        mask = np.stack([item["chunk_vector_mask"] for item in items]).astype(bool)
+        width = max(1, int(mask.any(axis=0).nonzero()[0].max(initial=0)) + 1)
+        vectors = np.stack([item["chunk_vectors"][:width] for item in items]).astype(np.float32)
+        out = {"chunk_vectors": torch.from_numpy(vectors), "chunk_mask": torch.from_numpy(mask[:, :width].copy())}
+        return self._add_common(out, items)

@@ -32,6 +32,8 @@ _MARKER = re.compile(r"\[\s*(bom|eom)\s*\]", re.IGNORECASE)
 _SEPARATORS = re.compile(r"<\s*eos\s*>|\s\|\|\|\s|\|\|\|", re.IGNORECASE)
 _BLOCK_TAGS = re.compile(r"<\s*(br|/p|p|/div|div|li|/li|tr|/tr|hr)\b[^>]*>", re.IGNORECASE)
 _TAG = re.compile(r"</?[A-Za-z!][^<>]{0,2000}>")
+_RAW_TEXT_OPEN = re.compile(r"<\s*(script|style)\b[^<>]{0,2000}>", re.IGNORECASE)
+_RAW_TEXT_CLOSE = {name: re.compile(rf"<\s*/\s*{name}\s*>", re.IGNORECASE) for name in ("script", "style")}
 _URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"']+", re.IGNORECASE)
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad"))
@@ -48,7 +50,11 @@ class Message:
 
     def render(self, with_role: bool = True) -> str:
         """The message as fed to the tokenizer, e.g. ``buyer: is it still available?``."""
-        return f"{self.role}: {self.text}" if with_role and self.role else self.text
+        return f"{self.render_prefix()} {self.text}" if with_role and self.role else self.text
+
+    def render_prefix(self) -> str:
+        """The role prefix `render` puts before the text (``buyer:``), or "" without a role."""
+        return f"{self.role}:" if self.role else ""
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,30 @@ def to_text(value: Any) -> str:
     return text.encode("utf-8", errors="replace").decode("utf-8")
 
 
+def _drop_raw_text_elements(text: str) -> str:
+    """Remove `<script>`/`<style>` elements with their contents (code and CSS, not message text).
+
+    An opening tag without its closing tag is left to the generic tag stripping (the text after it is kept);
+    each search starts where the last one ended, so the time stays linear in the text length.
+    """
+    out: list[str] = []
+    pos, unclosed = 0, set()
+    while (opening := _RAW_TEXT_OPEN.search(text, pos)) is not None:
+        name = opening.group(1).lower()
+        closing = None if name in unclosed else _RAW_TEXT_CLOSE[name].search(text, opening.end())
+        if closing is None:
+            unclosed.add(name)
+            out.append(text[pos:opening.end()])
+            pos = opening.end()
+            continue
+        out.append(text[pos:opening.start()] + " ")
+        pos = closing.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def _strip_html(text: str) -> str:
+    text = _drop_raw_text_elements(text)
     text = _BLOCK_TAGS.sub("\n", text)
     text = _TAG.sub(" ", text)
     return html.unescape(text)

@@ -25,19 +25,35 @@ def _label_sort_key(name: str) -> tuple[int, Any]:
 
 
 class TablePreprocessor:
-    """Fitted preprocessing for one config: tabular state + label names; text needs only the tokenizer."""
+    """Fitted preprocessing for one config: tabular state + label names; text needs only the tokenizer.
+
+    A fusion that reads no text (tab_only) has no text pipeline: its tables need no text column and are never
+    tokenised.
+    """
 
     def __init__(self, cfg: Config, tokenizer, tabular: TabularPreprocessor, label_names: list[str]):
         self.cfg = cfg
         self.tabular = tabular
         self.label_names = label_names
-        self.text = TextPipeline(cfg.text, tokenizer)
+        self.tokenizer = tokenizer
+        self.text = TextPipeline(cfg.text, tokenizer) if cfg.model.uses_text else None
+
+    @property
+    def text_columns(self) -> list[str]:
+        """The text columns an input table needs: none when the fusion reads no text."""
+        return list(self.cfg.data.text) if self.text is not None else []
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.tokenizer.pad_token_id or 0)
 
     @classmethod
     def fit(cls, cfg: Config, tokenizer, train: pd.DataFrame) -> "TablePreprocessor":
         data = cfg.data
-        require_columns(train, [*data.text, data.label], "training data")
-        tabular = TabularPreprocessor.fit(train, data.numeric, data.categorical, label=data.label, id_column=data.id)
+        text_columns = list(data.text) if cfg.model.uses_text else []
+        require_columns(train, [*text_columns, data.label], "training data")
+        tabular = TabularPreprocessor.fit(train, data.numeric, data.categorical, label=data.label, id_column=data.id,
+                                          min_category_count=data.min_category_count)
         keys = [category_key(v) for v in train[data.label]]
         missing = [i for i, k in enumerate(keys) if k is None]
         if missing:
@@ -76,10 +92,13 @@ class TablePreprocessor:
         return frame[column].tolist()
 
     def encode(self, frame: pd.DataFrame, *, with_labels: bool = True) -> EncodedTable:
-        """Tokenise and transform a frame (text is tokenised once here, not per epoch)."""
-        require_columns(frame, list(self.cfg.data.text), "input data")
-        text_rows = frame[list(self.cfg.data.text)].itertuples(index=False, name=None)
-        threads = self.text.encode(list(text_rows))
+        """Tokenise and transform a frame (text is tokenised once here, not per epoch; not at all without a text
+        pipeline, when the table's `threads` is None)."""
+        threads = None
+        if self.text is not None:
+            require_columns(frame, self.text_columns, "input data")
+            text_rows = frame[self.text_columns].itertuples(index=False, name=None)
+            threads = self.text.encode(list(text_rows))
         numeric, categorical = self.tabular.transform(frame)
         labels = self.encode_labels(frame) if with_labels else None
         return EncodedTable(threads=threads, numeric=numeric, categorical=categorical, labels=labels, ids=self.row_ids(frame))

@@ -81,12 +81,21 @@ class ResumableDataLoader(DataLoader):
     """A DataLoader over a `BucketBatchSampler` whose state Lightning saves in checkpoints.
 
     Lightning asks for the state after a step has finished and before it fetches the next batch, so every
-    yielded batch has been trained on (the resume test pins this).
+    yielded batch has been trained on (the resume test pins this). The state counts the batches this loader has
+    handed out, not the sampler's position: with worker processes the sampler runs ahead by the prefetched batches.
     """
+
+    _consumed = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        self._consumed = self.batch_sampler.skip  # read before the pass starts: the sampler resets it
+        for batch in super().__iter__():
+            self._consumed += 1
+            yield batch
 
     def state_dict(self) -> dict[str, Any]:
         sampler: BucketBatchSampler = self.batch_sampler
-        return {"epoch": sampler.epoch, "consumed": sampler.yielded}
+        return {"epoch": sampler.epoch, "consumed": self._consumed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         sampler: BucketBatchSampler = self.batch_sampler

@@ -3,7 +3,10 @@
 Numerics: median imputation, a missing-indicator column for every column that had missing values in
 training, standardisation (mean/std of the winsorised finite training values, so one 1e300 cannot
 dominate), then clipping to ±`clip`; ±inf map to ±`clip`.
-Categoricals: string values → integer ids, id 0 = missing, id 1 = unseen in training, 2.. = known values.
+Categoricals: string values → integer ids, id 0 = missing, id 1 = unknown, 2.. = known values. A value is known
+when it was seen at least `min_category_count` times in training (at most `max_categories` values, most frequent
+first); rarer values get the unknown id in the training split too, so the unknown embedding row is trained on
+real rows instead of meeting its first row at prediction time.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ class TabularPreprocessor:
     categorical: list[str] = field(default_factory=list)
     clip: float = 10.0
     max_categories: int = 1000
+    min_category_count: int = 1
     numeric_stats: dict[str, NumericStats] = field(default_factory=dict)
     vocab: dict[str, list[str]] = field(default_factory=dict)
 
@@ -44,15 +48,19 @@ class TabularPreprocessor:
     @classmethod
     def fit(cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str], *,
             label: str | None = None, id_column: str | None = None, clip: float = 10.0,
-            max_categories: int = 1000) -> "TabularPreprocessor":
-        """Learn medians, scales and vocabularies from the training frame only."""
+            max_categories: int = 1000, min_category_count: int = 1) -> "TabularPreprocessor":
+        """Learn medians, scales and vocabularies from the training frame only; values seen fewer than
+        `min_category_count` times stay out of the vocabulary (→ the unknown id)."""
         for reserved, what in ((label, "label"), (id_column, "id")):
             if reserved is not None and reserved in (*numeric, *categorical):
                 raise DataError(
                     f"column '{reserved}' is the {what} column and cannot be a tabular feature; remove it from data.numeric/data.categorical"
                 )
         require_columns(frame, [*numeric, *categorical], "training data")
-        prep = cls(numeric=list(numeric), categorical=list(categorical), clip=clip, max_categories=max_categories)
+        if min_category_count < 1:
+            raise DataError(f"data.min_category_count must be at least 1, got {min_category_count}; use 1 to keep every value")
+        prep = cls(numeric=list(numeric), categorical=list(categorical), clip=clip, max_categories=max_categories,
+                   min_category_count=min_category_count)
         for column in numeric:
             values = numeric_column(frame, column)
             finite = values[np.isfinite(values)]
@@ -61,7 +69,8 @@ class TabularPreprocessor:
             prep.numeric_stats[column] = NumericStats(median=median, mean=mean, std=std, had_missing=missing)
         for column in categorical:
             counts = pd.Series([category_key(v) for v in frame[column]], dtype=object).dropna().value_counts()
-            prep.vocab[column] = [str(v) for v in counts.index[:max_categories]]
+            frequent = counts[counts >= min_category_count]
+            prep.vocab[column] = [str(v) for v in frequent.index[:max_categories]]
         return prep
 
     # ------------------------------------------------------------ transform
@@ -111,6 +120,7 @@ class TabularPreprocessor:
             "categorical": self.categorical,
             "clip": self.clip,
             "max_categories": self.max_categories,
+            "min_category_count": self.min_category_count,
             "numeric_stats": {k: asdict(v) for k, v in self.numeric_stats.items()},
             "vocab": self.vocab,
         }
@@ -122,6 +132,7 @@ class TabularPreprocessor:
             categorical=list(state["categorical"]),
             clip=float(state["clip"]),
             max_categories=int(state["max_categories"]),
+            min_category_count=int(state.get("min_category_count", 1)),  # absent in bundles written before it existed
             numeric_stats={k: NumericStats(**v) for k, v in state["numeric_stats"].items()},
             vocab={k: list(v) for k, v in state["vocab"].items()},
         )

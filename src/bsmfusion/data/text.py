@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import TextConfig
-from ..resources import force_offline, minilm_path, resolve_encoder_path
+from ..resources import minilm_path, resolve_encoder_path
 from .chunking import ChunkedThread, ChunkPacker
-from .dialogue import CleaningOptions, parse_segments, to_text
+from .dialogue import CleaningOptions, Message, parse_segments, to_text
 
 
 def tokenizer_source(text_cfg: TextConfig) -> Path:
@@ -20,8 +20,7 @@ def tokenizer_source(text_cfg: TextConfig) -> Path:
 
 
 def load_tokenizer(source: str | Path):
-    """A Hugging Face tokenizer from a local folder (``from_pretrained(folder)``, offline)."""
-    force_offline()
+    """A Hugging Face tokenizer from a local folder (``from_pretrained(folder)``, local files only: never the network)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(source), local_files_only=True)
@@ -34,21 +33,43 @@ def tokenizer_is_uncased(tokenizer) -> bool:
     )["input_ids"]
 
 
+def cleaning_options(text_cfg: TextConfig, *, lowercase: bool) -> CleaningOptions:
+    """The message cleaning `text.cleaning` asks for; `lowercase` for an uncased tokenizer."""
+    cleaning = text_cfg.cleaning
+    return CleaningOptions(replace_urls=cleaning.replace_urls, replace_emails=cleaning.replace_emails,
+                           url_token=cleaning.url_token, email_token=cleaning.email_token,
+                           strip_html=cleaning.strip_html, lowercase=lowercase)
+
+
+def cap_text(text: str, limit: int) -> str:
+    """A cell longer than `limit` (`text.max_chars`) keeps its first quarter and last three quarters of that budget:
+    far more than C×T tokens need, and it bounds the time one huge cell can take."""
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    return text[:head] + "\n" + text[len(text) - (limit - head):]
+
+
+def thread_messages(rows: Sequence[Sequence[Any]], text_cfg: TextConfig,
+                    cleaning: CleaningOptions) -> list[list[Message]]:
+    """`rows[i]` holds the text cells of row i (one per `data.text` column) → its cleaned, role-tagged messages."""
+    return [parse_segments([cap_text(to_text(cell), text_cfg.max_chars) for cell in cells], cleaning) for cells in rows]
+
+
+def render_threads(rows: Sequence[Sequence[Any]], text_cfg: TextConfig, cleaning: CleaningOptions) -> list[str]:
+    """Each row's thread as one string: its messages as the encoder sees them (``buyer: is it available?``, role
+    prefix per `text.role_prefix`), one per line. What the classical members vectorise."""
+    return ["\n".join(m.render(text_cfg.role_prefix) for m in messages)
+            for messages in thread_messages(rows, text_cfg, cleaning)]
+
+
 class TextPipeline:
     """Turns the text cells of each row into a `ChunkedThread` (C chunks × ≤T token ids)."""
 
     def __init__(self, text_cfg: TextConfig, tokenizer):
         self.cfg = text_cfg
         self.tokenizer = tokenizer
-        cleaning = text_cfg.cleaning
-        self.cleaning = CleaningOptions(
-            replace_urls=cleaning.replace_urls,
-            replace_emails=cleaning.replace_emails,
-            url_token=cleaning.url_token,
-            email_token=cleaning.email_token,
-            strip_html=cleaning.strip_html,
-            lowercase=tokenizer_is_uncased(tokenizer),
-        )
+        self.cleaning = cleaning_options(text_cfg, lowercase=tokenizer_is_uncased(tokenizer))
         self.packer = ChunkPacker(
             tokenizer,
             max_chunks=text_cfg.max_chunks,
@@ -58,20 +79,9 @@ class TextPipeline:
         )
 
     def encode(self, rows: Sequence[Sequence[Any]]) -> list[ChunkedThread]:
-        """`rows[i]` holds the text cells of row i (one per `data.text` column).
-
-        A cell longer than `text.max_chars` keeps its first quarter and last three quarters of that budget: far
-        more than C×T tokens need, and it bounds the time one huge cell can take.
-        """
-        threads = [parse_segments([self._cap(to_text(cell)) for cell in cells], self.cleaning) for cells in rows]
-        return self.packer.pack_threads(threads)
-
-    def _cap(self, text: str) -> str:
-        limit = self.cfg.max_chars
-        if len(text) <= limit:
-            return text
-        head = limit // 4
-        return text[:head] + "\n" + text[len(text) - (limit - head):]
+        """`rows[i]` holds the text cells of row i (one per `data.text` column); over-long cells are capped
+        (`cap_text`)."""
+        return self.packer.pack_threads(thread_messages(rows, self.cfg, self.cleaning))
 
     @property
     def pad_token_id(self) -> int:

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.groups import warn_on_group_overlap
 from ..data.io import read_table
 from .metrics import classification_metrics, predict_labels
 
 
-def _plots(out_dir: Path, labels: np.ndarray, probs: np.ndarray, text_weight: np.ndarray, threshold: float | None,
+def _plots(out_dir: Path, labels: np.ndarray, probs: np.ndarray, text_share: np.ndarray, threshold: float | None,
            label_names: list[str]) -> list[tuple[str, str]]:
     import matplotlib
 
@@ -78,11 +79,26 @@ def _plots(out_dir: Path, labels: np.ndarray, probs: np.ndarray, text_weight: np
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
     for k, name in enumerate(label_names):
-        ax.hist(text_weight[labels == k], bins=20, range=(0, 1), alpha=0.6, label=f"true {name}")
-    ax.set(xlabel="text_weight (0 = tabular only, 1 = text only)", ylabel="rows", title="Modality contribution")
+        ax.hist(text_share[labels == k], bins=20, range=(0, 1), alpha=0.6, label=f"true {name}")
+    ax.set(xlabel="text_share = |text| / (|text| + |tab|) contribution", ylabel="rows", title="Modality contribution")
     ax.legend()
     save(fig, "contributions.png", "Distribution of per-sample text contribution")
     return made
+
+
+CONTRIBUTION_EXPLAINED = (
+    "Modality contributions are an exact two-player Shapley split of each row's score (the positive class's "
+    "log-odds; for multiclass the predicted class's logit) between the dialogue and the tabular facts, measured "
+    "against the model's score at the mean training embeddings: text + tab + baseline = the row's score. "
+    "`text_share` = |text| / (|text| + |tab|) says which side moved this decision more, the same way for every model."
+)
+
+
+def contribution_summary(scores) -> dict[str, float]:
+    """Means over rows: text_share, and the mean absolute text and tab contributions (score units)."""
+    return {"text_share_mean": float(np.mean(scores.text_share)),
+            "text_contribution_mean_abs": float(np.mean(np.abs(scores.text_contribution))),
+            "tab_contribution_mean_abs": float(np.mean(np.abs(scores.tab_contribution)))}
 
 
 def evaluate(predictor, data: str | Path | pd.DataFrame, out_dir: str | Path) -> dict:
@@ -91,11 +107,15 @@ def evaluate(predictor, data: str | Path | pd.DataFrame, out_dir: str | Path) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = data if isinstance(data, pd.DataFrame) else read_table(data)
     labels = predictor.bundle.preprocessor.encode_labels(frame)
+    group = predictor.cfg.data.group
+    if group and "training_groups_sha256" in predictor.bundle.meta:
+        warn_on_group_overlap(set(predictor.bundle.meta["training_groups_sha256"]), frame, group, "test")
     scores = predictor.score_frame(frame)
     metrics = classification_metrics(labels, scores.probs, predictor.threshold)
-    metrics["text_weight_mean"] = float(scores.text_weight.mean())
+    metrics.update(contribution_summary(scores))
+    metrics["scoring_precision"] = predictor.describe_precision()
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plots = _plots(out_dir, labels, scores.probs, scores.text_weight, predictor.threshold, predictor.label_names)
+    plots = _plots(out_dir, labels, scores.probs, scores.text_share, predictor.threshold, predictor.label_names)
     (out_dir / "report.md").write_text(_report(predictor, metrics, plots, data), encoding="utf-8")
     return metrics
 
@@ -109,14 +129,15 @@ def _report(predictor, metrics: dict, plots: list[tuple[str, str]], data) -> str
             f"It ranks positives above negatives with ROC-AUC {metrics['roc_auc']:.3f} and average precision "
             f"{metrics['pr_auc']:.3f}. At the decision threshold chosen on validation ({metrics['threshold']:.3f}) it has "
             f"F1 {metrics['f1']:.3f}, precision {metrics['precision']:.3f} and recall {metrics['recall']:.3f}. "
-            f"Expected calibration error is {metrics['ece']:.3f}. On average the dialogue carries "
-            f"{metrics['text_weight_mean']:.0%} of the decision and the tabular features the rest."
+            f"Expected calibration error is {metrics['ece']:.3f}. The dialogue's mean share of a decision "
+            f"(`text_share`) is {metrics['text_share_mean']:.0%}. " + CONTRIBUTION_EXPLAINED
         )
     else:
         summary = (
             f"The `{fusion}` model scored {metrics['n']:,} rows of {source}: accuracy {metrics['accuracy']:.3f}, "
             f"macro F1 {metrics['f1_macro']:.3f}, macro ROC-AUC {metrics['roc_auc_macro']:.3f}; "
-            f"the dialogue carries {metrics['text_weight_mean']:.0%} of the decision on average."
+            f"the dialogue's mean share of a decision (`text_share`) is {metrics['text_share_mean']:.0%}. "
+            + CONTRIBUTION_EXPLAINED
         )
     rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
     figures = "\n\n".join(f"### {title}\n\n![{title}]({name})" for name, title in plots)

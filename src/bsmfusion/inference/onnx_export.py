@@ -2,7 +2,8 @@
 as one ONNX graph with dynamic batch, chunk and token axes, stored inside the bundle.
 
 Inputs: input_ids, attention_mask (B×C×T int64), chunk_mask (B×C bool), numeric (B×Dn float32),
-categorical (B×Dc int64). Outputs: probs (B×K), text_weight (B). The graph uses the plain `(B·C)×T` encode path
+categorical (B×Dc int64). Outputs: probs (B×K) and the Shapley split of each decision, text_contribution,
+tab_contribution, baseline_score (B each; see `models.contributions`), computed inside the graph. The graph uses the plain `(B·C)×T` encode path
 (equal to the packed path within 1e-5); bucketed batches keep its padding small.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 from ..bundle import MANIFEST, load_bundle, sha256_file
 
 INPUTS = ["input_ids", "attention_mask", "chunk_mask", "numeric", "categorical"]
-OUTPUTS = ["probs", "text_weight"]
+OUTPUTS = ["probs", "text_contribution", "tab_contribution", "baseline_score"]
 
 
 class ExportWrapper(nn.Module):
@@ -30,8 +31,9 @@ class ExportWrapper(nn.Module):
     def forward(self, input_ids, attention_mask, chunk_mask, numeric, categorical):
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "chunk_mask": chunk_mask,
                  "numeric": numeric, "categorical": categorical}
-        output = self.model(batch)
-        return torch.softmax(output.logits.float(), dim=-1), output.text_weight.float()
+        output, parts = self.model.explain(batch)
+        return (torch.softmax(output.logits.float(), dim=-1), parts.text.float(), parts.tab.float(),
+                parts.baseline_score.float())
 
 
 def onnx_file(bundle_dir: Path, quantize: str | None = None) -> Path:
@@ -54,6 +56,11 @@ def export_onnx(bundle_dir: str | Path, quantize: str | None = None, opset: int 
     """Write model.onnx (and model.int8.onnx with `quantize='int8'`) into the bundle and add them to its manifest."""
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)
+    if bundle.kind != "neural":
+        from ..errors import BundleError
+
+        raise BundleError(f"bundle '{bundle_dir}' is a {bundle.kind} model: ONNX export is not supported for this kind "
+                          "(it is not a torch graph); score it with 'bsmfusion predict' (engine torch)")
     model = bundle.model.float().eval()
     if model.text_subnetwork is not None:
         model.text_subnetwork.encode_mode = "plain"
@@ -69,8 +76,7 @@ def export_onnx(bundle_dir: str | Path, quantize: str | None = None, opset: int 
         "chunk_mask": {0: "batch", 1: "chunks"},
         "numeric": {0: "batch"},
         "categorical": {0: "batch"},
-        "probs": {0: "batch"},
-        "text_weight": {0: "batch"},
+        **{name: {0: "batch"} for name in OUTPUTS},
     }
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes about shape checks inside nn.MultiheadAttention and BERT
@@ -94,7 +100,8 @@ def export_onnx(bundle_dir: str | Path, quantize: str | None = None, opset: int 
 
 
 class OnnxModel:
-    """Runs an exported graph with onnxruntime; `__call__(batch)` mirrors the PyTorch model's outputs."""
+    """Runs an exported graph with onnxruntime; `batch_scores(batch)` gives what
+    `inference.scoring.torch_batch_scores` gives for the PyTorch model."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort
@@ -106,7 +113,7 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def run(self, batch: dict[str, torch.Tensor]):
+    def batch_scores(self, batch: dict[str, torch.Tensor]) -> tuple:
+        """(probs `B×K`, text `B`, tab `B`, baseline `B`) as numpy arrays."""
         feed = {name: batch[name].cpu().numpy() for name in self.input_names}
-        probs, text_weight = self.session.run(OUTPUTS, feed)
-        return probs, text_weight
+        return tuple(self.session.run(OUTPUTS, feed))

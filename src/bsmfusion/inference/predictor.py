@@ -8,41 +8,30 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..bundle import Bundle, load_bundle
-from ..data.dataset import Collator
 from ..data.io import iter_table, table_format
 from ..evaluation.metrics import predict_labels
-from .scoring import Scores, score_table
+from ..precision import Precision
+from .scorers import build_scorer
+from .scoring import Scores
+
+
+CONTRIBUTION_COLUMNS = ("text_contribution", "tab_contribution", "text_share")
 
 
 class Predictor:
     """Scores rows with a bundle. Output columns: the id column (or `row`), `prob_<label>` per class,
-    `predicted_label`, and the modality contributions `text_weight`, `tab_weight`."""
+    `predicted_label`, and the modality contributions `text_contribution`, `tab_contribution` (signed, in
+    log-odds for binary tasks; they add up with the model's baseline score to the row's score) and `text_share`
+    = |text| / (|text| + |tab|). The bundle's kind picks the scorer (`inference.scorers.build_scorer`): a torch
+    fusion, a classical member or an ensemble all go through the same output code here."""
 
-    def __init__(self, bundle: Bundle, *, batch_size: int = 64, device: str = "cpu", precision: str = "auto",
+    def __init__(self, bundle: Bundle, *, batch_size: int = 64, device: str = "cpu", precision: str | None = None,
                  engine: str = "torch", quantized: bool = False):
         self.bundle = bundle
-        self.batch_size = batch_size
-        self.device = torch.device(device)
-        self.precision = precision
-        self.engine = engine
-        if engine == "onnx":
-            from ..errors import BundleError
-            from .onnx_export import OnnxModel, onnx_file
-
-            path = onnx_file(bundle.path, "int8" if quantized else None)
-            if not path.is_file():
-                flag = " --quantize int8" if quantized else ""
-                raise BundleError(f"bundle '{bundle.path}' has no {path.name}; run 'bsmfusion export --model {bundle.path} --format onnx{flag}' first")
-            self.model = OnnxModel(path, threads=torch.get_num_threads())
-        elif engine == "torch":
-            self.model = bundle.model.to(self.device).eval()
-        else:
-            raise ValueError(f"unknown engine '{engine}'; use 'torch' or 'onnx'")
-        cfg = bundle.cfg
-        self.collator = Collator(bundle.preprocessor.text.pad_token_id, cfg.text.max_chunks, cfg.text.chunk_tokens)
+        self.scorer = build_scorer(bundle, batch_size=batch_size, device=device, precision=precision, engine=engine,
+                                   quantized=quantized)
 
     @property
     def cfg(self):
@@ -56,17 +45,25 @@ class Predictor:
     def threshold(self) -> float | None:
         return self.bundle.threshold
 
+    @property
+    def precision(self) -> Precision:
+        return self.scorer.precision
+
+    def describe_precision(self) -> str:
+        """What computes the scores and why, e.g. `auto → bf16: AMX`, `fp64 (NumPy ...)` for a classical member;
+        with the precision the threshold was chosen under when that differs."""
+        return self.scorer.describe_precision()
+
     def score_frame(self, frame: pd.DataFrame) -> Scores:
-        table = self.bundle.preprocessor.encode(frame, with_labels=False)
-        return score_table(self.model, table, self.collator, batch_size=self.batch_size, device=self.device,
-                           precision=self.precision)
+        return self.scorer.score_frame(frame)
 
     def predict_frame(self, frame: pd.DataFrame, *, row_offset: int = 0) -> pd.DataFrame:
         """One output row per input row, same order. A row that cannot be scored (a numeric cell that is not a
         number) keeps its place with empty probabilities and the reason in `error`."""
         from ..data.tabular import numeric_problems, require_columns
 
-        require_columns(frame, [*self.cfg.data.text, *self.cfg.data.numeric, *self.cfg.data.categorical], "input data")
+        text_columns = self.scorer.text_columns
+        require_columns(frame, [*text_columns, *self.cfg.data.numeric, *self.cfg.data.categorical], "input data")
         problems = numeric_problems(frame, self.cfg.data.numeric)
         good = np.array([i for i in range(len(frame)) if i not in problems], dtype=np.int64)
         id_column = self.cfg.data.id
@@ -76,19 +73,19 @@ class Predictor:
         else:
             out["row"] = np.arange(row_offset, row_offset + len(frame))
         probs = np.full((len(frame), len(self.label_names)), np.nan, dtype=np.float32)
-        text_weight = np.full(len(frame), np.nan, dtype=np.float32)
+        contributions = np.full((3, len(frame)), np.nan, dtype=np.float32)
         predicted: list = [None] * len(frame)
         if len(good):
             scores = self.score_frame(frame.iloc[good].reset_index(drop=True) if len(problems) else frame)
             probs[good] = scores.probs
-            text_weight[good] = scores.text_weight
+            contributions[:, good] = np.stack([scores.text_contribution, scores.tab_contribution, scores.text_share])
             for row, label in zip(good, predict_labels(scores.probs, self.threshold)):
                 predicted[row] = self.label_names[label]
         for k, name in enumerate(self.label_names):
             out[f"prob_{name}"] = probs[:, k]
         out["predicted_label"] = predicted
-        out["text_weight"] = text_weight
-        out["tab_weight"] = 1.0 - text_weight
+        for k, name in enumerate(CONTRIBUTION_COLUMNS):
+            out[name] = contributions[k]
         out["error"] = [problems.get(i, "") for i in range(len(frame))]
         return out
 

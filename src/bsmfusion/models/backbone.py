@@ -6,16 +6,15 @@ from typing import Any
 from torch import nn
 
 from ..config import TextConfig
-from ..resources import force_offline, resolve_encoder_path
+from ..resources import resolve_encoder_path
 
 
 def build_backbone(text_cfg: TextConfig, *, load_weights: bool = True) -> nn.Module:
     """The encoder named by `text.encoder`, or a randomly initialised one from `text.encoder_config`.
 
     `load_weights=False` builds the architecture from the folder's config.json without reading weights
-    (used when a bundle's own safetensors will be loaded right after).
+    (used when a bundle's own safetensors will be loaded right after). Local files only: never the network.
     """
-    force_offline()
     from transformers import AutoConfig, AutoModel
 
     if text_cfg.encoder_config is not None:

@@ -10,8 +10,9 @@ from ..errors import ConfigError
 
 from ..config import Config
 from .backbone import build_backbone
+from .contributions import Contributions, shapley_split
 from .fusion import FusionDims, FusionOutput, build_fusion, fusion_class
-from .tabular_encoder import TabularEncoder
+from .tabular_encoder import build_tab_encoder
 from .text_encoder import TextEncoder
 
 
@@ -19,17 +20,29 @@ class MultimodalClassifier(nn.Module):
     """Composes the design's sub-networks under the design's names.
 
     * `text_subnetwork`: `TextEncoder` (`B×C×T` → `B×H`), absent for ``tab_only``;
-    * `tab_subnetwork`: `TabularEncoder` (`B×input_tab_dim` → `B×H`), absent for ``text_only``;
+    * `tab_subnetwork`: the `model.tab_encoder` (`B×Dn, B×Dc` → `B×H`; `PLRTabularEncoder` or the design's
+      `TabularEncoder`), absent for ``text_only``;
     * `fusion`: a registered `Fusion` whose own children are the design's fusion parts;
-    * `loss_op`: cross-entropy (class weights are a buffer, set by training).
+    * `loss_op`: cross-entropy (class weights are a buffer, set by training);
+    * `text_baseline`, `tab_baseline` (buffers, `H`): the mean training embeddings, the reference point of the
+      per-row modality contributions (`explain`). Set after training by `set_baseline`.
     """
 
-    def __init__(self, text_encoder: TextEncoder | None, tab_encoder: TabularEncoder | None, fusion: nn.Module):
+    def __init__(self, text_encoder: TextEncoder | None, tab_encoder: nn.Module | None, fusion: nn.Module):
         super().__init__()
         self.text_subnetwork = text_encoder
         self.tab_subnetwork = tab_encoder
         self.fusion = fusion
         self.loss_op = nn.CrossEntropyLoss()
+        self.register_buffer("text_baseline", torch.zeros(text_encoder.output_dim if text_encoder is not None else 0))
+        self.register_buffer("tab_baseline", torch.zeros(tab_encoder.output_dim if tab_encoder is not None else 0))
+
+    def set_baseline(self, text_mean: torch.Tensor | None, tab_mean: torch.Tensor | None) -> None:
+        """Store the training means of the text and tabular embeddings (`H` each; None for an absent modality)."""
+        if text_mean is not None:
+            self.text_baseline.copy_(text_mean)
+        if tab_mean is not None:
+            self.tab_baseline.copy_(tab_mean)
 
     def set_class_weights(self, weights: torch.Tensor | None) -> None:
         self.loss_op = nn.CrossEntropyLoss(weight=weights)
@@ -39,6 +52,9 @@ class MultimodalClassifier(nn.Module):
             return None
         if "thread_vectors" in batch:  # frozen-encoder fast path: chunk reduce already done
             return self.text_subnetwork.project(batch["thread_vectors"])
+        if "chunk_vectors" in batch:  # frozen encoder, learned chunk reduce: cached B×C×D chunk vectors
+            text = self.text_subnetwork
+            return text.project(text.reduce_chunks(batch["chunk_vectors"], batch["chunk_mask"]))
         return self.text_subnetwork(batch["input_ids"], batch["attention_mask"], batch["chunk_mask"])
 
     def encode_tab(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
@@ -51,6 +67,15 @@ class MultimodalClassifier(nn.Module):
         if text is not None and tab is not None and text.dtype != tab.dtype:
             text, tab = text.float(), tab.float()
         return self.fusion(text, tab)
+
+    def explain(self, batch: Mapping[str, torch.Tensor],
+                target: torch.Tensor | None = None) -> tuple[FusionOutput, Contributions]:
+        """`forward` plus the per-row Shapley split of the decision between dialogue and tabular facts (of class
+        `target`'s logit when given, multiclass)."""
+        text, tab = self.encode_text(batch), self.encode_tab(batch)
+        if text is not None and tab is not None and text.dtype != tab.dtype:
+            text, tab = text.float(), tab.float()
+        return shapley_split(self.fusion, text, tab, self.text_baseline, self.tab_baseline, target)
 
     def loss(self, output: FusionOutput, labels: torch.Tensor) -> torch.Tensor:
         return self.loss_op(output.logits.float(), labels)
@@ -80,6 +105,7 @@ def build_model(cfg: Config, numeric_dim: int, cardinalities: list[int], *, load
             chunk_reduce=cfg.text.chunk_reduce,
             encode=cfg.text.encode,
             dropout=cfg.model.dropout,
+            max_chunks=cfg.text.max_chunks,
         )
     tab_encoder = None
     if fusion_cls.uses_tab:
@@ -88,7 +114,9 @@ def build_model(cfg: Config, numeric_dim: int, cardinalities: list[int], *, load
                 f"model.fusion '{cfg.model.fusion}' needs tabular features; list columns under data.numeric or "
                 "data.categorical, or use model.fusion: text_only"
             )
-        tab_encoder = TabularEncoder(numeric_dim, cardinalities, hidden, cfg.model.categorical_embedding_dim)
+        tab_encoder = build_tab_encoder(cfg.model.tab_encoder, numeric_dim, cardinalities, hidden,
+                                        categorical_embedding_dim=cfg.model.categorical_embedding_dim,
+                                        dropout=cfg.model.dropout)
     dims = FusionDims(
         text_dim=hidden, tab_dim=hidden, fusion_dim=cfg.model.resolved_fusion_dim,
         num_classes=cfg.model.num_classes, num_heads=cfg.model.num_heads, dropout=cfg.model.dropout,

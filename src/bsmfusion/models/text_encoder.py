@@ -7,6 +7,65 @@ from torch import nn
 from .backbone import backbone_hidden_size
 
 
+class ChunkAttentionPool(nn.Module):
+    """Learned, order- and position-aware attention over the REAL chunks of each thread: `B×C×D` → `B×D`.
+
+    Each chunk vector gets two learned position embeddings added before scoring: its index from the thread's first
+    chunk and its distance from the thread's last real chunk (both clamped to `max_positions − 1`). So the first
+    chunk (index 0), the last chunk (distance 0) and how far a chunk is from the end are all visible to the scorer,
+    whatever the thread's length. A small additive-attention scorer (LayerNorm → Linear → tanh → Linear) gives one
+    score per chunk; a softmax over the real chunks only (padding slots get weight exactly 0) turns them into
+    weights, and the thread vector is the weighted sum of the chunk vectors themselves.
+
+    * The positions only steer the weights; the output stays a convex combination of chunk vectors, i.e. in the
+      same space as ``masked_mean`` (which it equals when the scores are equal), so the projection and the fusions
+      see the same kind of input whichever reduce is chosen.
+    * No separate last-chunk path (concatenating or adding the last chunk's vector): the distance-from-end
+      embedding already lets the scorer single out the last chunk (where a thread's resolution usually is), and
+      a concatenation would double the thread vector's width for this reduce only (projection, frozen cache,
+      ONNX graph and summary all assume `D`).
+    * Batch-invariant: scores are computed per chunk, positions come from the sample's own chunk mask, and padding
+      slots contribute exact zeros, so a thread's vector does not depend on its batch neighbours.
+    * The LayerNorm before scoring makes the initial scores independent of the backbone's output scale (pooler
+      outputs are in [-1, 1], mean-pooled MiniLM states are much smaller).
+    """
+
+    def __init__(self, chunk_dim: int, max_positions: int):
+        super().__init__()
+        self.max_positions = max_positions
+        self.index_from_start = nn.Embedding(max_positions, chunk_dim)
+        self.distance_from_end = nn.Embedding(max_positions, chunk_dim)
+        nn.init.normal_(self.index_from_start.weight, std=0.02)
+        nn.init.normal_(self.distance_from_end.weight, std=0.02)
+        self.score_norm = nn.LayerNorm(chunk_dim)
+        self.score_hidden = nn.Linear(chunk_dim, chunk_dim)
+        self.score_out = nn.Linear(chunk_dim, 1, bias=False)  # a shared score offset cancels in the softmax
+
+    def chunk_positions(self, chunk_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`B×C` bool → (index from the first real chunk, distance from the last real chunk), both `B×C` int64,
+        clamped to `[0, max_positions − 1]`; values at padding slots are irrelevant (their weight is 0)."""
+        real = chunk_mask.long()
+        index = real.cumsum(dim=1) - 1
+        distance = real.sum(dim=1, keepdim=True) - 1 - index
+        top = self.max_positions - 1
+        return index.clamp(0, top), distance.clamp(0, top)
+
+    def forward(self, chunk_vectors: torch.Tensor, chunk_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`B×C×D` chunk vectors, `B×C` bool mask → (`B×D` thread vectors, `B×C` weights summing to 1 over the
+        real chunks, 0 on padding)."""
+        keep = chunk_mask.unsqueeze(-1)
+        values = torch.where(keep, chunk_vectors, torch.zeros_like(chunk_vectors))  # plain-mode padding → exact 0
+        index, distance = self.chunk_positions(chunk_mask)
+        positions = self.index_from_start(index) + self.distance_from_end(distance)
+        positioned = values + positions.to(values.dtype)
+        hidden = torch.tanh(self.score_hidden(self.score_norm(positioned)))
+        scores = self.score_out(hidden).squeeze(-1).float()
+        scores = scores.masked_fill(~chunk_mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=1) * chunk_mask.to(scores.dtype)  # a row without real chunks → all 0
+        thread = (weights.to(values.dtype).unsqueeze(-1) * values).sum(dim=1)
+        return thread, weights
+
+
 class TextEncoder(nn.Module):
     """Encode each chunk with the backbone, pool it, reduce over chunks, project to H.
 
@@ -14,14 +73,17 @@ class TextEncoder(nn.Module):
       ``mean`` (masked mean over tokens).
     * `chunk_reduce`: ``masked_mean`` averages the real chunks of each sample only, so a sample's vector does
       not depend on its batch neighbours; ``padded_mean`` is the design's plain mean over all C slots,
-      padding chunks included (kept for faithfulness; it forces the plain encode path).
+      padding chunks included (kept for faithfulness; it forces the plain encode path); ``attention`` is a
+      learned, position-aware attention over the real chunks (`ChunkAttentionPool`, batch-invariant too).
     * `encode`: ``plain`` runs the backbone on all `(B·C)×T` slots as the design does; ``packed`` gathers the
       real chunks into one `N_real×T_dyn` tensor (T_dyn = longest real chunk), runs the backbone once and
-      scatters the chunk vectors back. Both give the same result for ``masked_mean``.
+      scatters the chunk vectors back. Both give the same result (within 1e-5) for ``masked_mean`` and
+      ``attention``.
     """
 
     def __init__(self, backbone: nn.Module, hidden_dim: int, *, pooling: str = "pooler",
-                 chunk_reduce: str = "masked_mean", encode: str = "packed", dropout: float = 0.1):
+                 chunk_reduce: str = "masked_mean", encode: str = "packed", dropout: float = 0.1,
+                 max_chunks: int = 64):
         super().__init__()
         if pooling == "pooler" and getattr(backbone, "pooler", None) is None:
             raise ValueError("text.pooling 'pooler' needs an encoder with a pooler layer; use 'cls' or 'mean'")
@@ -32,7 +94,10 @@ class TextEncoder(nn.Module):
         self.chunk_reduce = chunk_reduce
         self.encode_mode = "plain" if chunk_reduce == "padded_mean" else encode
         self.dropout = nn.Dropout(dropout)
-        self.projection = nn.Linear(backbone_hidden_size(backbone), hidden_dim)
+        chunk_dim = backbone_hidden_size(backbone)
+        # `max_chunks` (C) sizes the chunk-position tables of the attention reduce; other reduces ignore it.
+        self.chunk_attention = ChunkAttentionPool(chunk_dim, max_chunks) if chunk_reduce == "attention" else None
+        self.projection = nn.Linear(chunk_dim, hidden_dim)
         self.output_dim = hidden_dim
 
     @property
@@ -71,17 +136,45 @@ class TextEncoder(nn.Module):
         pooled = pooled.index_copy(0, real, pooled_real)
         return pooled.reshape(batch, chunks, -1)
 
+    @property
+    def reduce_is_learned(self) -> bool:
+        """True when the chunk reduce has parameters (``attention``): a frozen encoder must then cache chunk
+        vectors, not thread vectors."""
+        return self.chunk_attention is not None
+
     def reduce_chunks(self, chunk_vectors: torch.Tensor, chunk_mask: torch.Tensor) -> torch.Tensor:
-        """`B×C×D` → `B×D` (masked or the design's padded mean)."""
+        """`B×C×D` → `B×D` (masked mean, the design's padded mean, or learned attention)."""
+        return self.reduce_chunks_with_weights(chunk_vectors, chunk_mask)[0]
+
+    def reduce_chunks_with_weights(self, chunk_vectors: torch.Tensor,
+                                   chunk_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`B×C×D` → (`B×D` thread vectors, `B×C` float32 weight of each chunk slot in its thread vector).
+
+        ``attention``: the learned attention weights; ``masked_mean``: 1/n on the n real chunks; ``padded_mean``:
+        1/C on every slot, padding included.
+        """
+        if self.chunk_attention is not None:
+            return self.chunk_attention(chunk_vectors, chunk_mask)
         if self.chunk_reduce == "padded_mean":
-            return chunk_vectors.mean(dim=1)
+            weights = torch.full(chunk_mask.shape, 1.0 / chunk_mask.shape[1], device=chunk_mask.device)
+            return chunk_vectors.mean(dim=1), weights
         keep = chunk_mask.unsqueeze(-1)
         summed = torch.where(keep, chunk_vectors, torch.zeros_like(chunk_vectors)).sum(dim=1)
-        return summed / chunk_mask.sum(dim=1, keepdim=True).clamp_min(1).to(summed.dtype)
+        count = chunk_mask.sum(dim=1, keepdim=True).clamp_min(1)
+        weights = chunk_mask.float() / count.float()
+        return summed / count.to(summed.dtype), weights
 
     def project(self, thread_vectors: torch.Tensor) -> torch.Tensor:
         """`B×D` → `B×H`: Dropout + Linear, the design's text head."""
         return self.projection(self.dropout(thread_vectors))
+
+    def encode_with_chunk_weights(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                                  chunk_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`B×C×T` → (`B×H` text vectors, `B×C` weight of each chunk in its thread vector; see
+        `reduce_chunks_with_weights`), for reporting which part of a thread the model looked at."""
+        chunk_vectors = self.encode_chunks(input_ids, attention_mask, chunk_mask)
+        thread_vectors, weights = self.reduce_chunks_with_weights(chunk_vectors, chunk_mask)
+        return self.project(thread_vectors), weights
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 chunk_mask: torch.Tensor) -> torch.Tensor:

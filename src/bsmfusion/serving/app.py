@@ -21,6 +21,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from ..inference.predictor import CONTRIBUTION_COLUMNS
+
 PUBLIC_PATHS = {"/healthz", "/docs", "/openapi.json", "/redoc"}
 
 
@@ -39,8 +41,9 @@ class RecordResult(BaseModel):
     id: Any = None
     probabilities: dict[str, float] | None = None
     label: str | None = None
-    text_weight: float | None = None
-    tab_weight: float | None = None
+    text_contribution: float | None = None
+    tab_contribution: float | None = None
+    text_share: float | None = None
     error: str | None = None
 
 
@@ -94,8 +97,9 @@ class MicroBatcher:
                 items.append(item)
                 size += len(item[0])
             records = [r for recs, _ in items for r in recs]
+            positions = [j for recs, _ in items for j in range(len(recs))]  # ids without data.id: per request
             try:
-                results = await asyncio.to_thread(score_records, self.predictor, records)
+                results = await asyncio.to_thread(score_records, self.predictor, records, positions)
             except Exception as err:  # noqa: BLE001 - answer every waiting request, never hang it
                 for _, future in items:
                     if not future.done():
@@ -108,16 +112,21 @@ class MicroBatcher:
                 offset += len(recs)
 
 
-def score_records(predictor, records: list[dict]) -> list[dict]:
-    """Score records; a record missing a feature column or with a bad value gets an `error` instead of scores."""
+def score_records(predictor, records: list[dict], positions: list[int] | None = None) -> list[dict]:
+    """Score records; a record missing a feature column or with a bad value gets an `error` instead of scores.
+
+    Without `data.id` a record's id is its position in its own request: `positions[i]` (records merged from
+    several requests by the micro-batcher), by default `i`.
+    """
     cfg = predictor.cfg
-    required = [*cfg.data.text, *cfg.data.numeric, *cfg.data.categorical]
+    required = [*(cfg.data.text if cfg.model.uses_text else []), *cfg.data.numeric, *cfg.data.categorical]
+    positions = list(range(len(records))) if positions is None else positions
     results: list[dict] = [{} for _ in records]
     valid = []
     for i, record in enumerate(records):
         missing = [c for c in required if c not in record]
         if missing:
-            results[i] = {"id": record.get(cfg.data.id) if cfg.data.id else i,
+            results[i] = {"id": record.get(cfg.data.id) if cfg.data.id else positions[i],
                           "error": f"missing field '{missing[0]}'; every record needs {', '.join(required)}"}
         else:
             valid.append(i)
@@ -126,7 +135,7 @@ def score_records(predictor, records: list[dict]) -> list[dict]:
         frame = pd.DataFrame([{c: records[i].get(c) for c in columns} for i in valid])
         scored = predictor.predict_frame(frame)
         for row, i in zip(scored.to_dict("records"), valid):
-            identifier = row.get(cfg.data.id) if cfg.data.id else i
+            identifier = row.get(cfg.data.id) if cfg.data.id else positions[i]
             if row["error"]:
                 results[i] = {"id": identifier, "error": row["error"]}
                 continue
@@ -134,8 +143,7 @@ def score_records(predictor, records: list[dict]) -> list[dict]:
                 "id": identifier,
                 "probabilities": {name: float(row[f"prob_{name}"]) for name in predictor.label_names},
                 "label": row["predicted_label"],
-                "text_weight": _finite(row["text_weight"]),
-                "tab_weight": _finite(row["tab_weight"]),
+                **{name: _finite(row[name]) for name in CONTRIBUTION_COLUMNS},
             }
     return results
 
@@ -185,7 +193,8 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
         bundle = predictor.bundle
         return {"fusion": bundle.meta.get("fusion"), "label_names": bundle.label_names, "threshold": bundle.threshold,
                 "versions": bundle.meta.get("versions"), "created": bundle.meta.get("created"),
-                "validation_metrics": bundle.metrics.get("validation"), "config": bundle.cfg.to_dict()}
+                "validation_metrics": bundle.metrics.get("validation"), "config": bundle.cfg.to_dict(),
+                "precision": predictor.precision.to_json(), "precision_description": predictor.describe_precision()}
 
     @app.post("/v1/predict", response_model=PredictResponse, dependencies=[Depends(require_key)],
               openapi_extra={"requestBody": {"content": {"application/json": {"schema": REQUEST_SCHEMA}}, "required": True}})
@@ -218,10 +227,15 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
     return app
 
 
-def serve(bundle_dir: str, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None, **settings) -> None:
+def serve(bundle_dir: str, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None,
+          precision: str | None = None, **settings) -> None:
+    import sys
+
     import uvicorn
 
     from .. import load
 
-    app = create_app(load(bundle_dir), ServerSettings(api_key=api_key, **settings))
+    predictor = load(bundle_dir, precision=precision)
+    print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
+    app = create_app(predictor, ServerSettings(api_key=api_key, **settings))
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,7 +1,10 @@
-"""`bsmfusion compare`: rank every fusion and both single-modality baselines on one dataset in minutes.
+"""`bsmfusion compare`: rank every fusion, both single-modality baselines and the classical members (tfidf_lr,
+gbdt) on one dataset in minutes; `ensemble` on request (`--models`).
 
-Uses the frozen-encoder path: thread vectors are computed once per split (and cached), then each model trains
-only its tabular encoder, fusion and head. The leaderboard is printed and written as markdown and JSON.
+Uses the frozen-encoder path: thread vectors (chunk vectors for ``text.chunk_reduce: attention``) are computed
+once per split (and cached), then each model trains only its tabular encoder, fusion and head (and the attention). The leaderboard is printed and written as markdown and JSON.
+The classical members train as `bsmfusion train` trains them (their `epochs` column: 1 for tfidf_lr, the boosting
+rounds kept for gbdt); an ensemble's neural member uses the frozen encoder too.
 """
 from __future__ import annotations
 
@@ -15,11 +18,11 @@ from ..config import Config
 from ..data.io import read_table
 from ..evaluation.metrics import classification_metrics
 from ..inference.scoring import score_table
-from ..models.fusion import fusion_class
+from ..models.kinds import check_kind, is_neural
 from .fit import embedding_cache_dir, train
-from .frozen import cached_thread_vectors
+from .frozen import attach_frozen_text_features
 
-MODELS = ["concat", "gate", "moe", "cross_attn", "text_only", "tab_only"]
+MODELS = ["concat", "gate", "moe", "cross_attn", "text_only", "tab_only", "tfidf_lr", "gbdt"]
 
 
 def compare(cfg: Config, train_data, val_data, test_data, out_dir: str | Path, *, models: list[str] | None = None,
@@ -29,7 +32,8 @@ def compare(cfg: Config, train_data, val_data, test_data, out_dir: str | Path, *
     frames = [d if isinstance(d, pd.DataFrame) else read_table(d) for d in (train_data, val_data, test_data)]
     rows = []
     for name in models or MODELS:
-        fusion_class(name)  # unknown names fail before any training starts
+        check_kind(name)  # unknown names fail before any training starts
+    for name in models or MODELS:
         model_cfg = cfg.model_copy(deep=True)
         model_cfg.model.fusion = name
         model_cfg.train.freeze_encoder = True
@@ -39,31 +43,42 @@ def compare(cfg: Config, train_data, val_data, test_data, out_dir: str | Path, *
         started = time.perf_counter()
         result = train(model_cfg, frames[0], frames[1], out_dir / "models" / name, progress=progress)
         fit_seconds = time.perf_counter() - started
-        from ..bundle import load_bundle
-        from ..data.dataset import Collator
-
-        bundle = load_bundle(result.bundle_dir)
-        test_table = bundle.preprocessor.encode(frames[2])
-        collator = Collator(bundle.preprocessor.text.pad_token_id, model_cfg.text.max_chunks, model_cfg.text.chunk_tokens)
-        if bundle.model.text_subnetwork is not None:
-            test_table.thread_vectors = cached_thread_vectors(bundle.model.text_subnetwork, test_table, collator,
-                                                              embedding_cache_dir(model_cfg))
-        scores = score_table(bundle.model, test_table, collator, batch_size=model_cfg.train.eval_batch_size)
-        metrics = classification_metrics(test_table.labels, scores.probs, bundle.threshold)
+        labels, scores, threshold = _test_scores(model_cfg, result.bundle_dir, frames[2])
+        metrics = classification_metrics(labels, scores.probs, threshold)
         rows.append({"model": name, "roc_auc": metrics["roc_auc"], "pr_auc": metrics["pr_auc"], "f1": metrics["f1"],
                      "accuracy": metrics["accuracy"], "val_roc_auc": result.val_metrics["roc_auc"],
                      "epochs": result.epochs_run, "fit_seconds": round(fit_seconds, 1),
-                     "text_weight_mean": float(scores.text_weight.mean())})
+                     "text_share_mean": float(scores.text_share.mean())})
     rows.sort(key=lambda r: -r["roc_auc"])
     (out_dir / "leaderboard.json").write_text(json.dumps(rows, indent=2))
     (out_dir / "leaderboard.md").write_text(leaderboard_markdown(rows))
     return rows
 
 
+def _test_scores(cfg: Config, bundle_dir: Path, test: pd.DataFrame):
+    """(labels, Scores, threshold) on the test split: neural fusions through the cached frozen-encoder vectors,
+    the classical kinds through their own scorer."""
+    from ..bundle import load_bundle
+    from ..data.dataset import Collator
+
+    bundle = load_bundle(bundle_dir)
+    if not is_neural(cfg.model.fusion):
+        from ..inference.scorers import build_scorer
+
+        scores = build_scorer(bundle, batch_size=cfg.train.eval_batch_size).score_frame(test)
+        return bundle.preprocessor.encode_labels(test), scores, bundle.threshold
+    test_table = bundle.preprocessor.encode(test)
+    collator = Collator(bundle.preprocessor.pad_token_id, cfg.text.max_chunks, cfg.text.chunk_tokens)
+    if bundle.model.text_subnetwork is not None:
+        attach_frozen_text_features(bundle.model.text_subnetwork, test_table, collator, embedding_cache_dir(cfg))
+    scores = score_table(bundle.model, test_table, collator, batch_size=cfg.train.eval_batch_size)
+    return test_table.labels, scores, bundle.threshold
+
+
 def leaderboard_markdown(rows: list[dict]) -> str:
-    lines = ["| rank | model | test ROC-AUC | test PR-AUC | F1@val-thr | accuracy | val ROC-AUC | epochs | fit s | mean text_weight |",
+    lines = ["| rank | model | test ROC-AUC | test PR-AUC | F1@val-thr | accuracy | val ROC-AUC | epochs | fit s | mean text_share |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         lines.append(f"| {i} | {r['model']} | {r['roc_auc']:.3f} | {r['pr_auc']:.3f} | {r['f1']:.3f} | {r['accuracy']:.3f} | "
-                     f"{r['val_roc_auc']:.3f} | {r['epochs']} | {r['fit_seconds']:.0f} | {r['text_weight_mean']:.2f} |")
+                     f"{r['val_roc_auc']:.3f} | {r['epochs']} | {r['fit_seconds']:.0f} | {r['text_share_mean']:.2f} |")
     return "\n".join(lines) + "\n"

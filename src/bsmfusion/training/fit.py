@@ -19,14 +19,18 @@ import torch
 from ..bundle import write_bundle
 from ..config import Config
 from ..data.dataset import Collator, EncodedDataset, EncodedTable
+from ..data.groups import group_digests, warn_on_group_overlap
 from ..data.io import read_table
 from ..data.preprocess import TablePreprocessor
 from ..data.sampling import BucketBatchSampler, ResumableDataLoader, sorted_batches
 from ..data.text import load_tokenizer, tokenizer_source
 from ..evaluation.metrics import best_f1_threshold, classification_metrics
-from ..inference.scoring import bf16_supported, score_table
+from ..inference.scoring import score_table
+from ..precision import resolve_precision
 from ..models.classifier import build_model
+from ..models.kinds import is_neural
 from ..resources import cache_root
+from .baseline import embedding_means
 from .checkpoint_io import AtomicCheckpointIO
 from .lit_module import FusionLitModule
 
@@ -42,7 +46,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*module\(s\) in eval mode.*")  # the frozen encoder, on purpose
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen encoder, on purpose
 FAULT_ENV = "BSMFUSION_FAULT_AFTER_STEP"  # test hook: SIGKILL this process after the checkpoint of that step
 
 
@@ -67,12 +71,14 @@ def class_weights(labels: np.ndarray, num_classes: int, setting) -> torch.Tensor
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def training_device(cfg: Config) -> torch.device:
+    """The device type training runs on (for the precision decision)."""
+    return torch.device("cuda" if cfg.train.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+
+
 def lightning_precision(cfg: Config) -> str:
-    """`auto` → bf16 mixed precision where the hardware runs bf16 fast (GPU, AVX-512/AMX CPU), else fp32."""
-    if cfg.train.precision != "auto":
-        return {"32": "32-true"}.get(cfg.train.precision, cfg.train.precision)
-    device = torch.device("cuda" if cfg.train.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
-    return "bf16-mixed" if bf16_supported(device) else "32-true"
+    """`train.precision` resolved for the training device, in Lightning's vocabulary."""
+    return resolve_precision(cfg.train.precision, training_device(cfg)).lightning()
 
 
 def monitor_for(cfg: Config) -> tuple[str, str]:
@@ -91,7 +97,8 @@ def build_strategy(cfg: Config):
         from pytorch_lightning.strategies import FSDPStrategy
         from transformers.models.bert.modeling_bert import BertLayer
 
-        return FSDPStrategy(auto_wrap_policy={BertLayer}, sharding_strategy="FULL_SHARD")
+        # use_orig_params keeps parameter names and modules, which the weight-decay groups are chosen by
+        return FSDPStrategy(auto_wrap_policy={BertLayer}, sharding_strategy="FULL_SHARD", use_orig_params=True)
     return "auto"
 
 
@@ -114,11 +121,14 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _loader(table: EncodedTable, collator: Collator, sampler) -> ResumableDataLoader | torch.utils.data.DataLoader:
+def _loader(table: EncodedTable, collator: Collator, sampler,
+            num_workers: int = 0) -> ResumableDataLoader | torch.utils.data.DataLoader:
+    """Batches of `table` in `sampler`'s order; `num_workers` > 0 collates in that many worker processes, kept
+    alive across epochs (the table is tokenised already, so workers only pad and stack)."""
     dataset = EncodedDataset(table)
-    if isinstance(sampler, BucketBatchSampler):
-        return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=collator)
-    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator)
+    loader = ResumableDataLoader if isinstance(sampler, BucketBatchSampler) else torch.utils.data.DataLoader
+    return loader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=num_workers,
+                  persistent_workers=num_workers > 0)
 
 
 def embedding_cache_dir(cfg: Config) -> Path:
@@ -128,12 +138,13 @@ def embedding_cache_dir(cfg: Config) -> Path:
 
 
 def freeze_text_encoder(model, cfg: Config, collator: Collator, tables: tuple[EncodedTable, ...]) -> None:
-    """Attach cached thread vectors to each table and stop gradients into the backbone."""
-    from .frozen import cached_thread_vectors
+    """Attach cached thread vectors (or, for a learned chunk reduce, chunk vectors) to each table and stop
+    gradients into the backbone."""
+    from .frozen import attach_frozen_text_features
 
     for table in tables:
-        table.thread_vectors = cached_thread_vectors(model.text_subnetwork, table, collator, embedding_cache_dir(cfg),
-                                                     batch_size=cfg.train.eval_batch_size)
+        attach_frozen_text_features(model.text_subnetwork, table, collator, embedding_cache_dir(cfg),
+                                    batch_size=cfg.train.eval_batch_size)
     model.text_subnetwork.backbone.requires_grad_(False)
     model.text_subnetwork.backbone.eval()
 
@@ -148,6 +159,8 @@ def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame):
     tokenizer = load_tokenizer(tokenizer_source(cfg.text))
     preprocessor = TablePreprocessor.fit(cfg, tokenizer, train)
     validation.warn_on_overlap(train, val, cfg)
+    if cfg.data.group:
+        warn_on_group_overlap(group_digests(train, cfg.data.group), val, cfg.data.group, "validation")
     validation.warn_on_leakage(train, val, cfg, preprocessor.label_names)
     return tokenizer, preprocessor, preprocessor.encode(train), preprocessor.encode(val)
 
@@ -190,7 +203,8 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool)
 
 def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Path | pd.DataFrame,
           out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train one model and write its bundle to `out_dir` (rank 0 only)."""
+    """Train one model and write its bundle to `out_dir` (rank 0 only); a classical kind (`tfidf_lr`, `gbdt`,
+    `ensemble`) is trained by `classical.train.train_classical`."""
     quiet_lightning()
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".work")
@@ -203,6 +217,10 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
     val_df = val_data if isinstance(val_data, pd.DataFrame) else read_table(val_data)
     if cfg.train.max_train_samples and len(train_df) > cfg.train.max_train_samples:
         train_df = train_df.sample(n=cfg.train.max_train_samples, random_state=cfg.train.seed).reset_index(drop=True)
+    if not is_neural(cfg.model.fusion):  # tfidf_lr, gbdt, ensemble: not torch fusions (models.kinds)
+        from ..classical.train import train_classical
+
+        return train_classical(cfg, train_df, val_df, out_dir, resume=resume, progress=progress)
     tokenizer, preprocessor, train_table, val_table = prepare(cfg, train_df, val_df)
     model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities)
     model.train()  # from_pretrained returns eval mode; Lightning keeps modules' modes as they are
@@ -213,8 +231,9 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
     if cfg.train.freeze_encoder and model.text_subnetwork is not None:
         freeze_text_encoder(model, cfg, collator, (train_table, val_table))
     sampler = BucketBatchSampler(train_table.token_counts(), cfg.train.batch_size, cfg.train.seed)
-    train_loader = _loader(train_table, collator, sampler)
-    val_loader = _loader(val_table, collator, sorted_batches(val_table.token_counts(), cfg.train.eval_batch_size))
+    train_loader = _loader(train_table, collator, sampler, cfg.train.num_workers)
+    val_loader = _loader(val_table, collator, sorted_batches(val_table.token_counts(), cfg.train.eval_batch_size),
+                         cfg.train.num_workers)
     steps_per_epoch = max(1, -(-len(sampler) // cfg.train.accumulate_grad_batches))
     if cfg.train.limit_train_batches:
         steps_per_epoch = min(steps_per_epoch, -(-cfg.train.limit_train_batches // cfg.train.accumulate_grad_batches))
@@ -238,7 +257,12 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     model = module.model.to("cpu").float().eval()
-    scores = score_table(model, val_table, collator, batch_size=cfg.train.eval_batch_size)
+    # the threshold and validation metrics come from the precision the bundle scores with by default
+    scoring_precision = resolve_precision(cfg.train.precision, "cpu")
+    log.info("validation scoring precision: %s", scoring_precision.describe())
+    model.set_baseline(*embedding_means(model, train_table, collator, precision=scoring_precision,
+                                        batch_size=cfg.train.eval_batch_size, seed=cfg.train.seed))
+    scores = score_table(model, val_table, collator, batch_size=cfg.train.eval_batch_size, precision=scoring_precision)
     labels = val_table.labels
     threshold = None
     if cfg.model.num_classes == 2:
@@ -246,7 +270,11 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
     val_metrics = classification_metrics(labels, scores.probs, threshold)
     epochs_run = trainer.current_epoch
     extra = {"epochs_run": epochs_run, "train_rows": len(train_table), "val_rows": len(val_table),
-             "monitor": monitor, "best_score": float(best.best_model_score) if best.best_model_score is not None else None}
+             "monitor": monitor, "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
+             "training_precision": resolve_precision(cfg.train.precision, training_device(cfg)).to_json(),
+             "validation_precision": scoring_precision.to_json()}
+    if cfg.data.group:  # digests, not values: `evaluate` warns about test groups seen in training
+        extra["training_groups_sha256"] = sorted(group_digests(train_df, cfg.data.group))
     write_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model,
                  threshold=threshold, metrics={"validation": val_metrics}, extra_meta=extra)
     return TrainResult(out_dir, threshold, val_metrics, epochs_run)

@@ -1,8 +1,14 @@
-"""Frozen-encoder fast path: encode every thread once (chunk vectors → masked mean), cache the `N×D` thread
-vectors on disk, and train only the text projection, the tabular encoder, the fusion and the head.
+"""Frozen-encoder fast path: encode every thread once, cache the result on disk, and train only what follows
+the backbone (the text projection, a learned chunk reduce, the tabular encoder, the fusion and the head).
+
+What is cached depends on the chunk reduce:
+* ``masked_mean`` (no parameters): the reduce runs once; `threads-<key>.npy` holds `N×D` thread vectors;
+* ``attention`` (learned): the reduce must run in every training step; `chunks-<key>.npz` holds the `N×C×D`
+  chunk vectors (``vectors``, padding slots zero) and the `N×C` chunk mask (``mask``).
 
 The cache key hashes the chunked token ids of every row (so data, tokenizer and chunking settings), the
-encoder's identity (its config and a digest of its weights) and the pooling settings.
+encoder's identity (its config and a digest of its weights), the pooling and chunk-reduce settings and
+`CACHE_FORMAT`.
 """
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ from ..models.text_encoder import TextEncoder
 
 log = logging.getLogger("bsmfusion.frozen")
 
+CACHE_FORMAT = 2  # 2: chunk-vector caches for learned reduces; continuation chunks repeat the role prefix
+
 
 def encoder_digest(text_encoder: TextEncoder) -> str:
     """Digest of the backbone's config and weights (a sample of every tensor keeps it fast)."""
@@ -29,7 +37,7 @@ def encoder_digest(text_encoder: TextEncoder) -> str:
         flat = tensor.detach().reshape(-1)
         digest.update(name.encode())
         digest.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())
-    digest.update(f"{text_encoder.pooling}/{text_encoder.chunk_reduce}".encode())
+    digest.update(f"{text_encoder.pooling}/{text_encoder.chunk_reduce}/format{CACHE_FORMAT}".encode())
     return digest.hexdigest()
 
 
@@ -58,13 +66,67 @@ def embed_threads(text_encoder: TextEncoder, table: EncodedTable, collator: Coll
     return out
 
 
+@torch.inference_mode()
+def embed_chunks(text_encoder: TextEncoder, table: EncodedTable, collator: Collator, *, batch_size: int = 64,
+                 precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """(`N×C×D` float32 chunk vectors before any chunk reduce, `N×C` bool chunk mask), rows in input order;
+    C is the most chunks of any row, padding slots are zero."""
+    text_encoder.eval()
+    dataset = EncodedDataset(table)
+    width = max((len(t.chunks) for t in table.threads), default=1)
+    vectors = np.zeros((len(table), width, text_encoder.chunk_dim), dtype=np.float32)
+    mask = np.zeros((len(table), width), dtype=bool)
+    device = next(text_encoder.parameters()).device
+    with autocast_context(device, precision):
+        for rows in sorted_batches(table.token_counts(), batch_size):
+            batch = collator([dataset[i] for i in rows])
+            chunk_mask = batch["chunk_mask"].to(device)
+            chunks = text_encoder.encode_chunks(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                                chunk_mask)
+            chunks = torch.where(chunk_mask.unsqueeze(-1), chunks, torch.zeros_like(chunks))
+            vectors[rows, : chunks.shape[1]] = chunks.float().cpu().numpy()
+            mask[rows, : chunks.shape[1]] = chunk_mask.cpu().numpy()
+    return vectors, mask
+
+
+def _cache_key(text_encoder: TextEncoder, table: EncodedTable) -> str:
+    return hashlib.sha256((encoder_digest(text_encoder) + table_digest(table)).encode()).hexdigest()[:32]
+
+
+def attach_frozen_text_features(text_encoder: TextEncoder, table: EncodedTable, collator: Collator, cache_dir: Path,
+                                *, batch_size: int = 64) -> None:
+    """Set what the frozen-encoder batches carry on `table`: `thread_vectors` (`N×D`) for a parameter-free chunk
+    reduce, or `chunk_vectors` (`N×C×D`) + `chunk_vector_mask` (`N×C`) for a learned one (``attention``)."""
+    if text_encoder.reduce_is_learned:
+        table.chunk_vectors, table.chunk_vector_mask = cached_chunk_vectors(text_encoder, table, collator, cache_dir,
+                                                                            batch_size=batch_size)
+    else:
+        table.thread_vectors = cached_thread_vectors(text_encoder, table, collator, cache_dir, batch_size=batch_size)
+
+
+def cached_chunk_vectors(text_encoder: TextEncoder, table: EncodedTable, collator: Collator, cache_dir: Path,
+                         *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(`N×C×D` chunk vectors, `N×C` chunk mask) from `cache_dir` when the key matches, else computed and stored
+    (atomically)."""
+    path = Path(cache_dir) / f"chunks-{_cache_key(text_encoder, table)}.npz"
+    if path.is_file():
+        log.info("chunk vectors from cache %s", path)
+        with np.load(path) as stored:
+            return stored["vectors"], stored["mask"]
+    vectors, mask = embed_chunks(text_encoder, table, collator, batch_size=batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial.npz")
+    np.savez(partial, vectors=vectors, mask=mask)
+    partial.replace(path)
+    return vectors, mask
+
+
 def cached_thread_vectors(text_encoder: TextEncoder, table: EncodedTable, collator: Collator, cache_dir: Path,
                           *, batch_size: int = 64) -> np.ndarray:
     """Thread vectors from `cache_dir` when the key matches, else computed and stored (atomically)."""
     if text_encoder.chunk_reduce != "masked_mean":
-        raise ValueError("train.freeze_encoder needs text.chunk_reduce: masked_mean")
-    key = hashlib.sha256((encoder_digest(text_encoder) + table_digest(table)).encode()).hexdigest()[:32]
-    path = Path(cache_dir) / f"threads-{key}.npy"
+        raise ValueError("train.freeze_encoder needs text.chunk_reduce: masked_mean or attention")
+    path = Path(cache_dir) / f"threads-{_cache_key(text_encoder, table)}.npy"
     if path.is_file():
         log.info("thread vectors from cache %s", path)
         return np.load(path)

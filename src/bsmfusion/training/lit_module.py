@@ -16,8 +16,9 @@ from .optim import parameter_groups, warmup_linear_decay
 class FusionLitModule(pl.LightningModule):
     """Wraps a `MultimodalClassifier`; holds no model code of its own.
 
-    Dropout randomness is re-seeded from (seed, global step) before every step, so a run resumed from a
-    mid-epoch checkpoint draws the same masks as an uninterrupted one.
+    Dropout randomness is re-seeded from (seed, global step, micro-batch within the step) before every batch, so a
+    run resumed from a mid-epoch checkpoint (always at a step boundary) draws the same masks as an uninterrupted one,
+    and the micro-batches accumulated into one optimiser step draw different masks.
     """
 
     def __init__(self, model: MultimodalClassifier, train_cfg: TrainConfig, total_steps: int):
@@ -28,12 +29,19 @@ class FusionLitModule(pl.LightningModule):
         self._val_probs: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
         self._step_started = 0.0
+        self._seeded_step: int | None = None
+        self._micro_batch = 0
 
     def forward(self, batch):
         return self.model(batch)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        torch.manual_seed(self.train_cfg.seed * 1_000_003 + self.global_step)
+        step = self.global_step
+        self._micro_batch = self._micro_batch + 1 if step == self._seeded_step else 0
+        self._seeded_step = step
+        # a step has at most `accumulate_grad_batches` micro-batches, so (step, micro-batch) → seed is one-to-one
+        accumulate = self.train_cfg.accumulate_grad_batches
+        torch.manual_seed(self.train_cfg.seed * 1_000_003 + step * accumulate + self._micro_batch)
         self._step_started = time.perf_counter()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -74,3 +82,15 @@ class FusionLitModule(pl.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=self.train_cfg.head_lr)
         scheduler = warmup_linear_decay(optimizer, self.total_steps, self.train_cfg.warmup_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Under FSDP each rank holds a shard of the gradients: the root FSDP module clips by the global norm
+        (Lightning's default clipping refuses FSDP)."""
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        root = self.trainer.model
+        if isinstance(root, FullyShardedDataParallel):
+            if gradient_clip_val:
+                root.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)

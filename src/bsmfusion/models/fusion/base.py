@@ -15,23 +15,19 @@ class FusionOutput:
     """What every fusion returns.
 
     * `logits`: `B×num_classes`.
-    * `text_weight`: `B`, the share of the decision attributed to the dialogue (0 = tabular only, 1 = text only),
-      computed the way each fusion's docstring says.
-    * `details`: fusion-specific tensors (per-dimension gates, router weights, attention weights).
+    * `details`: fusion-specific tensors with dimension 0 = batch, named for what they are (per-dimension
+      gates, router probabilities, attention weights). How much each modality contributed is NOT a fusion's
+      own business: `models.contributions` computes one Shapley split for every fusion from the head alone.
     """
 
     logits: torch.Tensor
-    text_weight: torch.Tensor
     details: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def contributions(self) -> dict[str, torch.Tensor]:
-        """Per-sample contribution columns for reports and predictions: text_weight and tab_weight."""
-        return {"text_weight": self.text_weight, "tab_weight": 1.0 - self.text_weight}
 
 
 @dataclass(frozen=True)
 class FusionDims:
-    """Sizes a fusion is built from: text and tabular embedding sizes (H), fusion size F, classes, heads."""
+    """Sizes a fusion is built from: text and tabular embedding sizes (H), fusion size F, classes, heads, and the
+    dropout every head applies before its last Linear (`model.dropout`)."""
 
     text_dim: int
     tab_dim: int
@@ -43,6 +39,9 @@ class FusionDims:
 
 class Fusion(nn.Module):
     """Base class: subclasses set `uses_text`/`uses_tab`, build named parts in `__init__` and implement `forward`.
+
+    `forward` must treat every row on its own (no batch statistics): the contribution split evaluates the head
+    on four stacked copies of the batch.
 
     The direct child modules are the fusion's *parts* as the design names them (``final_merge_network``,
     ``moe_fusion``, ``classifier``, ``cross_att``); `bsmfusion summary` counts parameters per part.
@@ -89,10 +88,3 @@ def fusion_class(name: str) -> type[Fusion]:
 
 def build_fusion(name: str, dims: FusionDims) -> Fusion:
     return fusion_class(name)(dims)
-
-
-def linear_share(text_part: torch.Tensor, tab_part: torch.Tensor) -> torch.Tensor:
-    """Share of the text side in two additive logit contributions (`B×K` each): |text| / (|text| + |tab|)."""
-    text_mass = text_part.float().abs().sum(dim=-1)
-    tab_mass = tab_part.float().abs().sum(dim=-1)
-    return text_mass / (text_mass + tab_mass).clamp_min(1e-12)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Fusion, FusionDims, FusionOutput, linear_share, register_fusion
+from .base import Fusion, FusionDims, FusionOutput, register_fusion
 
 
 class CrossAttentionFusion(nn.Module):
@@ -35,10 +35,10 @@ class CrossAttentionFusion(nn.Module):
 
 @register_fusion("cross_attn")
 class CrossAttnFusion(Fusion):
-    """`cross_att` then `final_merge_network: Linear(2H→H) → ReLU → Linear(H→classes)`.
+    """`cross_att` then `final_merge_network: Linear(2H→H) → ReLU → Dropout → Linear(H→classes)`.
 
-    `text_weight`: the text half's share of the first merge layer's input contribution (|W_text·x̃| vs
-    |W_tab·ã|). `details` holds both attention weights (always 1 with one token per side).
+    `details` holds both attention weights (always 1 with one token per side). After the cross-attention each
+    half already mixes both modalities, so neither half is "the text's part" of the decision.
     """
 
     def __init__(self, dims: FusionDims):
@@ -48,15 +48,10 @@ class CrossAttnFusion(Fusion):
         width = dims.text_dim
         self.cross_att = CrossAttentionFusion(width, dims.num_heads)
         self.final_merge_network = nn.Sequential(
-            nn.Linear(2 * width, width), nn.ReLU(), nn.Linear(width, dims.num_classes)
+            nn.Linear(2 * width, width), nn.ReLU(), nn.Dropout(dims.dropout), nn.Linear(width, dims.num_classes)
         )
 
     def forward(self, text: torch.Tensor, tab: torch.Tensor) -> FusionOutput:
         text_new, tab_new, attn_text, attn_tab = self.cross_att(text, tab)
         logits = self.final_merge_network(torch.cat([text_new, tab_new], dim=1))
-        first = self.final_merge_network[0]
-        width = self.dims.text_dim
-        share = linear_share(text_new @ first.weight[:, :width].T, tab_new @ first.weight[:, width:].T)
-        return FusionOutput(
-            logits=logits, text_weight=share, details={"text2tab_attention": attn_text, "tab2text_attention": attn_tab}
-        )
+        return FusionOutput(logits=logits, details={"text2tab_attention": attn_text, "tab2text_attention": attn_tab})

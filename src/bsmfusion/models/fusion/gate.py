@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Fusion, FusionDims, FusionOutput, linear_share, register_fusion
+from .base import Fusion, FusionDims, FusionOutput, register_fusion
 
 
 @register_fusion("gate")
@@ -13,12 +13,11 @@ class GateFusion(Fusion):
 
     `text_proj: Linear(H→F)`, `tab_proj: Linear(H→F)`,
     `gate_net: Linear(2F→F) → LayerNorm → Sigmoid` giving g (`B×F`),
-    `fused = g⊙text_proj + (1−g)⊙tab_proj`, `classifier: ReLU → Linear(F→classes)`.
+    `fused = g⊙text_proj + (1−g)⊙tab_proj`, `classifier: ReLU → Dropout → Linear(F→classes)`.
 
-    The mean gate of a sample stays near 0.5 by construction (the LayerNorm before the sigmoid centres the gate
-    logits of every sample), so it is reported as `details["gate_mean"]` but is a poor contribution measure.
-    `text_weight` is instead the text side's share of the fused vector: Σ|g⊙t| / (Σ|g⊙t| + Σ|(1−g)⊙u|).
-    `details["gate"]` holds the per-dimension gates (`B×F`).
+    `details["gate"]` holds the per-dimension gates (`B×F`), `details["gate_mean"]` their mean per sample. The
+    mean gate stays near 0.5 by construction (the LayerNorm before the sigmoid centres every sample's gate
+    logits), so it is not a measure of how much the dialogue decided: see `models.contributions`.
     """
 
     def __init__(self, dims: FusionDims):
@@ -27,12 +26,10 @@ class GateFusion(Fusion):
         self.text_proj = nn.Linear(dims.text_dim, width)
         self.tab_proj = nn.Linear(dims.tab_dim, width)
         self.gate_net = nn.Sequential(nn.Linear(2 * width, width), nn.LayerNorm(width), nn.Sigmoid())
-        self.classifier = nn.Sequential(nn.ReLU(), nn.Linear(width, dims.num_classes))
+        self.classifier = nn.Sequential(nn.ReLU(), nn.Dropout(dims.dropout), nn.Linear(width, dims.num_classes))
 
     def forward(self, text: torch.Tensor, tab: torch.Tensor) -> FusionOutput:
         text_f, tab_f = self.text_proj(text), self.tab_proj(tab)
         gate = self.gate_net(torch.cat([text_f, tab_f], dim=1))
-        text_part, tab_part = gate * text_f, (1.0 - gate) * tab_f
-        fused = text_part + tab_part
-        return FusionOutput(logits=self.classifier(fused), text_weight=linear_share(text_part, tab_part),
-                            details={"gate": gate, "gate_mean": gate.float().mean(dim=1)})
+        fused = gate * text_f + (1.0 - gate) * tab_f
+        return FusionOutput(logits=self.classifier(fused), details={"gate": gate, "gate_mean": gate.float().mean(dim=1)})

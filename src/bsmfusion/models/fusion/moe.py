@@ -30,18 +30,17 @@ class MixtureOfExperts(nn.Module):
 
 @register_fusion("moe")
 class MoEFusion(Fusion):
-    """`moe_fusion` (projections + router) then `classifier: ReLU → Linear(F→classes)`.
+    """`moe_fusion` (projections + router) then `classifier: ReLU → Dropout → Linear(F→classes)`.
 
-    `text_weight` is the router's text probability; `details["router"]` holds both weights (`B×2`).
+    `details["router_probabilities"]` holds the router's weights for (text, tab) (`B×2`). They weigh the two
+    expert vectors, whatever their sizes, so they are not the dialogue's share of the decision.
     """
 
     def __init__(self, dims: FusionDims):
         super().__init__(dims)
         self.moe_fusion = MixtureOfExperts(dims.text_dim, dims.tab_dim, dims.fusion_dim)
-        self.classifier = nn.Sequential(nn.ReLU(), nn.Linear(dims.fusion_dim, dims.num_classes))
+        self.classifier = nn.Sequential(nn.ReLU(), nn.Dropout(dims.dropout), nn.Linear(dims.fusion_dim, dims.num_classes))
 
     def forward(self, text: torch.Tensor, tab: torch.Tensor) -> FusionOutput:
         fused, weights = self.moe_fusion(text, tab)
-        return FusionOutput(
-            logits=self.classifier(fused), text_weight=weights[:, 0].float(), details={"router": weights}
-        )
+        return FusionOutput(logits=self.classifier(fused), details={"router_probabilities": weights})

@@ -1,0 +1,236 @@
+"""`model.fusion: ensemble`: a neural fusion plus the classical members, weighted by greedy ensemble selection.
+
+Which rows serve what:
+
+* every member is fitted on the training rows only; the validation rows serve the neural member's early
+  stopping and best checkpoint, tfidf_lr's C, gbdt's early stopping — and then the member weights and the
+  threshold. The weights are fitted on **validation predictions** (no out-of-fold predictions), so a member
+  whose own choices were made on validation looks a little better there than it is; the same holds for the
+  validation metrics stored in the bundle.
+* weights: greedy ensemble selection with replacement (Caruana et al. 2004, as AutoGluon does): start empty,
+  `model.ensemble.iterations` (25) times add the member (again, possibly) that gives the best combined
+  validation score — binary: ROC-AUC, log loss breaking ties; multiclass: log loss — then keep the prefix of
+  picks with the best score (so the ensemble never scores below the best single member, which step 1 picks).
+  Weights = picks per member / picks kept; they sum to 1.
+* threshold: max F1 on the combined validation probabilities.
+
+How members combine: in log-odds space (binary: the weighted sum of the members' log-odds; multiclass: of their
+log-probabilities, i.e. logits up to a per-row constant, so the probabilities are a normalised weighted geometric
+mean). The Shapley split is linear in that score, so the ensemble's contributions are the weighted sums of the
+members' contributions and stay exact: text + tab + baseline = the ensemble's log-odds (multiclass: the
+weighted sum of the members' logits of the ensemble's predicted class; members that predicted another class are
+re-split at it).
+
+Bundle: the usual top-level files (config, preprocessing, meta with the weights and each member's validation
+metrics, metrics, manifest) and each member as a complete bundle under `members/<name>/`, its files listed in
+the top manifest too.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config
+from ..evaluation.metrics import classification_metrics
+from ..inference.scoring import Scores
+from ..precision import Precision
+from .member import softmax
+from .storage import write_classical_bundle
+
+log = logging.getLogger("bsmfusion.train")
+MEMBERS_DIR = "members"
+SUMMARY_METRICS = ("roc_auc", "pr_auc", "f1", "accuracy", "log_loss")
+
+
+def member_logits(scores: Scores, num_classes: int) -> np.ndarray:
+    """A member's `N×K` float64 logits: binary [0, log-odds] from its exact split (text + tab + baseline);
+    multiclass its log-probabilities."""
+    if num_classes == 2:
+        score = (np.asarray(scores.text_contribution, np.float64) + np.asarray(scores.tab_contribution, np.float64)
+                 + np.asarray(scores.baseline_score, np.float64))
+        return np.stack([np.zeros_like(score), score], axis=1)
+    return np.log(np.clip(np.asarray(scores.probs, np.float64), 1e-300, None))
+
+
+def selection_key(labels: np.ndarray, logits: np.ndarray) -> tuple[float, ...]:
+    """Higher is better. Binary: (ROC-AUC, −log loss); multiclass: (−log loss,). Same metric code as the bundle's
+    validation metrics, so the ensemble's stored ROC-AUC is ≥ its best member's."""
+    metrics = classification_metrics(labels, softmax(logits), None)
+    if logits.shape[1] == 2:
+        auc = metrics["roc_auc"]
+        return (auc if np.isfinite(auc) else -np.inf, -metrics["log_loss"])
+    return (-metrics["log_loss"],)
+
+
+def weighted_sum(values: list[np.ndarray], weights) -> np.ndarray:
+    """Σ_m w_m·values_m, always summed in member order (selection and scoring give bit-identical results)."""
+    total = np.zeros_like(np.asarray(values[0], dtype=np.float64))
+    for w, value in zip(weights, values):
+        if w:
+            total = total + float(w) * np.asarray(value, dtype=np.float64)
+    return total
+
+
+def greedy_selection(logits: list[np.ndarray], labels: np.ndarray,
+                     iterations: int = 25) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Ensemble selection with replacement over member logits (`M` arrays `N×K`).
+
+    Returns:
+        (weights `M`, summing to 1; the trajectory: per step the member picked and the combined key).
+    """
+    counts = np.zeros(len(logits))
+    trajectory: list[dict[str, Any]] = []
+    history: list[np.ndarray] = []
+    for step in range(1, iterations + 1):
+        candidates = [(counts + np.eye(len(logits))[m]) / step for m in range(len(logits))]
+        keys = [selection_key(labels, weighted_sum(logits, w)) for w in candidates]
+        best = max(range(len(logits)), key=lambda m: (keys[m], -m))  # ties: the earlier member
+        counts = counts + np.eye(len(logits))[best]
+        history.append(counts / step)
+        trajectory.append({"step": step, "picked": best, "key": list(keys[best])})
+    stop = max(range(len(trajectory)), key=lambda i: (tuple(trajectory[i]["key"]), -i))  # first best prefix
+    return history[stop], trajectory[:stop + 1]
+
+
+def combine(parts: list[tuple[float, Scores]], num_classes: int) -> tuple[np.ndarray, Scores]:
+    """(combined logits `N×K`, Scores) of weighted member scores; contributions are the weighted sums."""
+    weights = [w for w, _ in parts]
+    logits = weighted_sum([member_logits(s, num_classes) for _, s in parts], weights)
+    text, tab, base = (weighted_sum([getattr(s, name) for _, s in parts], weights)
+                       for name in ("text_contribution", "tab_contribution", "baseline_score"))
+    return logits, Scores(probs=softmax(logits), text_contribution=text, tab_contribution=tab, baseline_score=base)
+
+
+class EnsembleScorer:
+    """Scores a frame with every member of positive weight and combines them (`combine`)."""
+
+    def __init__(self, cfg: Config, members: list[tuple[str, float, Any]]):
+        self.cfg = cfg
+        self.members = members  # (name, weight, scorer)
+        used = sorted({scorer.precision.used for _, _, scorer in members})
+        self.precision = Precision("ensemble", "+".join(used), self.describe_precision())
+
+    @property
+    def text_columns(self) -> list[str]:
+        return list(self.cfg.data.text) if any(s.text_columns for _, _, s in self.members) else []
+
+    def describe_precision(self) -> str:
+        return "; ".join(f"{name} ×{weight:.2f}: {scorer.describe_precision()}" for name, weight, scorer in self.members)
+
+    def score_frame(self, frame: pd.DataFrame, targets: np.ndarray | None = None) -> Scores:
+        k = self.cfg.model.num_classes
+        parts = [(w, scorer.score_frame(frame)) for _, w, scorer in self.members]
+        logits, combined = combine(parts, k)
+        if k == 2 or len(frame) == 0:
+            return combined
+        target = logits.argmax(axis=1) if targets is None else np.asarray(targets, dtype=np.int64)
+        resplit = [(w, self._split_at(scorer, frame, s, target)) for (_, w, scorer), (_, s) in zip(self.members, parts)]
+        _, split = combine(resplit, k)
+        return Scores(combined.probs, split.text_contribution, split.tab_contribution, split.baseline_score)
+
+    @staticmethod
+    def _split_at(scorer, frame: pd.DataFrame, scores: Scores, target: np.ndarray) -> Scores:
+        """The member's split of class `target`'s logit: rows it split at another class are scored again."""
+        rows = np.flatnonzero(np.asarray(scores.probs).argmax(axis=1) != target)
+        if not len(rows):
+            return scores
+        again = scorer.score_frame(frame.iloc[rows].reset_index(drop=True), targets=target[rows])
+        fields = {name: np.array(getattr(scores, name), dtype=np.float64, copy=True)
+                  for name in ("text_contribution", "tab_contribution", "baseline_score")}
+        for name, values in fields.items():
+            values[rows] = getattr(again, name)
+        return Scores(probs=scores.probs, **fields)
+
+
+@dataclass
+class EnsembleMember:
+    name: str  # neural | tfidf_lr | gbdt
+    weight: float
+    bundle: Any  # bundle.Bundle; None when the weight is 0 (not loaded)
+
+
+class EnsembleModel:
+    """A loaded ensemble bundle: its members (those of weight 0 are not loaded)."""
+
+    kind = "ensemble"
+
+    def __init__(self, cfg: Config, members: list[EnsembleMember]):
+        self.cfg = cfg
+        self.members = members
+
+    @classmethod
+    def load(cls, path: Path, cfg: Config, meta: dict[str, Any]) -> "EnsembleModel":
+        from ..bundle import load_bundle
+
+        members = [EnsembleMember(m["name"], float(m["weight"]),
+                                  load_bundle(path / MEMBERS_DIR / m["name"], verify=False) if m["weight"] > 0 else None)
+                   for m in meta["members"]]  # the top manifest already covers every member file
+        return cls(cfg, members)
+
+    def scorer(self, **options) -> EnsembleScorer:
+        """One scorer per member of positive weight, built with the same options (batch size, device, precision)."""
+        from ..inference.scorers import build_scorer
+
+        return EnsembleScorer(self.cfg, [(m.name, m.weight, build_scorer(m.bundle, **options))
+                                         for m in self.members if m.weight > 0])
+
+
+def member_config(cfg: Config, name: str) -> Config:
+    """The config a member trains with: this config with `model.fusion` = the member's kind."""
+    member = cfg.model_copy(deep=True)
+    member.model.fusion = cfg.model.ensemble.neural if name == "neural" else name
+    return member
+
+
+def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: str | Path, *,
+                   resume: bool = False, progress: bool = False):
+    """Train every member of `model.ensemble.members`, choose the weights and the threshold on validation (see the
+    module docstring for which rows serve what) and write the ensemble bundle. Returns a `TrainResult`."""
+    from ..bundle import load_bundle
+    from ..inference.scorers import build_scorer
+    from ..training.fit import TrainResult, train
+    from .train import choose_threshold, prepare_labels
+
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".work") / MEMBERS_DIR
+    preprocessor, _, y_val = prepare_labels(cfg, train_df, val_df)
+    k = cfg.model.num_classes
+    fitted = []
+    for name in cfg.model.ensemble.members:
+        log.info("ensemble: training member %s", name)
+        result = train(member_config(cfg, name), train_df, val_df, work / name, resume=resume, progress=progress)
+        bundle = load_bundle(result.bundle_dir)
+        scores = build_scorer(bundle).score_frame(val_df)
+        fitted.append((name, bundle, scores, result))
+    logits = [member_logits(s, k) for _, _, s, _ in fitted]
+    weights, trajectory = greedy_selection(logits, y_val, cfg.model.ensemble.iterations)
+    _, val_scores = combine([(w, s) for w, (_, _, s, _) in zip(weights, fitted)], k)
+    threshold = choose_threshold(cfg, y_val, val_scores.probs)
+    val_metrics = classification_metrics(y_val, val_scores.probs, threshold)
+    members_meta = [{"name": name, "fusion": bundle.cfg.model.fusion, "weight": float(w),
+                     "validation": {m: result.val_metrics.get(m) for m in SUMMARY_METRICS},
+                     "selection_key": list(selection_key(y_val, z))}  # the member alone, as selection saw it
+                    for w, z, (name, bundle, _, result) in zip(weights, logits, fitted)]
+    names = [name for name, *_ in fitted]
+    meta = {"kind": "ensemble", "combine": "weighted sum of member log-odds (multiclass: log-probabilities)",
+            "weights": {name: float(w) for name, w in zip(names, weights)}, "members": members_meta,
+            "selection": {"rows": "validation", "iterations": cfg.model.ensemble.iterations,
+                          "picks": [names[t["picked"]] for t in trajectory], "trajectory": trajectory},
+            "train_rows": len(train_df), "val_rows": len(val_df)}
+
+    def payload(staging: Path) -> None:
+        for name, bundle, _, _ in fitted:
+            shutil.copytree(bundle.path, staging / MEMBERS_DIR / name)
+
+    metrics = {"validation": val_metrics, "members": {name: result.val_metrics for name, _, _, result in fitted}}
+    write_classical_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
+                           meta=meta, payload=payload)
+    log.info("ensemble weights %s, validation ROC-AUC %.4f", meta["weights"], val_metrics.get("roc_auc", float("nan")))
+    epochs = max(result.epochs_run for name, _, _, result in fitted if name == "neural") if "neural" in names else 1
+    return TrainResult(out_dir, threshold, val_metrics, epochs)

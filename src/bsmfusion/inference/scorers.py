@@ -1,0 +1,93 @@
+"""Scorers: what turns a DataFrame into `Scores` for one bundle kind, behind one interface.
+
+`Predictor` (predict_frame, predict_file, the server) only ever calls a scorer, so the neural fusions, the
+classical members and the ensemble share every line of the output code. A scorer has:
+
+* `score_frame(frame, targets=None) -> Scores` — `targets` (`N` class ids, multiclass) asks for the split of
+  those classes' logits instead of the predicted ones' (used by the ensemble);
+* `text_columns` — the text columns an input table needs;
+* `precision` (a `Precision`) and `describe_precision()` — what computes the scores.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..bundle import Bundle
+from ..data.dataset import Collator
+from ..errors import BundleError
+from ..precision import Precision, resolve_precision
+from .scoring import Scores, score_table
+
+
+class Scorer(Protocol):
+    precision: Precision
+
+    @property
+    def text_columns(self) -> list[str]: ...
+
+    def score_frame(self, frame: pd.DataFrame, targets: np.ndarray | None = None) -> Scores: ...
+
+    def describe_precision(self) -> str: ...
+
+
+class NeuralScorer:
+    """A torch fusion bundle scored with PyTorch (at `precision`) or with its exported ONNX graph."""
+
+    def __init__(self, bundle: Bundle, *, batch_size: int = 64, device: str = "cpu", precision: str | None = None,
+                 engine: str = "torch", quantized: bool = False):
+        self.bundle = bundle
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.engine = engine
+        # default: the precision the bundle was validated (and its threshold chosen) with, `train.precision`
+        self.precision = resolve_precision(precision or bundle.cfg.train.precision, self.device)
+        if engine == "onnx":
+            from .onnx_export import OnnxModel, onnx_file
+
+            self.precision = Precision("onnx", "int8" if quantized else "fp32", "ONNX graph")
+            path = onnx_file(bundle.path, "int8" if quantized else None)
+            if not path.is_file():
+                flag = " --quantize int8" if quantized else ""
+                raise BundleError(f"bundle '{bundle.path}' has no {path.name}; run 'bsmfusion export --model {bundle.path} --format onnx{flag}' first")
+            self.model = OnnxModel(path, threads=torch.get_num_threads())
+        elif engine == "torch":
+            self.model = bundle.model.to(self.device).eval()
+        else:
+            raise ValueError(f"unknown engine '{engine}'; use 'torch' or 'onnx'")
+        cfg = bundle.cfg
+        self.collator = Collator(bundle.preprocessor.pad_token_id, cfg.text.max_chunks, cfg.text.chunk_tokens)
+
+    @property
+    def text_columns(self) -> list[str]:
+        return self.bundle.preprocessor.text_columns
+
+    def describe_precision(self) -> str:
+        """What runs and why, e.g. `auto → bf16: AMX`; with the precision the threshold was chosen under."""
+        chosen = self.bundle.meta.get("validation_precision", {}).get("used")
+        text = self.precision.describe() if self.engine == "torch" else f"ONNX {self.precision.used}"
+        if chosen and chosen != self.precision.used:
+            text += f" (threshold chosen under {chosen})"
+        return text
+
+    def score_frame(self, frame: pd.DataFrame, targets: np.ndarray | None = None) -> Scores:
+        table = self.bundle.preprocessor.encode(frame, with_labels=False)
+        return score_table(self.model, table, self.collator, batch_size=self.batch_size, device=self.device,
+                           precision=self.precision, targets=targets)
+
+
+def build_scorer(bundle: Bundle, *, batch_size: int = 64, device: str = "cpu", precision: str | None = None,
+                 engine: str = "torch", quantized: bool = False) -> Scorer:
+    """The scorer for a bundle's kind: `NeuralScorer` for a torch fusion, the classical model's own scorer otherwise
+    (tfidf_lr and gbdt compute in float64 NumPy; an ensemble builds one scorer per member with these options)."""
+    if bundle.kind == "neural":
+        return NeuralScorer(bundle, batch_size=batch_size, device=device, precision=precision, engine=engine,
+                            quantized=quantized)
+    if engine != "torch":
+        raise BundleError(f"bundle '{Path(bundle.path)}' is a {bundle.kind} model: the ONNX engine covers the neural "
+                          "fusions only; score it with --engine torch")
+    return bundle.model.scorer(batch_size=batch_size, device=device, precision=precision)

@@ -1,0 +1,135 @@
+"""model.fusion: ensemble — greedy weights on validation, exact combined contributions, one bundle of bundles."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import bsmfusion
+from bsmfusion.errors import BundleError
+from bsmfusion.inference.predictor import CONTRIBUTION_COLUMNS
+from bsmfusion.training.fit import train
+from tests.classical.helpers import FAST_CLASSICAL
+from tests.synthetic import planted_frame
+from tests.training.test_train import fast_config
+
+
+def mixed(n: int, seed: int):
+    """Both modalities matter additively: logit = ±2.5 (keyword) + 2.5·price, label drawn from it."""
+    frame = planted_frame(n, "text", seed)
+    keyword = frame["dialogue"].str.contains("refund").to_numpy()
+    logit = 2.5 * (2 * keyword - 1) + 2.5 * frame["price"].to_numpy()
+    frame["label"] = (np.random.default_rng(seed + 100).uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return frame
+
+
+def ensemble_config(members=("neural", "tfidf_lr", "gbdt"), num_classes=2):
+    cfg = fast_config("ensemble", epochs=1)  # the neural member: tiny BERT, fp32, one epoch
+    cfg.model.num_classes = num_classes
+    cfg.model.ensemble.neural = "gate"
+    cfg.model.ensemble.members = list(members)
+    for key, value in FAST_CLASSICAL.items():
+        setattr(cfg.model.classical, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ensemble") / "model"
+    result = train(ensemble_config(), mixed(240, 0), mixed(160, 1), out, progress=False)
+    return out, result
+
+
+def test_weights_sum_to_one_and_meta_records_every_member(ensemble):
+    out, _ = ensemble
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["kind"] == meta["fusion"] == "ensemble"
+    assert [m["name"] for m in meta["members"]] == ["neural", "tfidf_lr", "gbdt"]
+    assert sum(meta["weights"].values()) == pytest.approx(1.0, abs=1e-12)
+    assert all(0 <= m["weight"] <= 1 and "roc_auc" in m["validation"] for m in meta["members"])
+    assert meta["members"][0]["fusion"] == "gate" and meta["selection"]["rows"] == "validation"
+    assert len(meta["selection"]["picks"]) <= 25
+
+
+def test_ensemble_scores_at_least_its_best_member_on_validation(ensemble):
+    out, result = ensemble
+    meta = json.loads((out / "meta.json").read_text())
+    best_alone = max(m["selection_key"][0] for m in meta["members"])  # each member alone, as selection scored it
+    assert result.val_metrics["roc_auc"] >= best_alone
+    assert result.val_metrics["roc_auc"] >= max(m["validation"]["roc_auc"] for m in meta["members"]) - 1e-4
+    assert json.loads((out / "metrics.json").read_text())["validation"]["roc_auc"] == result.val_metrics["roc_auc"]
+
+
+def test_ensemble_bundle_round_trip_and_exact_contributions(ensemble):
+    out, result = ensemble
+    members = sorted(p.name for p in (out / "members").iterdir())
+    assert members == ["gbdt", "neural", "tfidf_lr"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name in members:  # each member is a complete bundle, its files listed in the top manifest too
+        assert (out / "members" / name / "manifest.json").is_file()
+        own = json.loads((out / "members" / name / "manifest.json").read_text())
+        assert all(manifest[f"members/{name}/{f}"] == digest for f, digest in own.items())
+    assert not [p for p in out.rglob("*") if p.suffix in (".pkl", ".pickle", ".joblib")]
+    val = mixed(160, 1)
+    first, second = bsmfusion.load(out).predict_frame(val), bsmfusion.load(out).predict_frame(val)
+    assert first.equals(second)
+    assert list(first.columns) == ["id", "prob_0", "prob_1", "predicted_label", *CONTRIBUTION_COLUMNS, "error"]
+    predictor = bsmfusion.load(out)
+    assert predictor.threshold == result.threshold
+    scores = predictor.score_frame(val)
+    from bsmfusion.evaluation.metrics import classification_metrics
+
+    metrics = classification_metrics(val["label"].to_numpy(), scores.probs, predictor.threshold)
+    assert metrics["roc_auc"] == pytest.approx(result.val_metrics["roc_auc"], abs=1e-9)
+    # the weighted sum of the members' splits adds up to the ensemble's log-odds
+    log_odds = np.log(scores.probs[:, 1]) - np.log(scores.probs[:, 0])
+    total = scores.text_contribution + scores.tab_contribution + scores.baseline_score
+    np.testing.assert_allclose(total, log_odds, atol=1e-6)
+    assert "ensemble" == predictor.precision.requested and "×" in predictor.describe_precision()
+
+
+def test_a_tampered_member_file_is_refused(ensemble, tmp_path):
+    out, _ = ensemble
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    weights = copy / "members" / "tfidf_lr" / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"file 'members/tfidf_lr/weights.safetensors' does not match"):
+        bsmfusion.load(copy)
+
+
+def test_multiclass_ensemble_splits_every_member_at_the_ensembles_class(tmp_path):
+    """Three classes (keyword + price > 0): members that predict another class are re-split at the ensemble's."""
+    def three(n, seed):
+        frame = planted_frame(n, "text", seed)
+        frame["label"] = frame["label"] + (frame["price"] > 0).astype(int)
+        return frame
+
+    train(ensemble_config(("tfidf_lr", "gbdt"), num_classes=3), three(300, 0), three(150, 1), tmp_path / "m",
+          progress=False)
+    predictor = bsmfusion.load(tmp_path / "m")
+    test = three(120, 2)
+    scores = predictor.score_frame(test)
+    target = scores.probs.argmax(axis=1)
+    expected = sum(w * member.four_logits(test)[0][np.arange(len(test)), target]
+                   for _, w, member in predictor.scorer.members)
+    np.testing.assert_allclose(scores.text_contribution + scores.tab_contribution + scores.baseline_score,
+                               expected, atol=1e-9)
+    assert predictor.predict_frame(test)["predicted_label"].isin(["0", "1", "2"]).all()
+
+
+def test_shapley_split_of_a_given_class():
+    """The neural side of the re-split: `target` picks which class's logit is split."""
+    from bsmfusion.models.contributions import shapley_split
+    from bsmfusion.models.fusion import FusionDims, build_fusion
+
+    fusion = build_fusion("gate", FusionDims(text_dim=4, tab_dim=4, fusion_dim=4, num_classes=3, dropout=0.0)).eval()
+    text, tab = torch.randn(5, 4), torch.randn(5, 4)
+    target = torch.tensor([0, 1, 2, 2, 1])
+    with torch.no_grad():
+        output, parts = shapley_split(fusion, text, tab, torch.zeros(4), torch.zeros(4), target)
+    chosen = output.logits.gather(1, target[:, None]).squeeze(1)
+    torch.testing.assert_close(parts.text + parts.tab + parts.baseline_score, chosen, atol=1e-6, rtol=0)
