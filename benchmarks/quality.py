@@ -1,9 +1,12 @@
-"""Quality benchmark: the three tasks of ../shared/benchmarks/TASKS.md × four fusions + two single-modality
-baselines, default encoder (MiniLM-L6) fine-tuned. Writes benchmarks/results/quality.json and quality.md.
+"""Quality benchmark: the three tasks of ../shared/benchmarks/TASKS.md × model variants × seeds, test ROC-AUC as
+mean ± sd over seeds with a bootstrap 95% CI, and the paired bootstrap difference to TF-IDF + numerics LR.
+Writes benchmarks/results/quality.json (every run, appended by key) and quality.md (the table).
 
-    .venv/bin/python benchmarks/quality.py [--tasks dnd_nodeal,cb_nosale,clothing_recommend]
-        [--models concat,gate,moe,cross_attn,text_only,tab_only] [--max-train-rows N] [--epochs E]
+    .venv/bin/python benchmarks/quality.py --tasks dnd_nodeal,cb_nosale,clothing_recommend \
+        --variants tfidf_lr,gbdt,frozen_gate,ensemble_frozen --seeds 0,1,2 [--max-train-rows N] [--epochs E]
 
+Variants (see VARIANTS): classical members on the full training sets; `frozen_*` train the heads over cached
+MiniLM chunk vectors (full training sets); `tuned_*` fine-tune MiniLM (capped by --max-train-rows: say so).
 A benchmark, not a test: hours on two CPU cores at full size; CI does not run it.
 """
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tasks import TASKS  # noqa: E402
@@ -22,26 +25,51 @@ from tasks import TASKS  # noqa: E402
 import bsmfusion  # noqa: E402
 from bsmfusion.config import config_from_dict  # noqa: E402
 from bsmfusion.evaluation.metrics import classification_metrics  # noqa: E402
+from bsmfusion.precision import cpu_capability, resolve_precision  # noqa: E402
 from bsmfusion.training.fit import train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MODELS = ["concat", "gate", "moe", "cross_attn", "text_only", "tab_only"]
+FROZEN = {"freeze_encoder": True, "epochs": 30, "patience": 4, "batch_size": 64, "head_lr": 1e-3}
+TUNED = {"epochs": 2, "batch_size": 16, "lr": 5e-5, "head_lr": 1e-3, "patience": 2}
+# name → (model section, text section, train section); the training rows a variant uses are in FULL_DATA
+VARIANTS: dict[str, tuple[dict, dict, dict]] = {
+    "tfidf_lr": ({"fusion": "tfidf_lr"}, {}, {}),
+    "gbdt": ({"fusion": "gbdt"}, {}, {}),
+    "frozen_gate": ({"fusion": "gate"}, {}, FROZEN),
+    "frozen_gate_attention": ({"fusion": "gate"}, {"chunk_reduce": "attention"}, FROZEN),
+    "frozen_concat": ({"fusion": "concat"}, {}, FROZEN),
+    "frozen_cross_attn": ({"fusion": "cross_attn"}, {}, FROZEN),
+    "frozen_text_only": ({"fusion": "text_only"}, {}, FROZEN),
+    "ensemble_frozen": ({"fusion": "ensemble", "ensemble": {"neural": "gate"}}, {}, FROZEN),
+    "tuned_gate": ({"fusion": "gate"}, {}, TUNED),
+    "tuned_text_only": ({"fusion": "text_only"}, {}, TUNED),
+    "ensemble_tuned": ({"fusion": "ensemble", "ensemble": {"neural": "gate"}}, {}, TUNED),
+    "default": ({}, {}, {}),  # what `bsmfusion train` builds when the config names nothing
+}
+FULL_DATA = {"tfidf_lr", "gbdt", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",
+             "frozen_text_only", "ensemble_frozen"}
+BOOTSTRAP = 1000
 
 
-def run_one(task, model: str, args, work: Path) -> dict:
+def variant_config(task, name: str, seed: int, args) -> dict:
+    model, text, train_section = VARIANTS[name]
+    raw = task.config(model.get("fusion", "gate"),
+                      text={"max_chunks": args.max_chunks, "chunk_tokens": args.chunk_tokens, **text},
+                      train={"seed": seed, "checkpoint_every_steps": 100_000, **train_section})
+    raw["model"] = {k: v for k, v in raw["model"].items() if k != "fusion"} | model
+    if args.epochs and train_section is TUNED:
+        raw["train"]["epochs"] = args.epochs
+    return raw
+
+
+def run_one(task, name: str, seed: int, args, work: Path) -> dict:
     train_df = task.train
-    if args.max_train_rows and len(train_df) > args.max_train_rows:
-        train_df = train_df.sample(n=args.max_train_rows, random_state=0).reset_index(drop=True)
-    tab_only = model == "tab_only"
-    cfg = config_from_dict(task.config(
-        model,
-        text={"max_chunks": args.max_chunks, "chunk_tokens": args.chunk_tokens, "pooling": "mean"},
-        train={"epochs": args.tab_epochs if tab_only else args.epochs, "batch_size": 16 if not tab_only else 64,
-               "lr": 5e-5, "head_lr": 1e-3 if not tab_only else 3e-3, "seed": 0, "patience": 3 if tab_only else 2,
-               "checkpoint_every_steps": 10_000},
-    ), source=f"{task.name}/{model}")
+    capped = name not in FULL_DATA and args.max_train_rows and len(train_df) > args.max_train_rows
+    if capped:
+        train_df = train_df.sample(n=args.max_train_rows, random_state=seed).reset_index(drop=True)
+    cfg = config_from_dict(variant_config(task, name, seed, args), source=f"{task.name}/{name}")
     started = time.perf_counter()
-    result = train(cfg, train_df, task.val, work / f"{task.name}_{model}", progress=False)
+    result = train(cfg, train_df, task.val, work / f"{task.name}_{name}_{seed}", progress=False)
     fit_seconds = time.perf_counter() - started
     predictor = bsmfusion.load(result.bundle_dir)
     started = time.perf_counter()
@@ -50,50 +78,100 @@ def run_one(task, model: str, args, work: Path) -> dict:
     labels = predictor.bundle.preprocessor.encode_labels(task.test)
     metrics = classification_metrics(labels, scores.probs, predictor.threshold)
     return {
-        "task": task.name, "model": model, "roc_auc": metrics["roc_auc"], "pr_auc": metrics["pr_auc"],
-        "f1": metrics["f1"], "accuracy": metrics["accuracy"], "threshold": predictor.threshold,
-        "epochs": result.epochs_run, "train_rows": len(train_df), "fit_seconds": round(fit_seconds, 1),
+        "task": task.name, "variant": name, "seed": seed, "fusion": cfg.model.fusion,
+        "roc_auc": metrics["roc_auc"], "pr_auc": metrics["pr_auc"], "f1": metrics["f1"],
+        "accuracy": metrics["accuracy"], "val_roc_auc": result.val_metrics.get("roc_auc"),
+        "train_rows": len(train_df), "epochs": result.epochs_run, "fit_seconds": round(fit_seconds, 1),
         "predict_rows_per_s": round(len(task.test) / predict_seconds, 1),
-        "text_weight_mean": float(scores.text_weight.mean()), "val_roc_auc": result.val_metrics["roc_auc"],
+        "text_share_mean": float(np.mean(scores.text_share)),
+        "test_prob": scores.probs[:, 1].round(6).tolist(), "test_label": labels.tolist(),
     }
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| task | model | ROC-AUC | PR-AUC | F1@val-thr | accuracy | epochs | train rows | fit s | predict rows/s | mean text_weight |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+def summarise(runs: list[dict], baseline: str = "tfidf_lr") -> list[dict]:
+    """Per (task, variant): mean ± sd over seeds; bootstrap 95% CI of the seed-mean ROC-AUC; paired bootstrap CI
+    of its difference to `baseline` (same resampled test rows for both)."""
+    rows = []
+    rng = np.random.default_rng(0)
+    by_key: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        by_key.setdefault((run["task"], run["variant"]), []).append(run)
+    for (task, variant), group in sorted(by_key.items()):
+        labels = np.array(group[0]["test_label"])
+        probs = np.array([r["test_prob"] for r in group])  # seeds × N
+        base = by_key.get((task, baseline))
+        base_probs = np.array([r["test_prob"] for r in base]) if base else None
+        samples, diffs = [], []
+        for _ in range(BOOTSTRAP):
+            idx = rng.integers(0, len(labels), len(labels))
+            if labels[idx].min() == labels[idx].max():
+                continue
+            value = np.mean([_auc(labels[idx], p[idx]) for p in probs])
+            samples.append(value)
+            if base_probs is not None:
+                diffs.append(value - np.mean([_auc(labels[idx], p[idx]) for p in base_probs]))
+        aucs = np.array([r["roc_auc"] for r in group])
+        rows.append({
+            "task": task, "variant": variant, "seeds": len(group), "train_rows": group[0]["train_rows"],
+            "roc_auc_mean": float(aucs.mean()), "roc_auc_sd": float(aucs.std(ddof=1)) if len(aucs) > 1 else 0.0,
+            "roc_auc_ci": [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))],
+            "diff_vs_baseline_ci": ([float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
+                                    if diffs and variant != baseline else None),
+            "pr_auc_mean": float(np.mean([r["pr_auc"] for r in group])),
+            "f1_mean": float(np.mean([r["f1"] for r in group])),
+            "val_roc_auc_mean": float(np.mean([r["val_roc_auc"] or np.nan for r in group])),
+            "fit_seconds_mean": float(np.mean([r["fit_seconds"] for r in group])),
+            "text_share_mean": float(np.mean([r["text_share_mean"] for r in group])),
+        })
+    return rows
+
+
+def markdown(rows: list[dict], baseline: str = "tfidf_lr") -> str:
+    lines = [f"| task | variant | seeds | train rows | test ROC-AUC mean ± sd | 95% CI | Δ vs {baseline} (95% CI) | "
+             "PR-AUC | F1@val-thr | val ROC-AUC | fit s | mean text_share |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['model']} | {r['roc_auc']:.3f} | {r['pr_auc']:.3f} | {r['f1']:.3f} | "
-                     f"{r['accuracy']:.3f} | {r['epochs']} | {r['train_rows']:,} | {r['fit_seconds']:.0f} | "
-                     f"{r['predict_rows_per_s']:.1f} | {r['text_weight_mean']:.2f} |")
+        diff = r["diff_vs_baseline_ci"]
+        diff_text = f"{(diff[0] + diff[1]) / 2:+.3f} ({diff[0]:+.3f}, {diff[1]:+.3f})" if diff else "—"
+        lines.append(f"| {r['task']} | {r['variant']} | {r['seeds']} | {r['train_rows']:,} | {r['roc_auc_mean']:.3f} ± "
+                     f"{r['roc_auc_sd']:.3f} | {r['roc_auc_ci'][0]:.3f}–{r['roc_auc_ci'][1]:.3f} | {diff_text} | "
+                     f"{r['pr_auc_mean']:.3f} | {r['f1_mean']:.3f} | {r['val_roc_auc_mean']:.3f} | "
+                     f"{r['fit_seconds_mean']:.0f} | {r['text_share_mean']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--max-train-rows", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--tab-epochs", type=int, default=30)
+    parser.add_argument("--variants", default="tfidf_lr,gbdt,frozen_gate,ensemble_frozen")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--max-train-rows", type=int, default=None, help="cap for fine-tuned variants only")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs for fine-tuned variants")
     parser.add_argument("--max-chunks", type=int, default=4)
     parser.add_argument("--chunk-tokens", type=int, default=128)
     parser.add_argument("--work", default="/tmp/bsmfusion-quality")
+    parser.add_argument("--results", default=str(RESULTS / "quality.json"))
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out_json = RESULTS / "quality.json"
-    rows = json.loads(out_json.read_text())["results"] if out_json.is_file() else []
-    done = {(r["task"], r["model"]) for r in rows}
+    results_path = Path(args.results)
+    runs = json.loads(results_path.read_text())["runs"] if results_path.is_file() else []
+    machine = f"{cpu_capability()}, precision {resolve_precision('auto').describe()}, 2 CPU cores"
     for task_name in args.tasks.split(","):
         task = TASKS[task_name]()
-        for model in args.models.split(","):
-            if (task_name, model) in done:
-                continue
-            row = run_one(task, model, args, Path(args.work))
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            out_json.write_text(json.dumps({"command": " ".join(sys.argv), "results": rows}, indent=2))
-            (RESULTS / "quality.md").write_text(markdown(rows))
+        for name in args.variants.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                run = run_one(task, name, seed, args, Path(args.work))
+                run["machine"] = machine
+                runs = [r for r in runs if (r["task"], r["variant"], r["seed"]) != (task_name, name, seed)] + [run]
+                print(json.dumps({k: v for k, v in run.items() if not k.startswith("test_")}), flush=True)
+                results_path.parent.mkdir(parents=True, exist_ok=True)
+                results_path.write_text(json.dumps({"runs": runs}))
+    rows = summarise(runs)
+    (results_path.with_suffix(".md")).write_text(f"Machine: {machine}\n\n" + markdown(rows))
     print(markdown(rows))
 
 

@@ -71,9 +71,9 @@ def _score_worker(task_name: str, n: int, mode: str, bundle_dir: str, queue) -> 
     precision = "bf16" if mode == "bf16" else "fp32"
     started = time.perf_counter()
     if mode in ("plain", "packed"):  # input order, no bucketing
-        from bsmfusion.inference.scoring import autocast_context
+        from bsmfusion.precision import resolve_precision
 
-        with torch.inference_mode(), autocast_context(torch.device("cpu"), precision):
+        with torch.inference_mode(), resolve_precision(precision).autocast("cpu"):
             for start in range(0, len(dataset), 32):
                 model({k: v for k, v in collator([dataset[i] for i in range(start, min(start + 32, len(dataset)))]).items()})
         computed = _computed_tokens(table, collator, dataset, bucketed=False)

@@ -49,3 +49,12 @@ def test_bf16_autocast_changes_matmul_dtype_and_fp32_does_not():
 def test_unknown_precision_is_a_one_line_error():
     with pytest.raises(ConfigError, match="precision 'fp16' is not one of auto, fp32, bf16"):
         resolve_precision("fp16")
+
+
+def test_auto_does_not_pick_emulated_bf16_on_a_gpu(monkeypatch):
+    """torch's default bf16 check counts emulation (Volta/Turing) as support; auto must not."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert fast_bf16("cuda") == (False, "GPU without native bf16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_precision("auto", "cuda").describe() == "auto → bf16: CUDA bf16"

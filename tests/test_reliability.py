@@ -50,6 +50,22 @@ def test_tampered_or_incomplete_bundle_is_refused(bundle, tmp_path):
         bsmfusion.load(tmp_path / "nope")
 
 
+def test_bundle_of_an_older_format_is_refused_with_the_fix(bundle, tmp_path):
+    import json
+    import shutil
+
+    from bsmfusion.bundle import MANIFEST, sha256_file
+
+    copy = tmp_path / "old"
+    shutil.copytree(bundle, copy)
+    meta = json.loads((copy / "meta.json").read_text())
+    (copy / "meta.json").write_text(json.dumps({**meta, "format_version": 1}))
+    manifest = json.loads((copy / MANIFEST).read_text())
+    (copy / MANIFEST).write_text(json.dumps({**manifest, "meta.json": sha256_file(copy / "meta.json")}))
+    with pytest.raises(BundleError, match="bundle format 1; .* retrain it with this version"):
+        bsmfusion.load(copy)
+
+
 def test_crash_while_writing_a_bundle_leaves_the_old_one_intact(bundle, tmp_path, monkeypatch):
     import shutil
 

@@ -25,7 +25,7 @@ from .errors import BundleError
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: Shapley baselines, dropout inside fusion heads, PLR encoder, role-prefixed continuation chunks
 
 
 @dataclass
@@ -177,11 +177,12 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
         raise BundleError(f"model bundle '{path}' does not exist; pass the folder written by 'bsmfusion train --out'")
     if verify:
         verify_manifest(path)
-    raw_cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
-    if isinstance(raw_cfg, dict) and isinstance(raw_cfg.get("model"), dict):
-        raw_cfg["model"].setdefault("tab_encoder", "design")  # bundles written before model.tab_encoder used the design's
-    cfg = config_from_dict(raw_cfg, source=str(path / "config.yaml"))
     meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"bundle '{path}' was written in bundle format {meta.get('format_version')}; this bsmfusion "
+                          f"reads format {FORMAT_VERSION} (weights and tokenisation changed): retrain it with this version")
+    raw_cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+    cfg = config_from_dict(raw_cfg, source=str(path / "config.yaml"))
     metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     if meta.get("kind", "neural") != "neural":
         from .classical.storage import load_classical

@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for metrics.json, PNG plots and report.md")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="default: the bundle's train.precision, the one its threshold was chosen under")
+                   help="default: the bundle's train.precision, resolved on this machine (the output says when it differs from the one its threshold was chosen under)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="score a table, streaming, one output row per input row")
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="with --engine onnx: use the int8-quantised graph")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="default: the bundle's train.precision, the one its threshold was chosen under")
+                   help="default: the bundle's train.precision, resolved on this machine (the output says when it differs from the one its threshold was chosen under)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export the whole model to ONNX inside the bundle")
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-records", type=int, default=256, help="records per request")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="default: the bundle's train.precision, the one its threshold was chosen under")
+                   help="default: the bundle's train.precision, resolved on this machine (the output says when it differs from the one its threshold was chosen under)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("compare", help="rank every fusion, both baselines and the classical members (minutes)")

@@ -35,8 +35,9 @@ def fast_bf16(device: torch.device | str = "cpu") -> tuple[bool, str]:
     """(does this device compute bf16 natively, the reason in a few words)."""
     device = torch.device(device)
     if device.type == "cuda":
-        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return ok, "CUDA bf16" if ok else "GPU without bf16"
+        # Volta/Turing (compute capability < 8) emulate bf16; torch's default check counts emulation as support
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        return ok, "CUDA bf16" if ok else "GPU without native bf16"
     if device.type != "cpu":
         return False, f"{device.type} device"
     capability = cpu_capability()

@@ -1,7 +1,6 @@
 """A classical member through the same paths as a neural model: CLI train/predict/evaluate/export, the server."""
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml

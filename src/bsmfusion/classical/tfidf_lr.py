@@ -74,7 +74,8 @@ def class_weight_dict(setting, num_classes: int) -> dict[int, float] | str | Non
     if setting in ("none", "balanced"):
         return None if setting == "none" else "balanced"
     if len(setting) != num_classes:
-        raise ConfigError(f"train.class_weight has {len(setting)} weights but there are {num_classes} classes; give one per class")
+        raise ConfigError(f"train.class_weight has {len(setting)} weights but there are {num_classes} classes; "
+                          "give one per class")
     return {k: float(w) for k, w in enumerate(setting)}
 
 

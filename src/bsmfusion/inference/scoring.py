@@ -39,13 +39,6 @@ def torch_batch_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor],
     return tuple(t.float().cpu().numpy() for t in (probs, parts.text, parts.tab, parts.baseline_score))
 
 
-def autocast_context(device: torch.device, precision: str | Precision):
-    """The autocast context for a precision name (`auto | fp32 | bf16`) or an already resolved `Precision`."""
-    if not isinstance(precision, Precision):
-        precision = resolve_precision(precision, device)
-    return precision.autocast(device)
-
-
 def score_table(model, table: EncodedTable, collator: Collator, *, batch_size: int = 64,
                 device: str | torch.device = "cpu", precision: str | Precision = "auto",
                 targets: np.ndarray | None = None) -> Scores:
@@ -55,6 +48,8 @@ def score_table(model, table: EncodedTable, collator: Collator, *, batch_size: i
     (different padded lengths change the rounding), see docs/performance.md. `targets` (`N` class ids,
     multiclass, PyTorch only) asks for the split of those classes' logits instead of the predicted ones'."""
     device = torch.device(device)
+    if not isinstance(precision, Precision):
+        precision = resolve_precision(precision, device)
     is_torch = isinstance(model, torch.nn.Module)
     if targets is not None and not is_torch:
         raise ValueError("score_table: targets need the PyTorch model; the ONNX graph splits the predicted class only")
@@ -65,7 +60,7 @@ def score_table(model, table: EncodedTable, collator: Collator, *, batch_size: i
     n = len(dataset)
     probs: np.ndarray | None = None
     parts = np.zeros((3, n), dtype=np.float32)  # text, tab, baseline
-    with torch.inference_mode(), autocast_context(device, precision):
+    with torch.inference_mode(), precision.autocast(device):
         for rows in sorted_batches(table.token_counts(), batch_size):
             batch = collator([dataset[i] for i in rows])
             if is_torch:

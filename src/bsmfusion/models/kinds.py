@@ -10,7 +10,8 @@ from ..errors import ConfigError
 
 # name → what it is (the classical kinds read the dialogue through TF-IDF, the tabular facts directly)
 CLASSICAL_KINDS: dict[str, str] = {
-    "tfidf_lr": "TF-IDF (word 1–2-grams + char 3–5-grams) of the parsed dialogue + numerics + one-hot → logistic regression",
+    "tfidf_lr": "TF-IDF (word 1–2-grams + char 3–5-grams) of the parsed dialogue + numerics + one-hot → "
+                "logistic regression",
     "gbdt": "LightGBM on numerics + one-hot categoricals + a 64-component SVD of the dialogue's TF-IDF",
     "ensemble": "a neural fusion + tfidf_lr + gbdt, weights by greedy selection on validation (model.ensemble)",
 }

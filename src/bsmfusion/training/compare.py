@@ -20,6 +20,7 @@ from ..evaluation.metrics import classification_metrics
 from ..inference.scoring import score_table
 from ..models.kinds import check_kind, is_neural
 from .fit import embedding_cache_dir, train
+from ..precision import resolve_precision
 from .frozen import attach_frozen_text_features
 
 MODELS = ["concat", "gate", "moe", "cross_attn", "text_only", "tab_only", "tfidf_lr", "gbdt"]
@@ -69,9 +70,11 @@ def _test_scores(cfg: Config, bundle_dir: Path, test: pd.DataFrame):
         return bundle.preprocessor.encode_labels(test), scores, bundle.threshold
     test_table = bundle.preprocessor.encode(test)
     collator = Collator(bundle.preprocessor.pad_token_id, cfg.text.max_chunks, cfg.text.chunk_tokens)
+    precision = resolve_precision(cfg.train.precision, "cpu")  # the one the threshold was chosen under
     if bundle.model.text_subnetwork is not None:
-        attach_frozen_text_features(bundle.model.text_subnetwork, test_table, collator, embedding_cache_dir(cfg))
-    scores = score_table(bundle.model, test_table, collator, batch_size=cfg.train.eval_batch_size)
+        attach_frozen_text_features(bundle.model.text_subnetwork, test_table, collator, embedding_cache_dir(cfg),
+                                    precision=precision)
+    scores = score_table(bundle.model, test_table, collator, batch_size=cfg.train.eval_batch_size, precision=precision)
     return test_table.labels, scores, bundle.threshold
 
 

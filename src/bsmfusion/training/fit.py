@@ -144,6 +144,7 @@ def freeze_text_encoder(model, cfg: Config, collator: Collator, tables: tuple[En
 
     for table in tables:
         attach_frozen_text_features(model.text_subnetwork, table, collator, embedding_cache_dir(cfg),
+                                    precision=resolve_precision(cfg.train.precision, "cpu"),
                                     batch_size=cfg.train.eval_batch_size)
     model.text_subnetwork.backbone.requires_grad_(False)
     model.text_subnetwork.backbone.eval()
@@ -246,7 +247,17 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
         log.warning("--resume: no checkpoint in %s; starting from scratch", work / "last")
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
 
-    fingerprint = weights_fingerprint(model)
+    sharded = cfg.train.strategy == "fsdp"
+    if sharded:
+        # FSDP: the modules hold shards; gathering the full weights is a collective every rank must join, and
+        # rank 0 then continues on a fresh, unwrapped model (checked on GPUs only: no GPU in CI)
+        full_state = trainer.strategy.lightning_module_state_dict()
+        if trainer.is_global_zero:
+            module = FusionLitModule(build_model(cfg, preprocessor.tabular.numeric_dim,
+                                                 preprocessor.tabular.cardinalities, load_weights=False),
+                                     cfg.train, total_steps=1)
+            module.load_state_dict(full_state)
+    fingerprint = weights_fingerprint(module.model) if trainer.is_global_zero or not sharded else "sharded"
     (work / "ranks").mkdir(parents=True, exist_ok=True)
     (work / "ranks" / f"rank{trainer.global_rank}.json").write_text(
         json.dumps({"rank": trainer.global_rank, "weights_sha256": fingerprint}))

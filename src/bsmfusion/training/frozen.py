@@ -22,7 +22,8 @@ import torch
 
 from ..data.dataset import Collator, EncodedDataset, EncodedTable
 from ..data.sampling import sorted_batches
-from ..inference.scoring import autocast_context
+from ..errors import ConfigError
+from ..precision import Precision, resolve_precision
 from ..models.text_encoder import TextEncoder
 
 log = logging.getLogger("bsmfusion.frozen")
@@ -51,13 +52,13 @@ def table_digest(table: EncodedTable) -> str:
 
 @torch.inference_mode()
 def embed_threads(text_encoder: TextEncoder, table: EncodedTable, collator: Collator, *, batch_size: int = 64,
-                  precision: str = "auto") -> np.ndarray:
+                  precision: Precision | None = None) -> np.ndarray:
     """`N×D` thread vectors (before the text projection), rows in input order."""
     text_encoder.eval()
     dataset = EncodedDataset(table)
     out = np.zeros((len(table), text_encoder.chunk_dim), dtype=np.float32)
     device = next(text_encoder.parameters()).device
-    with autocast_context(device, precision):
+    with (precision or resolve_precision("fp32")).autocast(device):
         for rows in sorted_batches(table.token_counts(), batch_size):
             batch = collator([dataset[i] for i in rows])
             chunks = text_encoder.encode_chunks(batch["input_ids"].to(device), batch["attention_mask"].to(device),
@@ -68,7 +69,7 @@ def embed_threads(text_encoder: TextEncoder, table: EncodedTable, collator: Coll
 
 @torch.inference_mode()
 def embed_chunks(text_encoder: TextEncoder, table: EncodedTable, collator: Collator, *, batch_size: int = 64,
-                 precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+                 precision: Precision | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(`N×C×D` float32 chunk vectors before any chunk reduce, `N×C` bool chunk mask), rows in input order;
     C is the most chunks of any row, padding slots are zero."""
     text_encoder.eval()
@@ -77,7 +78,7 @@ def embed_chunks(text_encoder: TextEncoder, table: EncodedTable, collator: Colla
     vectors = np.zeros((len(table), width, text_encoder.chunk_dim), dtype=np.float32)
     mask = np.zeros((len(table), width), dtype=bool)
     device = next(text_encoder.parameters()).device
-    with autocast_context(device, precision):
+    with (precision or resolve_precision("fp32")).autocast(device):
         for rows in sorted_batches(table.token_counts(), batch_size):
             batch = collator([dataset[i] for i in rows])
             chunk_mask = batch["chunk_mask"].to(device)
@@ -89,50 +90,66 @@ def embed_chunks(text_encoder: TextEncoder, table: EncodedTable, collator: Colla
     return vectors, mask
 
 
-def _cache_key(text_encoder: TextEncoder, table: EncodedTable) -> str:
-    return hashlib.sha256((encoder_digest(text_encoder) + table_digest(table)).encode()).hexdigest()[:32]
+def _cache_key(text_encoder: TextEncoder, table: EncodedTable, precision: Precision) -> str:
+    """Encoder (config, weights, pooling, reduce), data (chunked token ids) and the precision that computed them."""
+    material = encoder_digest(text_encoder) + table_digest(table) + precision.used
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def _save_atomically(path: Path, save) -> None:
+    """`save(handle)` into a temporary file unique to this process, then rename: ranks writing the same cache
+    entry at once never see each other's half-written file."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            save(stream)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
 
 
 def attach_frozen_text_features(text_encoder: TextEncoder, table: EncodedTable, collator: Collator, cache_dir: Path,
-                                *, batch_size: int = 64) -> None:
+                                *, precision: Precision, batch_size: int = 64) -> None:
     """Set what the frozen-encoder batches carry on `table`: `thread_vectors` (`N×D`) for a parameter-free chunk
-    reduce, or `chunk_vectors` (`N×C×D`) + `chunk_vector_mask` (`N×C`) for a learned one (``attention``)."""
+    reduce, or `chunk_vectors` (`N×C×D`) + `chunk_vector_mask` (`N×C`) for a learned one (``attention``), computed
+    in `precision` (the one training and the bundle's scoring use)."""
     if text_encoder.reduce_is_learned:
-        table.chunk_vectors, table.chunk_vector_mask = cached_chunk_vectors(text_encoder, table, collator, cache_dir,
-                                                                            batch_size=batch_size)
+        table.chunk_vectors, table.chunk_vector_mask = cached_chunk_vectors(
+            text_encoder, table, collator, cache_dir, precision=precision, batch_size=batch_size)
     else:
-        table.thread_vectors = cached_thread_vectors(text_encoder, table, collator, cache_dir, batch_size=batch_size)
+        table.thread_vectors = cached_thread_vectors(text_encoder, table, collator, cache_dir, precision=precision,
+                                                     batch_size=batch_size)
 
 
 def cached_chunk_vectors(text_encoder: TextEncoder, table: EncodedTable, collator: Collator, cache_dir: Path,
-                         *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                         *, precision: Precision, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(`N×C×D` chunk vectors, `N×C` chunk mask) from `cache_dir` when the key matches, else computed and stored
     (atomically)."""
-    path = Path(cache_dir) / f"chunks-{_cache_key(text_encoder, table)}.npz"
+    path = Path(cache_dir) / f"chunks-{_cache_key(text_encoder, table, precision)}.npz"
     if path.is_file():
         log.info("chunk vectors from cache %s", path)
         with np.load(path) as stored:
             return stored["vectors"], stored["mask"]
-    vectors, mask = embed_chunks(text_encoder, table, collator, batch_size=batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, vectors=vectors, mask=mask)
-    partial.replace(path)
+    vectors, mask = embed_chunks(text_encoder, table, collator, batch_size=batch_size, precision=precision)
+    _save_atomically(path, lambda stream: np.savez(stream, vectors=vectors, mask=mask))
     return vectors, mask
 
 
 def cached_thread_vectors(text_encoder: TextEncoder, table: EncodedTable, collator: Collator, cache_dir: Path,
-                          *, batch_size: int = 64) -> np.ndarray:
+                          *, precision: Precision, batch_size: int = 64) -> np.ndarray:
     """Thread vectors from `cache_dir` when the key matches, else computed and stored (atomically)."""
     if text_encoder.chunk_reduce != "masked_mean":
-        raise ValueError("train.freeze_encoder needs text.chunk_reduce: masked_mean or attention")
-    path = Path(cache_dir) / f"threads-{_cache_key(text_encoder, table)}.npy"
+        raise ConfigError("train.freeze_encoder (and compare) need text.chunk_reduce masked_mean or attention, not "
+                          f"{text_encoder.chunk_reduce}; set text.chunk_reduce in the config")
+    path = Path(cache_dir) / f"threads-{_cache_key(text_encoder, table, precision)}.npy"
     if path.is_file():
         log.info("thread vectors from cache %s", path)
         return np.load(path)
-    vectors = embed_threads(text_encoder, table, collator, batch_size=batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial.npy")
-    np.save(partial, vectors)
-    partial.replace(path)
+    vectors = embed_threads(text_encoder, table, collator, batch_size=batch_size, precision=precision)
+    _save_atomically(path, lambda stream: np.save(stream, vectors))
     return vectors

@@ -39,9 +39,13 @@ class FusionLitModule(pl.LightningModule):
         step = self.global_step
         self._micro_batch = self._micro_batch + 1 if step == self._seeded_step else 0
         self._seeded_step = step
-        # a step has at most `accumulate_grad_batches` micro-batches, so (step, micro-batch) → seed is one-to-one
+        # a step has at most `accumulate_grad_batches` micro-batches, so (step, micro-batch, rank) → seed is
+        # one-to-one: no two micro-batches, and no two DDP ranks, draw the same dropout masks
         accumulate = self.train_cfg.accumulate_grad_batches
-        torch.manual_seed(self.train_cfg.seed * 1_000_003 + step * accumulate + self._micro_batch)
+        micro_batch = step * accumulate + self._micro_batch
+        world = self.trainer.world_size if self._trainer is not None else 1
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        torch.manual_seed(self.train_cfg.seed * 1_000_003 + micro_batch * world + rank)
         self._step_started = time.perf_counter()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
