@@ -301,8 +301,10 @@ def main() -> None:
     (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "benchmarks" / "results" / "speed.json").write_text(json.dumps(results, indent=2))
     table = render_markdown(results)
-    header = out.read_text().split("<!-- speed.py -->")[0] if out.is_file() else "# Performance\n\n"
-    out.write_text(f"{header}<!-- speed.py -->\nCommand: `{results['command']}`\n\n{table}")
+    text = out.read_text() if out.is_file() else "# Performance\n\n<!-- speed.py -->\n<!-- end speed.py -->\n"
+    header, rest = text.split("<!-- speed.py -->", 1)
+    footer = rest.split("<!-- end speed.py -->", 1)[1] if "<!-- end speed.py -->" in rest else "\n"
+    out.write_text(f"{header}<!-- speed.py -->\nCommand: `{results['command']}`\n\n{table}<!-- end speed.py -->{footer}")
     print(table)
 
 

@@ -133,3 +133,12 @@ def test_shapley_split_of_a_given_class():
         output, parts = shapley_split(fusion, text, tab, torch.zeros(4), torch.zeros(4), target)
     chosen = output.logits.gather(1, target[:, None]).squeeze(1)
     torch.testing.assert_close(parts.text + parts.tab + parts.baseline_score, chosen, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("signal,low,high", [("tab", 0.0, 0.2), ("text", 0.8, 1.0)])
+def test_ensemble_text_share_follows_the_planted_signal(tmp_path, signal, low, high):
+    """The ensemble's split is the weighted sum of its members' splits: it inherits their meaning."""
+    train(ensemble_config(), planted_frame(240, signal, 0), planted_frame(120, signal, 1), tmp_path / "m",
+          progress=False)
+    share = bsmfusion.load(tmp_path / "m").predict_frame(planted_frame(200, signal, 2))["text_share"].mean()
+    assert low <= share <= high, share
