@@ -1,5 +1,6 @@
 """The scoring server on loopback: auth, limits, validation, and 200 concurrent requests vs the batch predictor."""
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -25,16 +26,15 @@ def bundle(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module", params=PRECISIONS)
-def server(bundle, request):
+@contextlib.contextmanager
+def running(app):
+    """Serve `app` with uvicorn on a free loopback port in a thread; yields the base URL once /healthz answers."""
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(bsmfusion.load(bundle, precision=request.param), ServerSettings(api_key=KEY, max_body_bytes=20_000, max_records=50))
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
@@ -44,9 +44,19 @@ def server(bundle, request):
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
-    yield base
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield base
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module", params=PRECISIONS)
+def server(bundle, request):
+    app = create_app(bsmfusion.load(bundle, precision=request.param),
+                     ServerSettings(api_key=KEY, max_body_bytes=20_000, max_records=50))
+    with running(app) as base:
+        yield base
 
 
 def records(n, seed=3):
@@ -117,8 +127,6 @@ def test_200_concurrent_requests_match_the_batch_predictor(server, bundle):
 @pytest.fixture(scope="module")
 def no_id_server(tmp_path_factory):
     """A bundle without data.id behind a server that waits 300 ms to merge concurrent requests."""
-    import uvicorn
-
     from tests.conftest import tiny_config
 
     out = tmp_path_factory.mktemp("srv_noid") / "model"
@@ -129,23 +137,8 @@ def no_id_server(tmp_path_factory):
     frames = []
     original = predictor.predict_frame
     predictor.predict_frame = lambda frame, **kw: frames.append(len(frame)) or original(frame, **kw)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(predictor, ServerSettings(batch_wait_ms=300, max_batch=64))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield base, frames
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running(create_app(predictor, ServerSettings(batch_wait_ms=300, max_batch=64))) as base:
+        yield base, frames
 
 
 def test_row_ids_are_per_request_when_requests_are_micro_batched(no_id_server):
