@@ -56,14 +56,15 @@ def test_split_cli_writes_three_group_disjoint_files(tmp_path, capsys):
     assert "test.csv: " in capsys.readouterr().out
 
 
-def test_training_and_evaluate_warn_about_shared_groups(tmp_path, caplog):
+@pytest.mark.parametrize("kind", ["tab_only", "tfidf_lr"])
+def test_training_and_evaluate_warn_about_shared_groups(tmp_path, caplog, kind):
     import bsmfusion
     from bsmfusion.evaluation.report import evaluate
     from bsmfusion.training.fit import train
     from tests.synthetic import planted_frame
     from tests.training.test_train import fast_config
 
-    cfg = fast_config("tab_only", epochs=1)
+    cfg = fast_config(kind, epochs=1)
     cfg.data.group = "seller"
     frames = [planted_frame(64, "tab", seed) for seed in range(3)]
     for i, frame in enumerate(frames):

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
+from ..data.validation import split_meta
 from ..evaluation.metrics import classification_metrics
 from ..inference.scoring import Scores
 from ..precision import Precision
@@ -222,7 +223,7 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
             "weights": {name: float(w) for name, w in zip(names, weights)}, "members": members_meta,
             "selection": {"rows": "validation", "iterations": cfg.model.ensemble.iterations,
                           "picks": [names[t["picked"]] for t in trajectory], "trajectory": trajectory},
-            "train_rows": len(train_df), "val_rows": len(val_df)}
+            "train_rows": len(train_df), "val_rows": len(val_df), **split_meta(train_df, cfg)}
 
     def payload(staging: Path) -> None:
         for name, bundle, _, _ in fitted:

@@ -17,6 +17,7 @@ import pandas as pd
 from ..config import Config
 from ..data.preprocess import TablePreprocessor
 from ..data.tabular import require_columns
+from ..data.validation import split_meta
 from ..errors import DataError
 from ..evaluation.metrics import best_f1_threshold, classification_metrics
 from ..models.kinds import ENSEMBLE
@@ -46,13 +47,11 @@ def prepare_labels(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> tuple
     preprocessing fitted on `train`, and the label ids of both splits."""
     from ..data import validation
 
+    validation.check_splits(train, val, cfg)
     for frame, name in ((train, "training"), (val, "validation")):
-        validation.check_not_empty(frame, name)
-        validation.check_unique_ids(frame, cfg, name)
         require_columns(frame, [*cfg.data.text, cfg.data.label], f"{name} data")
     preprocessor = table_preprocessor(cfg, train)
-    validation.warn_on_overlap(train, val, cfg)
-    validation.warn_on_leakage(train, val, cfg, preprocessor.label_names)
+    validation.warn_about_splits(train, val, cfg, preprocessor.label_names)
     y_train, y_val = preprocessor.encode_labels(train), preprocessor.encode_labels(val)
     absent = sorted(set(range(cfg.model.num_classes)) - set(y_train.tolist()))
     if absent:
@@ -130,7 +129,7 @@ def train_classical(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, o
     threshold = choose_threshold(cfg, data.y_val, scores.probs)
     val_metrics = classification_metrics(data.y_val, scores.probs, threshold)
     meta = {"kind": model.kind, "train_rows": len(train_df), "val_rows": len(val_df),
-            "validation_precision": model.precision.to_json(), "training": info}
+            "validation_precision": model.precision.to_json(), "training": info, **split_meta(train_df, cfg)}
     write_classical_bundle(out_dir, cfg=cfg, preprocessor=data.preprocessor, threshold=threshold,
                            metrics={"validation": val_metrics}, meta=meta, payload=lambda folder: save_member(model, folder))
     return TrainResult(Path(out_dir), threshold, val_metrics, int(info.get("rounds", 1)))

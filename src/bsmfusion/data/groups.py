@@ -3,7 +3,7 @@
 A model that recognises a person it saw in training looks better on that person's other threads than it will on
 new people. `data.group` names the column; training warns when a group of the validation data also appears in
 training, `evaluate` warns for the test data (the bundle keeps SHA-256 digests of the training groups, not the
-values), and `bsmfusion split` writes train/val/test files that share no group.
+values, salted per bundle), and `bsmfusion split` writes train/val/test files that share no group.
 """
 from __future__ import annotations
 
@@ -27,19 +27,22 @@ def _key(value) -> str | None:
     return str(value)
 
 
-def group_digests(frame: pd.DataFrame, column: str) -> set[str]:
-    """SHA-256 (first 16 hex digits) of every distinct non-missing group value of `column`."""
+def group_digests(frame: pd.DataFrame, column: str, salt: str = "") -> set[str]:
+    """SHA-256 (first 16 hex digits) of `salt` + every distinct non-missing group value of `column`. A bundle uses a
+    random salt of its own, so its digests cannot be matched against a list of hashed ids made elsewhere; low-entropy
+    ids (numbers) can still be recovered by trying every value with that salt: this is not anonymisation."""
     if column not in frame.columns:
         raise DataError(f"column '{column}' (data.group) is missing from the data; add it or unset data.group")
     keys = {_key(v) for v in frame[column]}
-    return {hashlib.sha256(k.encode("utf-8")).hexdigest()[:16] for k in keys if k is not None}
+    return {hashlib.sha256((salt + k).encode("utf-8")).hexdigest()[:16] for k in keys if k is not None}
 
 
-def warn_on_group_overlap(training_digests: set[str], frame: pd.DataFrame, column: str, name: str) -> int:
+def warn_on_group_overlap(training_digests: set[str], frame: pd.DataFrame, column: str, name: str,
+                          salt: str = "") -> int:
     """Warn when groups of `frame` (validation or test data) also appear in training; return how many."""
     if column not in frame.columns:
         return 0
-    shared = len(training_digests & group_digests(frame, column))
+    shared = len(training_digests & group_digests(frame, column, salt))
     if shared:
         log.warning("%d group(s) in column '%s' appear in both the training and the %s data: a model that recognises "
                     "them looks better than it is; split by group (bsmfusion split --group %s)", shared, column, name, column)

@@ -82,3 +82,33 @@ def warn_on_leakage(train: pd.DataFrame, val: pd.DataFrame, cfg: Config, label_n
         log.warning("column '%s' alone separates the validation labels (ROC-AUC >= %.2f): check it is not derived "
                     "from the label (leakage); remove it from the features if it is", column, LEAKAGE_AUC)
     return flagged
+
+
+def check_splits(train: pd.DataFrame, val: pd.DataFrame, cfg: Config) -> None:
+    """The errors every trainer raises before fitting anything: empty tables, duplicate ids."""
+    for frame, name in ((train, "training"), (val, "validation")):
+        check_not_empty(frame, name)
+        check_unique_ids(frame, cfg, name)
+
+
+def warn_about_splits(train: pd.DataFrame, val: pd.DataFrame, cfg: Config, label_names: list[str]) -> None:
+    """The warnings every trainer gives once the label names are known: shared rows, shared groups, leakage."""
+    from .groups import group_digests, warn_on_group_overlap
+
+    warn_on_overlap(train, val, cfg)
+    if cfg.data.group:
+        warn_on_group_overlap(group_digests(train, cfg.data.group), val, cfg.data.group, "validation")
+    warn_on_leakage(train, val, cfg, label_names)
+
+
+def split_meta(train: pd.DataFrame, cfg: Config) -> dict:
+    """What a bundle keeps about its training split for later checks: digests (not values) of its groups."""
+    from .groups import group_digests
+
+    if not cfg.data.group:
+        return {}
+    import secrets
+
+    salt = secrets.token_hex(8)
+    return {"training_groups_salt": salt, "training_groups_sha256": sorted(group_digests(train, cfg.data.group, salt))}
+

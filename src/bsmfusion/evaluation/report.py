@@ -109,7 +109,8 @@ def evaluate(predictor, data: str | Path | pd.DataFrame, out_dir: str | Path) ->
     labels = predictor.bundle.preprocessor.encode_labels(frame)
     group = predictor.cfg.data.group
     if group and "training_groups_sha256" in predictor.bundle.meta:
-        warn_on_group_overlap(set(predictor.bundle.meta["training_groups_sha256"]), frame, group, "test")
+        meta = predictor.bundle.meta
+        warn_on_group_overlap(set(meta["training_groups_sha256"]), frame, group, "test", meta.get("training_groups_salt", ""))
     scores = predictor.score_frame(frame)
     metrics = classification_metrics(labels, scores.probs, predictor.threshold)
     metrics.update(contribution_summary(scores))

@@ -19,7 +19,7 @@ import torch
 from ..bundle import write_bundle
 from ..config import Config
 from ..data.dataset import Collator, EncodedDataset, EncodedTable
-from ..data.groups import group_digests, warn_on_group_overlap
+from ..data.validation import split_meta
 from ..data.io import read_table
 from ..data.preprocess import TablePreprocessor
 from ..data.sampling import BucketBatchSampler, ResumableDataLoader, sorted_batches
@@ -154,15 +154,10 @@ def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame):
     """Validate the splits, fit preprocessing on train only and tokenise both splits once."""
     from ..data import validation
 
-    for frame, name in ((train, "training"), (val, "validation")):
-        validation.check_not_empty(frame, name)
-        validation.check_unique_ids(frame, cfg, name)
+    validation.check_splits(train, val, cfg)
     tokenizer = load_tokenizer(tokenizer_source(cfg.text))
     preprocessor = TablePreprocessor.fit(cfg, tokenizer, train)
-    validation.warn_on_overlap(train, val, cfg)
-    if cfg.data.group:
-        warn_on_group_overlap(group_digests(train, cfg.data.group), val, cfg.data.group, "validation")
-    validation.warn_on_leakage(train, val, cfg, preprocessor.label_names)
+    validation.warn_about_splits(train, val, cfg, preprocessor.label_names)
     return tokenizer, preprocessor, preprocessor.encode(train), preprocessor.encode(val)
 
 
@@ -284,8 +279,7 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
              "monitor": monitor, "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
              "training_precision": resolve_precision(cfg.train.precision, training_device(cfg)).to_json(),
              "validation_precision": scoring_precision.to_json()}
-    if cfg.data.group:  # digests, not values: `evaluate` warns about test groups seen in training
-        extra["training_groups_sha256"] = sorted(group_digests(train_df, cfg.data.group))
+    extra.update(split_meta(train_df, cfg))  # `evaluate` warns about test groups seen in training
     write_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model,
                  threshold=threshold, metrics={"validation": val_metrics}, extra_meta=extra)
     return TrainResult(out_dir, threshold, val_metrics, epochs_run)
