@@ -144,6 +144,10 @@ class EnsembleConfig(_Section):
         default_factory=lambda: ["neural", "tfidf_lr", "gbdt"], min_length=1,
         description="members trained; weights by greedy selection with replacement on validation predictions")
     iterations: int = Field(25, ge=1, description="greedy selection steps; weights = picks / steps (the best prefix)")
+    member_holdout: float = Field(0.15, ge=0.0, lt=0.5, description="share of the training rows (seeded) held out "
+        "for the members' own choices (early stopping, best checkpoint, C), so the validation rows that fit the "
+        "weights and the threshold are untouched by them; 0: members choose on the validation rows too (optimistic "
+        "validation predictions: a member that early-stopped on them gets too much weight)")
 
     @field_validator("neural")
     @classmethod

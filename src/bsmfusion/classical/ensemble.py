@@ -2,11 +2,12 @@
 
 Which rows serve what:
 
-* every member is fitted on the training rows only; the validation rows serve the neural member's early
-  stopping and best checkpoint, tfidf_lr's C, gbdt's early stopping — and then the member weights and the
-  threshold. The weights are fitted on **validation predictions** (no out-of-fold predictions), so a member
-  whose own choices were made on validation looks a little better there than it is; the same holds for the
-  validation metrics stored in the bundle.
+* every member is fitted on the training rows minus a seeded holdout (`model.ensemble.member_holdout`, 15%); the
+  holdout serves the members' own choices (the neural member's early stopping and best checkpoint, tfidf_lr's C,
+  gbdt's early stopping). The validation rows, untouched by those choices, then fit the member weights and the
+  threshold. (With `member_holdout: 0` the members choose on the validation rows too, and a neural member that
+  early-stopped there looks better than it is: measured on cb_nosale, 0.899 validation vs 0.82 test ROC-AUC, and
+  the selection gave it 70% of the weight.)
 * weights: greedy ensemble selection with replacement (Caruana et al. 2004, as AutoGluon does): start empty,
   `model.ensemble.iterations` (25) times add the member (again, possibly) that gives the best combined
   validation score — binary: ROC-AUC, log loss breaking ties; multiclass: log loss — then keep the prefix of
@@ -189,6 +190,16 @@ def member_config(cfg: Config, name: str) -> Config:
     return member
 
 
+def split_member_holdout(train_df: pd.DataFrame, val_df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows members fit on, rows members choose on): a seeded `model.ensemble.member_holdout` share of the training
+    rows, so the members' early stopping and C never see the validation rows that later fit the weights."""
+    share = cfg.model.ensemble.member_holdout
+    if share == 0:
+        return train_df, val_df
+    held = np.random.default_rng(cfg.train.seed).random(len(train_df)) < share
+    return train_df[~held].reset_index(drop=True), train_df[held].reset_index(drop=True)
+
+
 def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: str | Path, *,
                    resume: bool = False, progress: bool = False):
     """Train every member of `model.ensemble.members`, choose the weights and the threshold on validation (see the
@@ -202,10 +213,12 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     work = out_dir.with_name(out_dir.name + ".work") / MEMBERS_DIR
     preprocessor, _, y_val = prepare_labels(cfg, train_df, val_df)
     k = cfg.model.num_classes
+    member_train, member_val = split_member_holdout(train_df, val_df, cfg)
     fitted = []
     for name in cfg.model.ensemble.members:
         log.info("ensemble: training member %s", name)
-        result = train(member_config(cfg, name), train_df, val_df, work / name, resume=resume, progress=progress)
+        result = train(member_config(cfg, name), member_train, member_val, work / name, resume=resume,
+                       progress=progress)
         bundle = load_bundle(result.bundle_dir)
         scores = build_scorer(bundle).score_frame(val_df)
         fitted.append((name, bundle, scores, result))
@@ -221,6 +234,8 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     names = [name for name, *_ in fitted]
     meta = {"kind": "ensemble", "combine": "weighted sum of member log-odds (multiclass: log-probabilities)",
             "weights": {name: float(w) for name, w in zip(names, weights)}, "members": members_meta,
+            "member_rows": {"fit": "training rows minus the holdout", "choices": f"{cfg.model.ensemble.member_holdout:.0%} of "
+                            "the training rows" if cfg.model.ensemble.member_holdout else "validation"},
             "selection": {"rows": "validation", "iterations": cfg.model.ensemble.iterations,
                           "picks": [names[t["picked"]] for t in trajectory], "trajectory": trajectory},
             "train_rows": len(train_df), "val_rows": len(val_df), **split_meta(train_df, cfg)}
