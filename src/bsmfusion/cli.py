@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", required=True)
     p.add_argument("--test", required=True)
     p.add_argument("--out", default="compare_out", help="folder for leaderboard.md/json and the bundles")
-    p.add_argument("--models", help="comma-separated subset (default: the six neural models, tfidf_lr and gbdt; "
+    p.add_argument("--models", help="comma-separated subset (default: every registered neural fusion, tfidf_lr and gbdt; "
                    "ensemble on request)")
     p.add_argument("--epochs", type=int, default=20, help="maximum epochs per model (early stopping applies)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")

@@ -18,12 +18,17 @@ from ..config import Config
 from ..data.io import read_table
 from ..evaluation.metrics import classification_metrics
 from ..inference.scoring import score_table
-from ..models.kinds import check_kind, is_neural
+from ..models.kinds import check_kind, is_neural, neural_kinds
 from .fit import embedding_cache_dir, train
 from ..precision import resolve_precision
 from .frozen import attach_frozen_text_features
 
-MODELS = ["concat", "gate", "moe", "cross_attn", "text_only", "tab_only", "tfidf_lr", "gbdt"]
+CLASSICAL_DEFAULTS = ["tfidf_lr", "gbdt"]  # the ensemble runs only when asked for (--models ensemble)
+
+
+def default_models() -> list[str]:
+    """Every registered torch fusion (a user's own included) and the two classical members."""
+    return [*neural_kinds(), *CLASSICAL_DEFAULTS]
 
 
 def compare(cfg: Config, train_data, val_data, test_data, out_dir: str | Path, *, models: list[str] | None = None,
@@ -32,9 +37,10 @@ def compare(cfg: Config, train_data, val_data, test_data, out_dir: str | Path, *
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = [d if isinstance(d, pd.DataFrame) else read_table(d) for d in (train_data, val_data, test_data)]
     rows = []
-    for name in models or MODELS:
+    models = models or default_models()
+    for name in models:
         check_kind(name)  # unknown names fail before any training starts
-    for name in models or MODELS:
+    for name in models:
         model_cfg = cfg.model_copy(deep=True)
         model_cfg.model.fusion = name
         model_cfg.train.freeze_encoder = True
