@@ -153,6 +153,14 @@ def _cli(tmp_path, out, *extra, env=None, launcher=()):
     return subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
+def assert_same_validation_metrics(reference_bundle: Path, resumed_bundle: Path) -> None:
+    """The resumed run ends with the uninterrupted run's validation metrics and threshold (≤ 1e-6)."""
+    ref_metrics = json.loads((reference_bundle / "metrics.json").read_text())["validation"]
+    run_metrics = json.loads((resumed_bundle / "metrics.json").read_text())["validation"]
+    for key in ("roc_auc", "pr_auc", "log_loss", "threshold", "f1"):
+        assert run_metrics[key] == pytest.approx(ref_metrics[key], abs=1e-6), key
+
+
 def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
     cfg = fast_config("concat", epochs=3, checkpoint_every_steps=2)
     _write_inputs(tmp_path, cfg)
@@ -165,10 +173,7 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
     assert (tmp_path / "run.work" / "last" / "last.ckpt").is_file()
     resumed = _cli(tmp_path, tmp_path / "run", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    ref_metrics = json.loads((tmp_path / "ref" / "metrics.json").read_text())["validation"]
-    run_metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"]
-    for key in ("roc_auc", "pr_auc", "log_loss", "threshold", "f1"):
-        assert run_metrics[key] == pytest.approx(ref_metrics[key], abs=1e-6), key
+    assert_same_validation_metrics(tmp_path / "ref", tmp_path / "run")
 
 
 def test_ddp_two_cpu_processes_identical_weights_and_one_bundle(tmp_path):
@@ -226,10 +231,7 @@ def test_resume_with_workers_and_accumulation_matches_uninterrupted_run(tmp_path
     assert killed.returncode == -9, killed.stderr[-2000:]
     resumed = _cli(tmp_path, tmp_path / "run", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    ref_metrics = json.loads((tmp_path / "ref" / "metrics.json").read_text())["validation"]
-    run_metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"]
-    for key in ("roc_auc", "pr_auc", "log_loss", "threshold", "f1"):
-        assert run_metrics[key] == pytest.approx(ref_metrics[key], abs=1e-6), key
+    assert_same_validation_metrics(tmp_path / "ref", tmp_path / "run")
 
 
 def test_tab_only_trains_and_predicts_without_a_text_column_and_never_tokenises(tmp_path, monkeypatch):

@@ -62,19 +62,21 @@ class MultimodalClassifier(nn.Module):
             return None
         return self.tab_subnetwork(batch["numeric"], batch["categorical"])
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> FusionOutput:
+    def embeddings(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(`B×H` text, `B×H` tab) embeddings, None for an absent modality; one dtype when both are present."""
         text, tab = self.encode_text(batch), self.encode_tab(batch)
         if text is not None and tab is not None and text.dtype != tab.dtype:
             text, tab = text.float(), tab.float()
-        return self.fusion(text, tab)
+        return text, tab
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> FusionOutput:
+        return self.fusion(*self.embeddings(batch))
 
     def explain(self, batch: Mapping[str, torch.Tensor],
                 target: torch.Tensor | None = None) -> tuple[FusionOutput, Contributions]:
         """`forward` plus the per-row Shapley split of the decision between dialogue and tabular facts (of class
         `target`'s logit when given, multiclass)."""
-        text, tab = self.encode_text(batch), self.encode_tab(batch)
-        if text is not None and tab is not None and text.dtype != tab.dtype:
-            text, tab = text.float(), tab.float()
+        text, tab = self.embeddings(batch)
         return shapley_split(self.fusion, text, tab, self.text_baseline, self.tab_baseline, target)
 
     def loss(self, output: FusionOutput, labels: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ def embedding_means(model, table: EncodedTable, collator: Collator, *, precision
     with precision.autocast("cpu"):
         for batch_rows in sorted_batches(table.token_counts()[rows], batch_size):
             batch = collator([dataset[int(rows[i])] for i in batch_rows])
-            for k, embedding in enumerate((model.encode_text(batch), model.encode_tab(batch))):
+            for k, embedding in enumerate(model.embeddings(batch)):
                 if embedding is not None:
                     total = embedding.double().sum(dim=0)
                     sums[k] = total if sums[k] is None else sums[k] + total
