@@ -25,6 +25,7 @@ from tasks import TASKS  # noqa: E402
 import bsmfusion  # noqa: E402
 from bsmfusion.config import config_from_dict  # noqa: E402
 from bsmfusion.evaluation.metrics import classification_metrics  # noqa: E402
+from bsmfusion.evaluation.operating_point import calibration_report  # noqa: E402
 from bsmfusion.precision import cpu_capability, resolve_precision  # noqa: E402
 from bsmfusion.training.fit import train  # noqa: E402
 
@@ -44,6 +45,7 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "tuned_gate": ({"fusion": "gate"}, {}, TUNED),
     "tuned_text_only": ({"fusion": "text_only"}, {}, TUNED),
     "ensemble_tuned": ({"fusion": "ensemble", "ensemble": {"neural": "gate"}}, {}, TUNED),
+    "ensemble_default": ({"fusion": "ensemble"}, {}, {}),  # fine-tuned concat + tfidf_lr + gbdt, default settings
     "default": ({}, {}, {}),  # what `bsmfusion train` builds when the config names nothing
 }
 FULL_DATA = {"tfidf_lr", "gbdt", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",
@@ -77,13 +79,23 @@ def run_one(task, name: str, seed: int, args, work: Path) -> dict:
     predict_seconds = time.perf_counter() - started
     labels = predictor.bundle.preprocessor.encode_labels(task.test)
     metrics = classification_metrics(labels, scores.probs, predictor.threshold)
+    calibration = calibration_report(labels, scores, predictor.calibration)
+    members = {}
+    if cfg.model.fusion == "ensemble":  # each member alone on the test rows, beside its weight
+        meta = json.loads((Path(result.bundle_dir) / "meta.json").read_text())
+        for member in meta["members"]:
+            alone = bsmfusion.load(Path(result.bundle_dir) / "members" / member["name"]).score_frame(task.test)
+            members[member["name"]] = {"weight": member["weight"], "val_roc_auc": member["validation"]["roc_auc"],
+                                       "test_roc_auc": _auc(labels, alone.probs[:, 1])}
     return {
         "task": task.name, "variant": name, "seed": seed, "fusion": cfg.model.fusion,
         "roc_auc": metrics["roc_auc"], "pr_auc": metrics["pr_auc"], "f1": metrics["f1"],
         "accuracy": metrics["accuracy"], "val_roc_auc": result.val_metrics.get("roc_auc"),
         "train_rows": len(train_df), "epochs": result.epochs_run, "fit_seconds": round(fit_seconds, 1),
         "predict_rows_per_s": round(len(task.test) / predict_seconds, 1),
-        "text_share_mean": float(np.mean(scores.text_share)),
+        "text_share_mean": float(np.mean(scores.text_share)), "members": members,
+        "calibration": {k: calibration[k] for k in ("method", "temperature", "ece_before", "ece_after", "log_loss_before",
+                                                    "log_loss_after", "ece_if_perfectly_calibrated") if k in calibration},
         "test_prob": scores.probs[:, 1].round(6).tolist(), "test_label": labels.tolist(),
     }
 

@@ -103,3 +103,52 @@ def test_example_config_is_what_the_schema_generates():
     assert EXAMPLE.read_text(encoding="utf-8") == text, (
         f"examples/config.yaml differs from the schema's keys, defaults or descriptions; regenerate it from the "
         f"repository root: {REGENERATE_EXAMPLE}")
+
+
+# ---------------------------------------------------------------- error messages: did you mean, --set, YAML position
+def test_misspelt_keys_get_a_did_you_mean(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  fusoin: gate\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown config key 'model\.fusoin'; did you mean 'model\.fusion'\?$"):
+        load_config(path)
+    # a key put in the wrong section points at the section that has it
+    with pytest.raises(ConfigError, match=r"unknown config key 'train\.fusion'; did you mean 'model\.fusion'\?$"):
+        config_from_dict({"train": {"fusion": "gate"}})
+    with pytest.raises(ConfigError, match=r"unknown config key 'model\.zzzz'; remove it or fix its spelling"):
+        config_from_dict({"model": {"zzzz": 1}})
+
+
+def test_an_error_in_an_override_names_the_override_not_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {fusion: concat}\n")
+    with pytest.raises(ConfigError, match=r"^--set model\.fusoin: unknown config key 'model\.fusoin'; did you mean "
+                                          r"'model\.fusion'\?$"):
+        load_config(path, {"model.fusoin": "moe"})
+    with pytest.raises(ConfigError, match=r"^--set model\.fusion: config key 'model\.fusion': unknown fusion"):
+        load_config(path, {"model.fusion": "sum"})
+    with pytest.raises(ConfigError, match=r"^--set model\.fusion\.x: 'model\.fusion' is a value, not a section"):
+        load_config(path, {"model.fusion.x": 1})
+    # an error in the file itself still names the file, overrides or not
+    path.write_text("model: {fusion: concat, hiden_dim: 8}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown config key 'model\.hiden_dim'"):
+        load_config(path, {"train.epochs": 2})
+
+
+def test_invalid_yaml_names_line_and_column(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  text: dialogue\n   numeric: [x]\n")  # line 3 is indented one space too far
+    with pytest.raises(ConfigError, match=r"c\.yaml: not valid YAML at line 3, column 11: mapping values are not "
+                                          r"allowed here"):
+        load_config(path)
+
+
+def test_config_validation_imports_no_torch():
+    """Config errors are argument errors: the CLI must answer them without importing torch (seconds)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bsmfusion.config import config_from_dict; "
+            "cfg = config_from_dict({'model': {'fusion': 'gate', 'ensemble': {'neural': 'moe'}}}); "
+            "print(cfg.model.uses_text, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False"]

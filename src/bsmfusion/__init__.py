@@ -1,12 +1,31 @@
-"""bsmfusion: classify buyer-seller message threads together with their order and account facts."""
+"""bsmfusion: classify buyer-seller message threads together with their order and account facts.
+
+The Python API: `train(config, train, val, out=None)` and `load(bundle_dir)` return a `Predictor` (`predict`,
+`predict_proba`, `evaluate`, `explain`, `save`); `Config` and `load_config` read configs. Importing the package
+loads none of torch, Lightning or transformers: each entry point imports what it needs when called.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .api import load, train
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import Config, load_config
+    from .inference.predictor import Predictor
+
 __version__ = "0.1.0"
 
-
-def load(bundle_dir, **kwargs):
-    """Load a trained bundle folder → `Predictor` (see `bsmfusion.inference.predictor`)."""
-    from .inference.predictor import load as _load
-
-    return _load(bundle_dir, **kwargs)
+_LAZY = {"Config": "config", "load_config": "config", "Predictor": "inference.predictor"}
 
 
-__all__ = ["__version__", "load"]
+def __getattr__(name: str):
+    """`bsmfusion.Config`, `load_config` and `Predictor`, imported on first use (keeps `import bsmfusion` light)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'bsmfusion' has no attribute '{name}'")
+
+
+__all__ = ["__version__", "Config", "Predictor", "load", "load_config", "train"]

@@ -1,5 +1,6 @@
 """Self-contained model bundles: config, preprocessing (JSON), tokenizer, encoder config, safetensors weights,
-threshold, label names, validation metrics, versions and a SHA-256 manifest. Never pickle.
+threshold, calibration and decision policy (meta.json), the validation scores policies are resolved on
+(validation_scores.json, binary), label names, validation metrics, versions and a SHA-256 manifest. Never pickle.
 
 Writes are atomic: everything goes to a temporary sibling folder that is renamed into place, so a crash never
 leaves a half-written bundle that loads. Loading checks every file against the manifest.
@@ -20,6 +21,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
+from . import strict_json
 from .config import Config, config_from_dict
 from .errors import BundleError
 
@@ -83,7 +85,8 @@ def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def write_bundle(out_dir: str | Path, *, cfg: Config, preprocessor, tokenizer, model: torch.nn.Module,
-                 threshold: float | None, metrics: dict[str, Any], extra_meta: dict[str, Any] | None = None) -> Path:
+                 threshold: float | None, metrics: dict[str, Any], extra_meta: dict[str, Any] | None = None,
+                 files: dict[str, str] | None = None) -> Path:
     """Write a torch fusion's bundle atomically into `out_dir` (replacing an older bundle there)."""
     from safetensors.torch import save_file
 
@@ -95,14 +98,16 @@ def write_bundle(out_dir: str | Path, *, cfg: Config, preprocessor, tokenizer, m
         save_file(model_weights(model), str(staging / WEIGHTS))
 
     return write_bundle_folder(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
-                               meta={"kind": "neural", **(extra_meta or {})}, payload=payload)
+                               meta={"kind": "neural", **(extra_meta or {})}, payload=payload, files=files)
 
 
 def write_bundle_folder(out_dir: str | Path, *, cfg: Config, preprocessor, threshold: float | None,
-                        metrics: dict[str, Any], meta: dict[str, Any], payload: Callable[[Path], None]) -> Path:
+                        metrics: dict[str, Any], meta: dict[str, Any], payload: Callable[[Path], None],
+                        files: dict[str, str] | None = None) -> Path:
     """The layout every bundle kind shares, written atomically: config.yaml, preprocessing.json, the kind's own files
     (`payload(staging_dir)` writes them), meta.json (kind, threshold, label names, versions + `meta`; a
-    `versions` entry in `meta` names the extra packages whose versions to record),
+    `versions` entry in `meta` names the extra packages whose versions to record), `files` (name → text, e.g.
+    `validation_scores.json` from `decision.FittedDecision.files`),
     metrics.json and manifest.json with the SHA-256 of every file, subfolders included."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +116,8 @@ def write_bundle_folder(out_dir: str | Path, *, cfg: Config, preprocessor, thres
         (staging / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
         (staging / "preprocessing.json").write_text(preprocessor.to_json(), encoding="utf-8")
         payload(staging)
+        for name, text in (files or {}).items():
+            (staging / name).write_text(text, encoding="utf-8")
         meta = {
             "format_version": FORMAT_VERSION,
             "fusion": cfg.model.fusion,
@@ -120,16 +127,27 @@ def write_bundle_folder(out_dir: str | Path, *, cfg: Config, preprocessor, thres
             **meta,
             "versions": package_versions(*meta.get("versions", ())),
         }
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
+        (staging / "meta.json").write_text(strict_json.dumps(meta, indent=2), encoding="utf-8")
+        (staging / "metrics.json").write_text(strict_json.dumps(metrics, indent=2, default=float), encoding="utf-8")
         files = sorted(p for p in staging.rglob("*") if p.is_file())
         manifest = {str(p.relative_to(staging)): sha256_file(p) for p in files}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        normalize_modes(staging)
         _swap_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def normalize_modes(folder: Path) -> None:
+    """Give a bundle's files 0644 and its folders 0755 (what plain writes give under the usual umask 022): the
+    staging folder comes from `tempfile.mkdtemp` (0700) and some writers create files 0600. Set explicitly, not
+    from the umask, which can only be read by setting it, process-wide (a race with other threads)."""
+    os.chmod(folder, 0o755)
+    for path in Path(folder).rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
 
 def _swap_into_place(staging: Path, out_dir: Path) -> None:

@@ -1,6 +1,8 @@
 """Command-line interface: `bsmfusion summary | train | evaluate | predict | export | serve | compare | split | demo`.
 
-User errors (`BsmFusionError`) print one line to stderr and exit with status 2.
+User errors (`BsmFusionError`) print one line to stderr and exit with status 2. Heavy modules (torch, Lightning,
+transformers) are imported inside the commands, after the arguments and input paths are checked, so `--help`,
+`--version` and argument errors answer at once.
 """
 from __future__ import annotations
 
@@ -9,18 +11,68 @@ import json
 import sys
 from typing import Callable
 
+from . import __version__
 from .errors import BsmFusionError
+
+EXAMPLES = {
+    "summary": "bsmfusion summary --config my.yaml --fusion gate",
+    "train": "bsmfusion train --config my.yaml --train train.csv --val val.csv --out model/ --set model.fusion=gate\n\n"
+             "Checkpoints go to OUT.work/ (next to OUT) so --resume can continue after a crash; the folder is removed\n"
+             "when training succeeds.",
+    "evaluate": "bsmfusion evaluate --model model/ --data test.csv --out report/",
+    "predict": "bsmfusion predict --model model/ --data new.parquet --out scores.csv --strict",
+    "export": "bsmfusion export --model model/ --format onnx --quantize int8",
+    "serve": "bsmfusion serve --model model/ --port 8080 --api-key-env BSM_KEY --decision review_budget=0.05\n\n"
+             "Clients send the key held in $BSM_KEY as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'; the model flags\n"
+             "the top 5% of the validation scores (a threshold chosen on the validation rows stored in the bundle).",
+    "compare": "bsmfusion compare --config my.yaml --train train.csv --val val.csv --test test.csv --out cmp/",
+    "split": "bsmfusion split --data all.csv --group seller_id --out splits/",
+    "demo": "bsmfusion demo --out demo_out --train-rows 2000 --epochs 2",
+}
+INPUT_FILES = ("config", "train", "val", "test", "data")  # options naming a file that must exist
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends each option's default to its help (unless it has none worth showing) and keeps the examples'
+    line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.required or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Fail fast, before any heavy import: input files exist, --model is a bundle folder, train's --out is free."""
+    from pathlib import Path
+
+    from .errors import BundleError, DataError
+
+    for name in INPUT_FILES:
+        value = getattr(args, name, None)
+        if value is not None and not Path(value).is_file():
+            raise DataError(f"--{name}: file '{value}' does not exist; check the path")
+    model = getattr(args, "model", None)
+    if model is not None and not (Path(model) / "manifest.json").is_file():
+        what = "does not exist" if not Path(model).exists() else "is not a bsmfusion bundle (no manifest.json)"
+        raise BundleError(f"--model: '{model}' {what}; pass the folder written by 'bsmfusion train --out'")
+    if args.command == "train":
+        from .folders import check_out_folder
+
+        check_out_folder(args.out, args.overwrite, "--overwrite")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
+    from .config import load_config
+
+    overrides = {"model.fusion": args.fusion} if args.fusion else {}
+    cfg = load_config(args.config, overrides, overrides_name="--fusion")
     import torch
 
-    from .config import load_config
     from .models import build_model
     from .models.summary import summarize
 
-    overrides = {"model.fusion": args.fusion} if args.fusion else {}
-    cfg = load_config(args.config, overrides)
     from .errors import ConfigError
     from .models.kinds import is_neural
 
@@ -49,33 +101,65 @@ def _overrides(pairs: list[str] | None) -> dict:
         if "=" not in pair:
             raise ConfigError(f"--set '{pair}' must look like section.key=value")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set '{pair}': the value is not valid YAML ({str(err).splitlines()[0]}); quote it") from None
     return out
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .config import load_config
-    from .training.fit import train
 
     overrides = _overrides(args.set)
     if args.precision:
         overrides["train.precision"] = args.precision
-    cfg = load_config(args.config, overrides)
-    result = train(cfg, args.train, args.val, args.out, resume=args.resume, progress=not args.quiet)
+    cfg = load_config(args.config, overrides)  # config errors before Lightning is imported
+    from .training.fit import train
+
+    try:
+        result = train(cfg, args.train, args.val, args.out, resume=args.resume, progress=not args.quiet)
+    except BaseException:  # interrupted or failed: say where the checkpoints wait for --resume
+        from pathlib import Path
+
+        work = Path(args.out).with_name(Path(args.out).name + ".work")
+        # a neural model's own checkpoints, or an ensemble's neural member's (classical.ensemble.train_ensemble)
+        kept = [str(w) for w in (work, work / "members" / "neural.work") if (w / "last" / "last.ckpt").is_file()]
+        if kept:
+            print(f"checkpoints kept in {', '.join(kept)}; rerun the same command with --resume to continue",
+                  file=sys.stderr)
+        raise
+    if result.work_dir is not None:
+        print(f"working folder kept: {result.work_dir} (rank fingerprints; remove it when done)")
     if result.bundle_dir is not None:
         metrics = result.val_metrics
         print(f"bundle: {result.bundle_dir}")
         print("validation: " + ", ".join(f"{k}={metrics[k]:.4f}" for k in ("roc_auc", "pr_auc", "f1", "accuracy") if k in metrics))
         if result.threshold is not None:
-            print(f"threshold (max F1 on validation): {result.threshold:.4f}")
+            print(f"threshold ({cfg.train.policy.describe()}, on calibrated probabilities): {result.threshold:.4f}")
+
+
+def _add_decision_options(p: argparse.ArgumentParser) -> None:
+    """--decision / --threshold: replace the bundle's decision policy (see bsmfusion.decision; not imported here,
+    so --help stays fast)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--decision", metavar="POLICY", help="replace the bundle's train.decision: max_f1 | fixed=T | "
+                       "precision_at_least=P | recall_at_least=R | review_budget=F | costs=FP,FN (or a YAML mapping); "
+                       "searched policies use the validation scores stored in the bundle")
+    group.add_argument("--threshold", type=float, metavar="T", help="shorthand for --decision fixed=T")
+
+
+def _decision_options(args: argparse.Namespace) -> dict:
+    return {"decision": args.decision, "threshold": args.threshold, "option_names": ("--decision", "--threshold")}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from . import load
     from .evaluation.report import evaluate
 
-    predictor = load(args.model, batch_size=args.batch_size, precision=args.precision)
+    predictor = load(args.model, batch_size=args.batch_size, precision=args.precision, **_decision_options(args))
     print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
+    print(predictor.decision.summary(), file=sys.stderr)
     metrics = evaluate(predictor, args.data, args.out)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, indent=2))
     print(f"report: {args.out}/report.md")
@@ -85,18 +169,28 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from . import load
 
     predictor = load(args.model, batch_size=args.batch_size, engine=args.engine, quantized=args.int8,
-                     precision=args.precision)
+                     precision=args.precision, chunk_cache_mb=args.chunk_cache_mb, **_decision_options(args))
     if not args.quiet:
         print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
-    rows = predictor.predict_file(args.data, args.out, batch_rows=args.batch_rows, progress=not args.quiet)
-    print(f"wrote {rows:,} rows to {args.out}")
+        if args.chunk_cache_mb:
+            print(f"chunk cache: {predictor.chunk_cache_info()['description']}", file=sys.stderr)
+        print(predictor.decision.summary(), file=sys.stderr)
+    summary = predictor.predict_file(args.data, args.out, batch_rows=args.batch_rows, progress=not args.quiet)
+    print(f"wrote {summary.rows:,} rows to {args.out}; {summary.failed:,} with errors"
+          + (" (see the 'error' column)" if summary.failed else ""))
+    if args.strict and summary.failed:
+        from .errors import DataError
+
+        raise DataError(f"--strict: {summary.failed:,} of {summary.rows:,} rows could not be scored; their reasons are "
+                        f"in the 'error' column of {args.out}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from .config import load_config
-    from .training.compare import compare, leaderboard_markdown
 
     cfg = load_config(args.config, _overrides(args.set))
+    from .training.compare import compare, leaderboard_markdown
+
     models = args.models.split(",") if args.models else None
     rows = compare(cfg, args.train, args.val, args.test, args.out, models=models, epochs=args.epochs)
     print(leaderboard_markdown(rows))
@@ -104,10 +198,32 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from .inference.onnx_export import export_onnx
 
-    path = export_onnx(args.model, quantize=args.quantize)
-    print(f"wrote {path}")
+    def size(folder: Path) -> int:
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+    before = size(Path(args.model))
+    for path in export_onnx(args.model, quantize=args.quantize):
+        print(f"wrote {path} ({_megabytes(path.stat().st_size)})")
+    print(f"bundle {args.model}: {_megabytes(before)} → {_megabytes(size(Path(args.model)))}")
+
+
+def _cache_megabytes(text: str) -> float:
+    """`--chunk-cache-mb`: a size in MB, >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a size in MB >= 0 (0 turns the chunk cache off)")
+    return value
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -122,7 +238,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         if not api_key:
             raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is unset or empty; export it first")
     serve(args.model, host=args.host, port=args.port, api_key=api_key, max_records=args.max_records,
-          max_body_bytes=args.max_body_bytes, precision=args.precision)
+          max_body_bytes=args.max_body_bytes, precision=args.precision, chunk_cache_mb=args.chunk_cache_mb,
+          **_decision_options(args))
 
 
 def cmd_split(args: argparse.Namespace) -> None:
@@ -148,7 +265,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bsmfusion", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="bsmfusion", description=__doc__.splitlines()[0],
+                                     epilog="'bsmfusion VERB --help' shows each verb's options, defaults and an example")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("summary", help="parameter counts per sub-network, as in the design's tables")
@@ -160,11 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("train", help="fine-tune a model and write a bundle")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help="YAML config (examples/config.yaml lists every key)")
     p.add_argument("--train", required=True, help="training table (.csv, .parquet, .jsonl)")
     p.add_argument("--val", required=True, help="validation table: early stopping and the decision threshold")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT.work/")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists and is not empty (refused "
+                   "otherwise)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. model.fusion=gate")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
@@ -173,29 +294,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics, plots and a report on a labelled table")
     p.add_argument("--model", required=True, help="bundle folder")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help="labelled table (.csv, .parquet, .jsonl) with the data.label column")
     p.add_argument("--out", required=True, help="folder for metrics.json, PNG plots and report.md")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="default: the bundle's train.precision, resolved on this machine (the output says when it differs from the one its threshold was chosen under)")
+    _add_decision_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="score a table, streaming, one output row per input row")
     p.add_argument("--model", required=True, help="bundle folder")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help="table to score (.csv, .parquet, .jsonl)")
     p.add_argument("--out", required=True, help="output table (.csv, .parquet, .jsonl)")
     p.add_argument("--batch-size", type=int, default=64, help="rows per model batch")
     p.add_argument("--batch-rows", type=int, default=2048, help="rows read from the input at a time")
     p.add_argument("--engine", choices=["torch", "onnx"], default="torch", help="onnx needs 'bsmfusion export' first")
     p.add_argument("--int8", action="store_true", help="with --engine onnx: use the int8-quantised graph")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--strict", action="store_true", help="exit with status 2 when any row could not be scored (the "
+                   "output is still written, with the reasons in its 'error' column)")
+    p.add_argument("--quiet", action="store_true", help="no progress or precision lines on stderr")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="default: the bundle's train.precision, resolved on this machine (the output says when it differs from the one its threshold was chosen under)")
+    p.add_argument("--chunk-cache-mb", type=_cache_megabytes, default=0, metavar="MB",
+                   help="cache this many MB of chunk vectors (torch engine): for files holding a thread several times "
+                        "as it grew, each later copy encodes only its changed chunks; 0 = off (a file of distinct "
+                        "threads gains nothing)")
+    _add_decision_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export the whole model to ONNX inside the bundle")
     p.add_argument("--model", required=True, help="bundle folder")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
     p.add_argument("--quantize", choices=["int8"], help="also write a dynamically int8-quantised graph")
     p.set_defaults(func=cmd_export)
 
@@ -208,10 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=1_000_000)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="default: the bundle's train.precision, resolved on this machine (the output says when it differs from the one its threshold was chosen under)")
+    p.add_argument("--chunk-cache-mb", type=_cache_megabytes, default=256, metavar="MB",
+                   help="cache this many MB of chunk vectors, so a thread re-scored after each new message encodes "
+                        "about one chunk per request (~3.2 KB per MiniLM chunk); 0 = off")
+    _add_decision_options(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("compare", help="rank every fusion, both baselines and the classical members (minutes)")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help="YAML config (examples/config.yaml lists every key)")
     p.add_argument("--train", required=True)
     p.add_argument("--val", required=True)
     p.add_argument("--test", required=True)
@@ -226,9 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the whole table (.csv, .parquet, .jsonl)")
     p.add_argument("--group", required=True, help="column naming who a row belongs to, e.g. seller_id")
     p.add_argument("--out", required=True, help="folder for train/val/test files in the input's format")
-    p.add_argument("--test-frac", type=float, default=0.15, help="share of rows for test (default 0.15)")
-    p.add_argument("--val-frac", type=float, default=0.15, help="share of rows for validation (default 0.15)")
-    p.add_argument("--seed", type=int, default=0, help="shuffles the groups (default 0)")
+    p.add_argument("--test-frac", type=float, default=0.15, help="share of rows for test")
+    p.add_argument("--val-frac", type=float, default=0.15, help="share of rows for validation")
+    p.add_argument("--seed", type=int, default=0, help="shuffles the groups")
     p.set_defaults(func=cmd_split)
 
     p = sub.add_parser("demo", help="download real data, fine-tune, evaluate and score a few rows")
@@ -236,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-rows", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=2)
     p.set_defaults(func=cmd_demo)
+    summaries = {action.dest: action.help for action in sub._choices_actions}  # the one-liners listed above
+    for name, verb in sub.choices.items():  # every verb: what it does, defaults in --help, and an example
+        verb.formatter_class = HelpFormatter
+        verb.description = verb.description or summaries.get(name)
+        if name in EXAMPLES and not verb.epilog:
+            verb.epilog = "example:\n  " + EXAMPLES[name]
     return parser
 
 
@@ -247,9 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
-    quiet_hugging_face()  # after parsing: --help need not import transformers
+    quiet_hugging_face()
     handler: Callable[[argparse.Namespace], None] = args.func
     try:
+        check_inputs(args)
         handler(args)
     except BsmFusionError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -129,8 +129,8 @@ class ClassicalConfig(_Section):
     gbdt_min_data_in_leaf: int = Field(20, ge=1, description="gbdt: LightGBM min_data_in_leaf")
     gbdt_feature_fraction: float = Field(0.8, gt=0, le=1, description="gbdt: LightGBM feature_fraction")
     gbdt_max_rounds: int = Field(2000, ge=1, description="gbdt: most boosting rounds")
-    gbdt_early_stopping_rounds: int = Field(100, ge=1, description="gbdt: stop after this many rounds without a "
-        "better validation log loss")
+    gbdt_early_stopping_rounds: int = Field(100, ge=0, description="gbdt: stop after this many rounds without a "
+        "better validation log loss; 0: no early stopping (exactly gbdt_max_rounds)")
     gbdt_background_rows: int = Field(64, ge=1, description="gbdt: training rows a block is replaced by (scores "
         "averaged) for the text/tabular split; a single mean row is a poor baseline for trees")
 
@@ -143,7 +143,15 @@ class EnsembleConfig(_Section):
     members: list[Literal["neural", "tfidf_lr", "gbdt"]] = Field(
         default_factory=lambda: ["neural", "tfidf_lr", "gbdt"], min_length=1,
         description="members trained; weights by greedy selection with replacement on validation predictions")
-    iterations: int = Field(25, ge=1, description="greedy selection steps; weights = picks / steps (the best prefix)")
+    iterations: int = Field(25, ge=1, description="greedy selection steps per selection; a selection's weights = "
+        "its picks (the best prefix) / their count")
+    init_each_member: bool = Field(True, description="start each selection with one pick of every member (Caruana's "
+        "initialisation): weights leave 'equal' only as far as the validation rows support")
+    bags: int = Field(32, ge=0, description="bootstrap resamples of the validation rows, one selection each; the "
+        "weights are their mean (bagged selection: ~100 validation rows cannot rank members reliably); 0: one "
+        "selection on all validation rows")
+    refit_members: bool = Field(True, description="after their choices on the holdout (C, boosting rounds), refit "
+        "tfidf_lr and gbdt on all training rows with those choices (seconds); the neural member is not refitted")
     member_holdout: float = Field(0.15, ge=0.0, lt=0.5, description="share of the training rows (seeded) held out "
         "for the members' own choices (early stopping, best checkpoint, C), so the validation rows that fit the "
         "weights and the threshold are untouched by them; 0: members choose on the validation rows too (optimistic "
@@ -152,10 +160,10 @@ class EnsembleConfig(_Section):
     @field_validator("neural")
     @classmethod
     def _neural_fusion(cls, value: str) -> str:
-        from .models.fusion import FUSIONS
+        from .models.kinds import is_neural, neural_kinds  # not models.fusion: config validation imports no torch
 
-        if value not in FUSIONS:
-            raise ValueError(f"not a neural fusion; choose one of {', '.join(sorted(FUSIONS))}")
+        if not is_neural(value):
+            raise ValueError(f"not a neural fusion; choose one of {', '.join(neural_kinds())}")
         return value
 
     @field_validator("members")
@@ -248,9 +256,15 @@ class TrainConfig(_Section):
     devices: int | Literal["auto"] = Field(1, description="devices per node (processes to launch)")
     num_nodes: int = Field(1, ge=1, description="machines")
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto | cpu | gpu")
-    threshold: Literal["max_f1", "fixed"] = Field("max_f1", description="binary decision threshold: max_f1 (the one "
-        "maximising F1 on validation) | fixed (fixed_threshold)")
-    fixed_threshold: float = Field(0.5, gt=0, lt=1, description="the threshold when threshold: fixed")
+    calibration: Literal["temperature", "isotonic", "none"] = Field(
+        "temperature", description="how probabilities are calibrated on the validation predictions before the "
+        "threshold is chosen: temperature (one scalar T minimising the log loss; log-odds / T, contributions / T too) "
+        "| isotonic (binary only: a monotone map; contributions stay uncalibrated) | none")
+    decision: str | dict[str, Any] = Field(
+        "max_f1", description="binary operating point on the calibrated P(positive), chosen on validation: max_f1 | "
+        "{fixed: t} | {precision_at_least: p} | {recall_at_least: r} | {review_budget: f} (flag the top f) | "
+        "{costs: {false_positive: a, false_negative: b}} (threshold a/(a+b)); an unreachable one is an error at "
+        "training; multiclass: argmax, only max_f1 allowed; `predict --decision` overrides it")
     freeze_encoder: bool = Field(False, description="true: embed the threads once, cache, train only the rest (what "
         "compare uses)")
     embedding_cache: str | None = Field(None, description="folder of the frozen encoder's cache; null: "
@@ -264,6 +278,20 @@ class TrainConfig(_Section):
     checkpoint_every_steps: int = Field(200, ge=1, description="optimiser steps between resumable checkpoints "
         "(--resume)")
 
+    @field_validator("decision", mode="before")
+    @classmethod
+    def _known_policy(cls, value: Any) -> Any:
+        from .decision import parse_policy
+
+        return parse_policy(value).to_config()
+
+    @property
+    def policy(self):
+        """`train.decision` as a `decision.Policy`."""
+        from .decision import parse_policy
+
+        return parse_policy(self.decision)
+
 
 class Config(_Section):
     """The whole bsmfusion configuration."""
@@ -273,6 +301,25 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _threshold_is_now_decision(cls, data: Any) -> Any:
+        """Configs (and bundles) written before `train.decision`: `threshold: max_f1|fixed` + `fixed_threshold`."""
+        train = data.get("train") if isinstance(data, dict) else None
+        if not isinstance(train, dict) or not {"threshold", "fixed_threshold"} & train.keys():
+            return data
+        train = dict(train)
+        legacy, fixed = train.pop("threshold", "max_f1"), train.pop("fixed_threshold", 0.5)
+        if legacy not in ("max_f1", "fixed"):
+            raise ValueError(f"train.threshold {legacy!r} must be max_f1 or fixed; it is replaced by train.decision "
+                             "(e.g. decision: {fixed: 0.3})")
+        if legacy == "fixed":
+            if "decision" in train:
+                raise ValueError("train.threshold: fixed and train.decision are both set; keep only train.decision "
+                                 "(decision: {fixed: t})")
+            train["decision"] = {"fixed": fixed}
+        return {**data, "train": train}
+
     @model_validator(mode="after")
     def _text_columns_for_text_fusions(self) -> "Config":
         if not self.data.text and self.model.uses_text:
@@ -280,15 +327,44 @@ class Config(_Section):
                              "text column(s) under data.text, or use model.fusion: tab_only")
         return self
 
+    @model_validator(mode="after")
+    def _binary_only_decisions(self) -> "Config":
+        from .decision import check_binary
+
+        check_binary(self.model.num_classes, "train.decision", self.train.policy.name)
+        check_binary(self.model.num_classes, "train.calibration", self.train.calibration)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def config_keys(section: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema (`model.fusion`, `model.classical.tfidf_C`, ...), sections included."""
+    keys: list[str] = []
+    for name, field in (section or Config).model_fields.items():
+        keys.append(prefix + name)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys += config_keys(field.annotation, f"{prefix}{name}.")
+    return keys
+
+
+def _did_you_mean(key: str) -> str:
+    """'; did you mean 'model.fusion'?' for a misspelt dotted key, else the generic fix."""
+    import difflib
+
+    keys = config_keys()
+    leaf = key.rsplit(".", 1)[-1]
+    close = [k for k in keys if k.rsplit(".", 1)[-1] == leaf][:1]  # the right key in another section
+    close = close or difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+    return f"; did you mean '{close[0]}'?" if close else "; remove it or fix its spelling (examples/config.yaml lists every key)"
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "<root>"
     if first["type"] == "extra_forbidden":
-        return f"{source}: unknown config key '{key}'; remove it or fix its spelling"
+        return f"{source}: unknown config key '{key}'{_did_you_mean(key)}"
     if first["type"] == "missing":
         return f"{source}: config key '{key}' is required"
     message = first["msg"].removeprefix("Value error, ")
@@ -309,27 +385,66 @@ def config_from_dict(raw: dict[str, Any] | None, source: str = "config") -> Conf
         raise ConfigError(_format_validation_error(err, source)) from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a YAML config file; `overrides` is a dotted-key mapping applied on top (e.g. {'model.fusion': 'gate'})."""
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None, *, overrides_name: str = "--set") -> Config:
+    """Read and validate a YAML config file.
+
+    Args:
+        path: the YAML file.
+        overrides: dotted keys applied on top, e.g. `{"model.fusion": "gate", "train.epochs": 5}`.
+        overrides_name: what error messages call an override (`--set` on the command line).
+
+    Returns:
+        The validated `Config`.
+
+    Raises:
+        ConfigError: one line naming the file (with line and column for invalid YAML) or the override, and the key.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist; pass --config with a YAML file")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    raw = raw or {}
-    for dotted, value in (overrides or {}).items():
-        apply_override(raw, dotted, value)
-    return config_from_dict(raw, source=str(path))
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}; fix the file there") from None
+    return build_config(raw, overrides, source=str(path), overrides_name=overrides_name)
 
 
-def apply_override(raw: dict[str, Any], dotted: str, value: Any) -> None:
+def build_config(raw: dict[str, Any] | None, overrides: dict[str, Any] | None = None, *, source: str = "config",
+                 overrides_name: str = "--set") -> Config:
+    """Validate `raw` (left unchanged) with dotted `overrides` applied. An error in an overridden key names the
+    override (`--set model.fusoin`), not the file it was applied to."""
+    import copy
+
+    raw = copy.deepcopy(raw) if raw is not None else {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections (data, text, model, train)")
+    overrides = overrides or {}
+    for dotted, value in overrides.items():
+        apply_override(raw, dotted, value, where=f"{overrides_name} {dotted}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        key = ".".join(str(part) for part in err.errors()[0]["loc"])
+        culprits = [d for d in overrides if key and (key == d or key.startswith(d + ".") or d.startswith(key + "."))]
+        if culprits:
+            source = f"{overrides_name} {culprits[0]}"
+        elif overrides and not key:  # a check across sections: the file and the overrides together
+            source = f"{source} with {overrides_name} {', '.join(overrides)}"
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def apply_override(raw: dict[str, Any], dotted: str, value: Any, where: str = "override") -> None:
     """Set `raw['a']['b'] = value` for dotted key 'a.b', creating sections as needed."""
     node = raw
     *parents, leaf = dotted.split(".")
-    for part in parents:
+    for depth, part in enumerate(parents):
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            section = ".".join(parents[: depth + 1])
+            raise ConfigError(f"{where}: '{section}' is a value, not a section; set '{section}' itself")
     node[leaf] = value
 
 

@@ -17,9 +17,16 @@ DEFAULT_ENCODER = "minilm"
 
 def quiet_hugging_face() -> None:
     """For the CLI process only: no progress bars or warnings from transformers, no tokenizers fork warning
-    (DataLoader workers are forked after tokenisation). Process-wide, so the library never calls it."""
+    (DataLoader workers are forked after tokenisation). Process-wide, so the library never calls it. Through
+    environment variables transformers reads when it is imported, so the CLI does not import it just for this."""
+    import sys
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" not in sys.modules:
+        return
+    try:  # already imported (tests calling cli.main in-process): set it directly
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()

@@ -49,16 +49,22 @@ def test_weights_sum_to_one_and_meta_records_every_member(ensemble):
     assert sum(meta["weights"].values()) == pytest.approx(1.0, abs=1e-12)
     assert all(0 <= m["weight"] <= 1 and "roc_auc" in m["validation"] for m in meta["members"])
     assert meta["members"][0]["fusion"] == "gate" and meta["selection"]["rows"] == "validation"
-    assert len(meta["selection"]["picks"]) <= 25
+    selection = meta["selection"]
+    assert selection["bags"] == 32 and "picks" not in selection  # the weights come from the bags alone
+    bags = np.array(selection["bag_weights"])
+    assert bags.shape == (32, 3) and np.allclose(bags.sum(axis=1), 1.0, atol=1e-5)
+    assert np.allclose(bags.mean(axis=0), [meta["weights"][n] for n in ("neural", "tfidf_lr", "gbdt")], atol=1e-5)
 
 
-def test_ensemble_scores_at_least_its_best_member_on_validation(ensemble):
+def test_members_choose_on_the_holdout_and_classical_members_refit_on_all_rows(ensemble):
     out, result = ensemble
     meta = json.loads((out / "meta.json").read_text())
-    best_alone = max(m["selection_key"][0] for m in meta["members"])  # each member alone, as selection scored it
-    assert result.val_metrics["roc_auc"] >= best_alone
-    # the members chose their epochs / C on a holdout of the training rows, not on the rows that fit the weights
+    # the members chose their epochs / C / rounds on a holdout of the training rows, not on the rows that fit the weights
     assert meta["member_rows"]["choices"] == "15% of the training rows"
+    members = {m["name"]: json.loads((out / "members" / m["name"] / "meta.json").read_text()) for m in meta["members"]}
+    assert members["tfidf_lr"]["train_rows"] == members["gbdt"]["train_rows"] == 240  # refitted on all rows
+    assert members["neural"]["train_rows"] < 240
+    assert len(members["tfidf_lr"]["training"]["c_search"]) == 1  # C fixed by the holdout's choice
     assert all(m["validation"]["roc_auc"] is not None for m in meta["members"])
     assert json.loads((out / "metrics.json").read_text())["validation"]["roc_auc"] == result.val_metrics["roc_auc"]
 
@@ -116,10 +122,14 @@ def test_multiclass_ensemble_splits_every_member_at_the_ensembles_class(tmp_path
     test = three(120, 2)
     scores = predictor.score_frame(test)
     target = scores.probs.argmax(axis=1)
-    expected = sum(w * member.four_logits(test)[0][np.arange(len(test)), target]
-                   for _, w, member in predictor.scorer.members)
+    members = predictor.scorer.uncalibrated.members
+    assert {member.calibration.method for _, _, member in members} == {"none"}  # only the combined score is calibrated
+    expected = sum(w * member.uncalibrated.four_logits(test)[0][np.arange(len(test)), target]
+                   for _, w, member in members)
+    temperature = predictor.calibration.temperature  # the combined score is calibrated: logits / T, split / T
+    assert predictor.calibration.method == "temperature" and temperature != 1.0
     np.testing.assert_allclose(scores.text_contribution + scores.tab_contribution + scores.baseline_score,
-                               expected, atol=1e-9)
+                               expected / temperature, atol=1e-9)
     assert predictor.predict_frame(test)["predicted_label"].isin(["0", "1", "2"]).all()
 
 
@@ -144,3 +154,37 @@ def test_ensemble_text_share_follows_the_planted_signal(tmp_path, signal, low, h
           progress=False)
     share = bsmfusion.load(tmp_path / "m").predict_frame(planted_frame(200, signal, 2))["text_share"].mean()
     assert low <= share <= high, share
+
+
+def planted_logits(n: int = 400, seed: int = 0):
+    """Validation labels and three members' `N×2` logits: two informative (different noise), one pure noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    scores = [2.0 * labels + rng.normal(0, 1.5, n), 2.0 * labels + rng.normal(0, 1.5, n), rng.normal(0, 1.5, n)]
+    return labels, [np.stack([np.zeros(n), z - z.mean()], axis=1) for z in scores]
+
+
+def test_plain_greedy_selection_never_scores_below_its_best_member():
+    from bsmfusion.classical.ensemble import greedy_selection, selection_key, weighted_sum
+
+    labels, logits = planted_logits()
+    weights, trajectory = greedy_selection(logits, labels, 25)
+    best_alone = max(selection_key(labels, z) for z in logits)
+    assert selection_key(labels, weighted_sum(logits, weights)) >= best_alone
+    assert trajectory[0]["picked"] in (0, 1) and weights[2] == 0.0
+    started, path = greedy_selection(logits, labels, 25, init_each_member=True)
+    assert path[0]["picked"] is None and len(path) <= 26  # the equal start is a candidate, then ≤ 25 picks
+    assert started.sum() == pytest.approx(1.0)
+
+
+def test_bagged_initialised_selection_shrinks_a_noise_member_and_keeps_the_signal():
+    from bsmfusion.classical.ensemble import bagged_selection, selection_key, weighted_sum
+
+    labels, logits = planted_logits()
+    weights, per_bag = bagged_selection(logits, labels, 25, bags=16, init_each_member=True, seed=3)
+    assert len(per_bag) == 16 and weights.sum() == pytest.approx(1.0)
+    assert weights[2] < 0.15 < min(weights[0], weights[1])  # noise shrunk, both informative members kept
+    best_alone = max(selection_key(labels, z)[0] for z in logits)
+    assert selection_key(labels, weighted_sum(logits, weights))[0] > best_alone  # two independent views beat one
+    again, _ = bagged_selection(logits, labels, 25, bags=16, init_each_member=True, seed=3)
+    assert np.array_equal(weights, again)  # seeded

@@ -74,7 +74,7 @@ def test_bundle_round_trip_is_identical_and_pickle_free(bundles, kind, signal):
     extra = ["lightgbm.txt"] if kind == "gbdt" else []
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["config.yaml", "manifest.json", "meta.json", "metrics.json", "preprocessing.json", "tfidf.json",
-         "weights.safetensors", *extra])
+         "validation_scores.json", "weights.safetensors", *extra])
     assert not [p for p in folder.rglob("*") if p.suffix in (".pkl", ".pickle", ".joblib")]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert sorted(manifest) == sorted(p.name for p in folder.iterdir() if p.name != "manifest.json")

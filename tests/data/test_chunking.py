@@ -1,3 +1,5 @@
+import numpy as np
+
 from bsmfusion.data.chunking import ChunkPacker, special_token_frame
 from bsmfusion.data.dialogue import Message
 
@@ -119,3 +121,67 @@ def test_no_role_prefix_repetition_when_role_prefixes_are_off(tokenizer):
     thread = p.pack_threads([[Message("buyer", words)]])[0]
     flat = [t for c in thread.chunks for t in body(c)]
     assert flat == tokenizer(words, add_special_tokens=False)["input_ids"]
+
+
+def _framed(p, bodies):
+    return [[*p.prefix, *b, *p.suffix] for b in bodies]
+
+
+def _window(p, bodies):
+    """The head + tail window `pack_ids` keeps from a thread's full list of chunk bodies."""
+    if len(bodies) <= p.max_chunks:
+        return bodies
+    tail = p.max_chunks - p.head_chunks
+    return bodies[: p.head_chunks] + (bodies[-tail:] if tail else [])
+
+
+def test_appending_messages_never_changes_an_earlier_chunk_even_as_the_window_moves(tokenizer):
+    p = packer(tokenizer, max_chunks=3, chunk_tokens=12, head=1)  # capacity 10, keeps chunk 0 + the last 2
+    rng = np.random.default_rng(0)
+    lengths = [3, 4, 2, 7, 10, 1, 14, 5, 5, 23, 2, 9, 3, 3, 6]  # some fill a chunk, two must be split (14, 23)
+    messages = [[501 + i % 2, *rng.integers(1000, 2000, n - 1).tolist()] for i, n in enumerate(lengths)]
+    prefixes = [[501 + i % 2] for i in range(len(messages))]
+    previous, windows = [], []
+    for k in range(1, len(messages) + 1):
+        bodies = p.chunk_bodies(messages[:k], prefixes[:k])
+        # every chunk of the previous request but its last is unchanged; the last may only grow
+        assert bodies[: len(previous) - 1] == previous[:-1]
+        if previous:
+            last = previous[-1]
+            assert bodies[len(previous) - 1][: len(last)] == last
+        thread = p.pack_ids(messages[:k], prefixes[:k])
+        assert thread.chunks == _framed(p, _window(p, bodies)) and thread.total_chunks == len(bodies)
+        windows.append(thread.chunks)
+        previous = bodies
+    assert len(previous) >= 8 and thread.truncated  # the thread passed C = 3 chunks long ago
+    # the window moved: its tail chunks changed while the head chunk stayed the thread's first chunk
+    assert len({tuple(map(tuple, w[1:])) for w in windows if len(w) == 3}) > 3
+    assert all(w[0] == windows[-1][0] for w in windows if len(w) == 3)
+    # each request brings about one chunk the previous requests never had (a split 23-token message: three)
+    seen: set[tuple[int, ...]] = set()
+    new_per_request = []
+    for w in windows:
+        new_per_request.append(sum(tuple(c) not in seen for c in w))
+        seen.update(map(tuple, w))
+    assert new_per_request[0] == 1 and max(new_per_request) <= 3
+    assert sum(new_per_request) <= len(messages) + 4
+
+
+def test_a_thread_growing_line_by_line_keeps_its_chunks_through_the_text_pipeline(tokenizer):
+    from bsmfusion.data.text import TextPipeline
+    from tests.conftest import tiny_config
+
+    window_cfg = tiny_config(text={"max_chunks": 3, "chunk_tokens": 16}).text
+    full_cfg = tiny_config(text={"max_chunks": 64, "chunk_tokens": 16}).text
+    windowed, full = TextPipeline(window_cfg, tokenizer), TextPipeline(full_cfg, tokenizer)
+    lines = [f"{'BUYER' if i % 2 == 0 else 'SELLER'}: " + " ".join(f"w{i}x{j}" for j in range(1 + (3 * i) % 7))
+             for i in range(16)]
+    previous: list[list[int]] = []
+    for k in range(1, len(lines) + 1):
+        cell = "\n".join(lines[:k])
+        chunks = full.encode([[cell]])[0].chunks
+        assert chunks[: len(previous) - 1] == previous[:-1]
+        thread = windowed.encode([[cell]])[0]
+        assert thread.chunks == (chunks if len(chunks) <= 3 else chunks[:1] + chunks[-2:])
+        previous = chunks
+    assert thread.truncated and thread.total_chunks >= 6

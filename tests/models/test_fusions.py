@@ -206,3 +206,14 @@ def test_model_dropout_reaches_every_fusion_head(fusion):
     assert torch.equal(head(text, tab).logits, head(text, tab).logits)
     no_dropout = build_fusion(fusion, FusionDims(16, 16, 16, 2, dropout=0.0)).train()
     assert torch.equal(no_dropout(text, tab).logits, no_dropout(text, tab).logits)
+
+
+def test_builtin_fusion_table_matches_the_registry():
+    """`models.kinds.BUILTIN_FUSIONS` lets config validation skip importing torch; it must say what the classes say."""
+    from bsmfusion.models.fusion import fusion_class
+    from bsmfusion.models.kinds import BUILTIN_FUSIONS
+
+    assert set(BUILTIN_FUSIONS) <= set(FUSIONS)
+    assert {name: fusion_class(name).uses_text for name in BUILTIN_FUSIONS} == BUILTIN_FUSIONS
+    shipped = {name for name, cls in FUSIONS.items() if cls.__module__.startswith("bsmfusion.models.fusion.")}
+    assert shipped == set(BUILTIN_FUSIONS)  # a fusion added to the package is added to the table too

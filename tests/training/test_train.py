@@ -67,7 +67,7 @@ def test_bundle_round_trip_gives_identical_predictions(trained):
     result, out, val = trained
     files = sorted(p.name for p in out.iterdir())
     assert files == ["config.yaml", "encoder", "manifest.json", "meta.json", "metrics.json", "model.safetensors",
-                     "preprocessing.json", "tokenizer"]
+                     "preprocessing.json", "tokenizer", "validation_scores.json"]
     assert not list(out.rglob("*.pkl")) and not list(out.rglob("*.bin"))
     first = bsmfusion.load(out).predict_frame(val)
     second = bsmfusion.load(out).predict_frame(val)
@@ -103,7 +103,7 @@ def test_predict_streams_in_order_with_bounded_batches(trained, tmp_path, monkey
     monkeypatch.setattr(predictor, "predict_frame", spy)
     for name in ("scores.csv", "scores.jsonl", "scores.parquet"):
         seen.clear()
-        assert predictor.predict_file(src, tmp_path / name, batch_rows=300, progress=False) == 2500
+        assert predictor.predict_file(src, tmp_path / name, batch_rows=300, progress=False) == (2500, 0)
         assert max(seen) <= 300 and sum(seen) == 2500
         got = bsmfusion.data.io.read_table(tmp_path / name)
         assert got["id"].tolist() == big["id"].tolist()

@@ -132,7 +132,7 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
              y_train: np.ndarray, val_texts: list[str], val_tab: np.ndarray, y_val: np.ndarray,
              sample_weight: np.ndarray | None = None) -> tuple[GBDT, dict[str, Any]]:
     """Fit TF-IDF and the SVD on the training threads, boost on the training rows with early stopping on the
-    validation rows' log loss. Returns the model (its best iteration) and what training saw (for meta.json)."""
+    validation rows' log loss (`gbdt_early_stopping_rounds: 0`: exactly `gbdt_max_rounds`, validation unused). Returns the model (its best iteration) and what training saw (for meta.json)."""
     import lightgbm as lgb
     from sklearn.decomposition import TruncatedSVD
 
@@ -150,7 +150,8 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     val_set = lgb.Dataset(x_val, label=y_val, reference=train_set, feature_name=names, free_raw_data=False)
     booster = lgb.train(lightgbm_params(cfg), train_set, num_boost_round=settings.gbdt_max_rounds,
                         valid_sets=[val_set], valid_names=["validation"],
-                        callbacks=[lgb.early_stopping(settings.gbdt_early_stopping_rounds, verbose=False)])
+                        callbacks=[lgb.early_stopping(settings.gbdt_early_stopping_rounds, verbose=False)]
+                        if settings.gbdt_early_stopping_rounds else [])
     rounds = int(booster.best_iteration or booster.current_iteration())
     # keep exactly what is stored: the best iteration's trees, reloaded from LightGBM's text format
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))

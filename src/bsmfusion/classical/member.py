@@ -17,9 +17,10 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from ..calibration import softmax
 from ..config import Config
 from ..data.preprocess import TablePreprocessor
-from ..inference.scoring import Scores
+from ..models.scores import Scores
 from ..precision import Precision
 
 FP64 = Precision("fp64", "fp64", "NumPy float64 on CPU; --precision applies to neural models only")
@@ -33,12 +34,6 @@ def table_preprocessor(cfg: Config, train: pd.DataFrame | None = None, state: st
     if state is not None:
         return TablePreprocessor.from_json(tabular_cfg, None, state)
     return TablePreprocessor.fit(tabular_cfg, None, train)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def decision_score(logits: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -52,10 +52,11 @@ def save_member(model: ClassicalMember, folder: Path) -> None:
 
 
 def write_classical_bundle(out_dir: str | Path, *, cfg: Config, preprocessor, threshold: float | None,
-                           metrics: dict[str, Any], meta: dict[str, Any], payload: Callable[[Path], None]) -> Path:
+                           metrics: dict[str, Any], meta: dict[str, Any], payload: Callable[[Path], None],
+                           files: dict[str, str] | None = None) -> Path:
     """A classical bundle (a member, or an ensemble when `payload` copies the members in), atomically."""
     return write_bundle_folder(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
-                               meta={**meta, "versions": EXTRA_VERSIONS}, payload=payload)
+                               meta={**meta, "versions": EXTRA_VERSIONS}, payload=payload, files=files)
 
 
 def load_classical(path: Path, cfg: Config, meta: dict[str, Any]):

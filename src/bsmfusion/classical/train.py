@@ -1,8 +1,9 @@
 """`bsmfusion train` for `model.fusion: tfidf_lr | gbdt | ensemble` (called by `training.fit.train`).
 
 Rows: the featurizers (TF-IDF, SVD), the tabular preprocessing and the models are fitted on the training rows
-only; the validation rows choose tfidf_lr's C, stop gbdt's boosting, and give the decision threshold (max F1,
-the same helper as the neural models) and the validation metrics stored in the bundle.
+only; the validation rows choose tfidf_lr's C, stop gbdt's boosting, and give the calibration and the decision
+threshold (`decision.fit_decision`, the same helper as the neural models) and the validation metrics stored in the
+bundle.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from ..data.preprocess import TablePreprocessor
 from ..data.tabular import require_columns
 from ..data.validation import split_meta
 from ..errors import DataError
-from ..evaluation.metrics import best_f1_threshold, classification_metrics
+from ..decision import fit_decision
+from ..evaluation.metrics import classification_metrics
 from ..models.kinds import ENSEMBLE
 from .member import ClassicalMember, table_preprocessor
 from .storage import save_member, write_classical_bundle
@@ -66,13 +68,6 @@ def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> ClassicalDat
                          tab_matrix(preprocessor.tabular, train), tab_matrix(preprocessor.tabular, val), y_train, y_val)
 
 
-def choose_threshold(cfg: Config, labels: np.ndarray, probs: np.ndarray) -> float | None:
-    """Binary: the max-F1 threshold on validation (or `train.fixed_threshold`); multiclass: None (argmax)."""
-    if cfg.model.num_classes != 2:
-        return None
-    return best_f1_threshold(labels, probs[:, 1]) if cfg.train.threshold == "max_f1" else cfg.train.fixed_threshold
-
-
 def sample_weights(cfg: Config, labels: np.ndarray) -> np.ndarray | None:
     """Per-row weights from `train.class_weight` (gbdt; tfidf_lr passes the setting to scikit-learn)."""
     from .tfidf_lr import class_weight_dict
@@ -108,7 +103,7 @@ def train_classical(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, o
     Args:
         cfg: the config; `model.fusion` is `tfidf_lr`, `gbdt` or `ensemble`.
         train_df: training rows (fit everything).
-        val_df: validation rows (C, early stopping, ensemble weights, threshold).
+        val_df: validation rows (C, early stopping, ensemble weights, calibration, threshold).
         out_dir: the bundle folder to write.
         resume: ensemble only: resume the neural member from its last checkpoint.
         progress: ensemble only: the neural member's progress bar.
@@ -125,11 +120,13 @@ def train_classical(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, o
     data = prepare(cfg, train_df, val_df)
     model, info = fit_member(cfg, data)
     log.info("%s: %s", cfg.model.fusion, {k: v for k, v in info.items() if not isinstance(v, list)})
-    scores = model.score_frame(val_df)
-    threshold = choose_threshold(cfg, data.y_val, scores.probs)
-    val_metrics = classification_metrics(data.y_val, scores.probs, threshold)
+    fitted = fit_decision(cfg, data.y_val, model.score_frame(val_df))  # calibration, then the threshold
+    threshold = fitted.threshold
+    val_metrics = classification_metrics(data.y_val, fitted.scores.probs, threshold)
     meta = {"kind": model.kind, "train_rows": len(train_df), "val_rows": len(val_df),
-            "validation_precision": model.precision.to_json(), "training": info, **split_meta(train_df, cfg)}
+            "validation_precision": model.precision.to_json(), "training": info, **split_meta(train_df, cfg),
+            **fitted.meta()}
     write_classical_bundle(out_dir, cfg=cfg, preprocessor=data.preprocessor, threshold=threshold,
-                           metrics={"validation": val_metrics}, meta=meta, payload=lambda folder: save_member(model, folder))
+                           metrics={"validation": val_metrics}, meta=meta, payload=lambda folder: save_member(model, folder),
+                           files=fitted.files())
     return TrainResult(Path(out_dir), threshold, val_metrics, int(info.get("rounds", 1)))

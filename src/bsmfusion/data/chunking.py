@@ -67,7 +67,26 @@ class ChunkPacker:
 
     def pack_ids(self, message_ids: Sequence[Sequence[int]],
                  role_prefixes: Sequence[Sequence[int]] | None = None) -> ChunkedThread:
-        """Pack pre-tokenised messages (ids without special tokens) into a `ChunkedThread`.
+        """Pack pre-tokenised messages (ids without special tokens) into a `ChunkedThread`: every chunk body
+        (`chunk_bodies`), then the head + tail window of at most C of them, each framed by the special tokens."""
+        bodies = self.chunk_bodies(message_ids, role_prefixes)
+        if not bodies:
+            return ChunkedThread(chunks=[self._with_specials([])], empty=True, total_chunks=1)
+        total = len(bodies)
+        if total > self.max_chunks:
+            tail = self.max_chunks - self.head_chunks
+            bodies = bodies[: self.head_chunks] + (bodies[-tail:] if tail else [])
+        return ChunkedThread(chunks=[self._with_specials(b) for b in bodies], empty=False, total_chunks=total)
+
+    def chunk_bodies(self, message_ids: Sequence[Sequence[int]],
+                     role_prefixes: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
+        """Every chunk body (ids without special tokens, each ≤ T − specials) of a thread, before the head + tail
+        window: greedy packing from the thread's first message.
+
+        Stable under appending: each decision depends only on the messages before it, so appending messages
+        leaves every body but the last one unchanged (the last one may grow), and adds bodies after it. A
+        thread re-scored after each new message therefore changes about one chunk per message (what the chunk
+        vector cache, `inference.chunk_cache`, relies on).
 
         `role_prefixes[i]` holds the ids of message i's role prefix (``buyer :``; empty for none), which
         `message_ids[i]` already starts with. When message i is split, every continuation chunk starts with those
@@ -102,14 +121,7 @@ class ChunkPacker:
                 if offset + step < len(ids):
                     bodies.append(current)
         bodies.append(current)
-        bodies = [b for b in bodies if b]
-        if not bodies:
-            return ChunkedThread(chunks=[self._with_specials([])], empty=True, total_chunks=1)
-        total = len(bodies)
-        if total > self.max_chunks:
-            tail = self.max_chunks - self.head_chunks
-            bodies = bodies[: self.head_chunks] + (bodies[-tail:] if tail else [])
-        return ChunkedThread(chunks=[self._with_specials(b) for b in bodies], empty=False, total_chunks=total)
+        return [b for b in bodies if b]
 
     def pack_threads(self, threads: Sequence[Sequence[Message]]) -> list[ChunkedThread]:
         """Tokenise every message of every thread in one tokenizer call, then pack each thread."""

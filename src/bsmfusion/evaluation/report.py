@@ -1,4 +1,5 @@
-"""`bsmfusion evaluate`: metrics at the bundle's threshold, plots, and a markdown report."""
+"""`bsmfusion evaluate`: metrics at the active decision's threshold (with bootstrap intervals and alternative
+policies, `evaluation.operating_point`), calibration before/after, plots, and a markdown report."""
 from __future__ import annotations
 
 import json
@@ -10,10 +11,30 @@ import pandas as pd
 from ..data.groups import warn_on_group_overlap
 from ..data.io import read_table
 from .metrics import classification_metrics, predict_labels
+from .operating_point import decision_markdown, decision_report
+
+
+def _reliability(probs: np.ndarray, labels: np.ndarray) -> tuple[list, list, list]:
+    """(mean predicted, observed frequency, rows) per non-empty tenth of the predicted probability (binary: of
+    P(positive); multiclass: of the top-class confidence)."""
+    confidence = probs[:, 1] if probs.shape[1] == 2 else probs.max(axis=1)
+    outcome = labels if probs.shape[1] == 2 else (probs.argmax(axis=1) == labels).astype(int)
+    edges = np.linspace(0, 1, 11)
+    centers, observed, counts = [], [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (confidence >= lo) & (confidence < hi if hi < 1 else confidence <= hi)
+        if inside.any():
+            centers.append(confidence[inside].mean())
+            observed.append(outcome[inside].mean())
+            counts.append(int(inside.sum()))
+    return centers, observed, counts
 
 
 def _plots(out_dir: Path, labels: np.ndarray, probs: np.ndarray, text_share: np.ndarray, threshold: float | None,
-           label_names: list[str]) -> list[tuple[str, str]]:
+           label_names: list[str], uncalibrated: np.ndarray | None = None,
+           point: dict | None = None) -> list[tuple[str, str]]:
+    """The PNGs; `point` (the operating point, binary) is marked on the ROC and PR curves, `uncalibrated` drawn
+    next to the calibrated probabilities in the reliability diagram."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,6 +55,9 @@ def _plots(out_dir: Path, labels: np.ndarray, probs: np.ndarray, text_share: np.
         fig, ax = plt.subplots(figsize=(4.5, 4))
         ax.plot(fpr, tpr, label=f"AUC = {skm.auc(fpr, tpr):.3f}")
         ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+        if point and point.get("false_positive_rate") is not None:
+            ax.plot(point["false_positive_rate"], point["recall"]["value"], "o", color="crimson",
+                    label=f"operating point (threshold {point['threshold']:.3f})")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve")
         ax.legend(loc="lower right")
         save(fig, "roc.png", "ROC curve")
@@ -42,23 +66,22 @@ def _plots(out_dir: Path, labels: np.ndarray, probs: np.ndarray, text_share: np.
         fig, ax = plt.subplots(figsize=(4.5, 4))
         ax.plot(recall, precision, label=f"AP = {skm.average_precision_score(labels, probs[:, 1]):.3f}")
         ax.axhline(labels.mean(), ls="--", color="grey", lw=1, label=f"base rate {labels.mean():.2f}")
+        if point and point["precision"]["value"] is not None:
+            ax.plot(point["recall"]["value"], point["precision"]["value"], "o", color="crimson",
+                    label=f"operating point (threshold {point['threshold']:.3f})")
         ax.set(xlabel="recall", ylabel="precision", title="Precision-recall curve", ylim=(0, 1.02))
         ax.legend(loc="lower left")
         save(fig, "pr.png", "Precision-recall curve")
 
-    confidence = probs[:, 1] if probs.shape[1] == 2 else probs.max(axis=1)
-    outcome = labels if probs.shape[1] == 2 else (probs.argmax(axis=1) == labels).astype(int)
-    edges = np.linspace(0, 1, 11)
-    centers, observed, counts = [], [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (confidence >= lo) & (confidence < hi if hi < 1 else confidence <= hi)
-        if inside.any():
-            centers.append(confidence[inside].mean())
-            observed.append(outcome[inside].mean())
-            counts.append(int(inside.sum()))
+    centers, observed, counts = _reliability(probs, labels)
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
-    ax.plot(centers, observed, "o-", label="model")
+    if uncalibrated is not None and not np.array_equal(uncalibrated, probs):
+        before_x, before_y, _ = _reliability(np.asarray(uncalibrated), labels)
+        ax.plot(before_x, before_y, "s--", color="grey", alpha=0.7, label="before calibration")
+    ax.plot(centers, observed, "o-", label="model (calibrated)" if uncalibrated is not None else "model")
+    if threshold is not None and probs.shape[1] == 2:
+        ax.axvline(threshold, ls=":", color="crimson", lw=1, label=f"threshold {threshold:.3f}")
     for x, y, c in zip(centers, observed, counts):
         ax.annotate(str(c), (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
     ax.set(xlabel="predicted probability" if probs.shape[1] == 2 else "confidence",
@@ -101,11 +124,15 @@ def contribution_summary(scores) -> dict[str, float]:
             "tab_contribution_mean_abs": float(np.mean(np.abs(scores.tab_contribution)))}
 
 
-def evaluate(predictor, data: str | Path | pd.DataFrame, out_dir: str | Path) -> dict:
-    """Score a labelled table, write metrics.json, PNG plots and report.md into `out_dir`; return the metrics."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def evaluation_metrics(predictor, data: str | Path | pd.DataFrame) -> tuple[dict, np.ndarray, object]:
+    """Score a labelled table: (metrics, label ids, `Scores`). The label column is checked before anything is
+    scored; an undefined metric (ROC-AUC on one class) is None, so the metrics are strict JSON as they are."""
+    from .. import strict_json
+    from ..data.tabular import require_columns
+
     frame = data if isinstance(data, pd.DataFrame) else read_table(data)
+    where = "evaluation data" + ("" if isinstance(data, pd.DataFrame) else f" '{data}'")
+    require_columns(frame, [predictor.cfg.data.label], f"{where} (the label column, data.label)")
     labels = predictor.bundle.preprocessor.encode_labels(frame)
     group = predictor.cfg.data.group
     if group and "training_groups_sha256" in predictor.bundle.meta:
@@ -115,20 +142,50 @@ def evaluate(predictor, data: str | Path | pd.DataFrame, out_dir: str | Path) ->
     metrics = classification_metrics(labels, scores.probs, predictor.threshold)
     metrics.update(contribution_summary(scores))
     metrics["scoring_precision"] = predictor.describe_precision()
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plots = _plots(out_dir, labels, scores.probs, scores.text_share, predictor.threshold, predictor.label_names)
-    (out_dir / "report.md").write_text(_report(predictor, metrics, plots, data), encoding="utf-8")
+    metrics.update(decision_report(predictor, labels, scores))  # calibration, operating point, alternatives
+    return strict_json.finite(metrics), labels, scores
+
+
+def undefined_notes(metrics: dict, labels: np.ndarray, label_names: list[str]) -> list[str]:
+    """Report lines saying which metrics are undefined (null in metrics.json) and which plots are skipped, and why."""
+    undefined = [key for key, value in metrics.items() if value is None]
+    present = np.unique(labels)
+    if len(present) != 1:
+        return [f"Undefined (null in metrics.json): {', '.join(undefined)}."] if undefined else []
+    what = [f"undefined (null in metrics.json): {', '.join(undefined)}"] if undefined else []
+    what += ["ROC and precision-recall curves skipped"] if len(label_names) == 2 else []
+    why = (f"the data holds one class only (every row is '{label_names[int(present[0])]}'), and ranking metrics "
+           "need rows of both classes")
+    text = "; ".join(what)
+    return [f"{text[:1].upper()}{text[1:]}: {why}."] if what else []
+
+
+def evaluate(predictor, data: str | Path | pd.DataFrame, out_dir: str | Path) -> dict:
+    """Score a labelled table, write metrics.json (strict JSON: `null` for an undefined metric), PNG plots and
+    report.md into `out_dir`; return the metrics."""
+    from .. import strict_json
+
+    metrics, labels, scores = evaluation_metrics(predictor, data)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(strict_json.dumps(metrics, indent=2))
+    plots = _plots(out_dir, labels, scores.probs, scores.text_share, predictor.threshold, predictor.label_names,
+                   uncalibrated=scores.uncalibrated_probs, point=metrics.get("operating_point"))
+    notes = undefined_notes(metrics, labels, predictor.label_names)
+    (out_dir / "report.md").write_text(_report(predictor, metrics, plots, data, notes), encoding="utf-8")
     return metrics
 
 
-def _report(predictor, metrics: dict, plots: list[tuple[str, str]], data) -> str:
+def _report(predictor, metrics: dict, plots: list[tuple[str, str]], data, notes: list[str] = ()) -> str:
     source = data if not isinstance(data, pd.DataFrame) else "a DataFrame"
     fusion = predictor.bundle.meta.get("fusion")
+    metrics = {k: _Undefined() if v is None else v for k, v in metrics.items()}  # None prints "undefined"
     if "positives" in metrics:
         summary = (
             f"The `{fusion}` model scored {metrics['n']:,} rows of {source} ({metrics['positives']:,} positive). "
             f"It ranks positives above negatives with ROC-AUC {metrics['roc_auc']:.3f} and average precision "
-            f"{metrics['pr_auc']:.3f}. At the decision threshold chosen on validation ({metrics['threshold']:.3f}) it has "
+            f"{metrics['pr_auc']:.3f}. At the decision threshold ({metrics['threshold']:.3f}; "
+            f"{predictor.decision.policy.describe()}) it has "
             f"F1 {metrics['f1']:.3f}, precision {metrics['precision']:.3f} and recall {metrics['recall']:.3f}. "
             f"Expected calibration error is {metrics['ece']:.3f}. The dialogue's mean share of a decision "
             f"(`text_share`) is {metrics['text_share_mean']:.0%}. " + CONTRIBUTION_EXPLAINED
@@ -140,6 +197,19 @@ def _report(predictor, metrics: dict, plots: list[tuple[str, str]], data) -> str
             f"the dialogue's mean share of a decision (`text_share`) is {metrics['text_share_mean']:.0%}. "
             + CONTRIBUTION_EXPLAINED
         )
-    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
+                     if not isinstance(v, (dict, list)))  # the nested decision entries get their own sections
     figures = "\n\n".join(f"### {title}\n\n![{title}]({name})" for name, title in plots)
-    return f"# Evaluation report\n\n{summary}\n\n| metric | value |\n|---|---|\n{rows}\n\n{figures}\n"
+    summary += "".join(f"\n\n{note}" for note in notes)
+    return (f"# Evaluation report\n\n{summary}\n\n| metric | value |\n|---|---|\n{rows}\n\n"
+            f"{decision_markdown(metrics)}\n\n{figures}\n")
+
+
+class _Undefined:
+    """A metric with no value (null in metrics.json): formats as "undefined" whatever the format spec."""
+
+    def __format__(self, spec: str) -> str:
+        return "undefined"
+
+    def __str__(self) -> str:
+        return "undefined"

@@ -8,6 +8,7 @@ tab_contribution, baseline_score (B each; see `models.contributions`), computed 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -52,8 +53,9 @@ def example_inputs(bundle, batch: int = 2, chunks: int = 2, tokens: int = 16) ->
     return ids, mask, chunk_mask, numeric, categorical
 
 
-def export_onnx(bundle_dir: str | Path, quantize: str | None = None, opset: int = 17) -> Path:
-    """Write model.onnx (and model.int8.onnx with `quantize='int8'`) into the bundle and add them to its manifest."""
+def export_onnx(bundle_dir: str | Path, quantize: str | None = None, opset: int = 17) -> list[Path]:
+    """Write model.onnx (and model.int8.onnx with `quantize='int8'`) into the bundle and add them to its manifest;
+    returns the files written."""
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)
     if bundle.kind != "neural":
@@ -88,7 +90,8 @@ def export_onnx(bundle_dir: str | Path, quantize: str | None = None, opset: int 
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         int8 = onnx_file(bundle_dir, "int8")
-        quantize_dynamic(str(target), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        with _quiet_onnxruntime():  # it logs advice about pre-processing image models through the root logger
+            quantize_dynamic(str(target), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
         written.append(int8)
     manifest = json.loads((bundle_dir / MANIFEST).read_text())
     for path in written:
@@ -96,7 +99,26 @@ def export_onnx(bundle_dir: str | Path, quantize: str | None = None, opset: int 
     tmp = bundle_dir / (MANIFEST + ".partial")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     tmp.replace(bundle_dir / MANIFEST)
-    return written[-1]
+    return written
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime():
+    """Drop log records emitted from onnxruntime's Python files (warnings and info) while the block runs."""
+    import logging
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname
+
+    root, own = logging.getLogger(), logging.getLogger("onnxruntime")
+    level = own.level
+    root.addFilter(keep)
+    own.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+        own.setLevel(level)
 
 
 class OnnxModel:

@@ -4,13 +4,14 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle, load_bundle
 from ..data.io import iter_table, table_format
+from ..decision import Decision, active_decision
 from ..evaluation.metrics import predict_labels
 from ..precision import Precision
 from .scorers import build_scorer
@@ -20,18 +21,32 @@ from .scoring import Scores
 CONTRIBUTION_COLUMNS = ("text_contribution", "tab_contribution", "text_share")
 
 
+class FileSummary(NamedTuple):
+    """What `Predictor.predict_file` did: rows written, and how many of them have an `error` (no scores)."""
+
+    rows: int
+    failed: int
+
+
 class Predictor:
-    """Scores rows with a bundle. Output columns: the id column (or `row`), `prob_<label>` per class,
-    `predicted_label`, and the modality contributions `text_contribution`, `tab_contribution` (signed, in
-    log-odds for binary tasks; they add up with the model's baseline score to the row's score) and `text_share`
-    = |text| / (|text| + |tab|). The bundle's kind picks the scorer (`inference.scorers.build_scorer`): a torch
-    fusion, a classical member or an ensemble all go through the same output code here."""
+    """Scores rows with a bundle. Output columns: the id column (or `row`), `prob_<label>` per class (calibrated
+    with the bundle's calibration), `predicted_label` (binary: P(positive) ≥ the active decision's threshold;
+    multiclass: argmax), and the modality contributions `text_contribution`, `tab_contribution` (signed, in
+    log-odds for binary tasks; they add up with the model's baseline score to the row's calibrated score — for
+    isotonic calibration, to the uncalibrated one) and `text_share` = |text| / (|text| + |tab|). The bundle's kind
+    picks the scorer (`inference.scorers.build_scorer`): a torch fusion, a classical member or an ensemble all go
+    through the same output code here. `decision` (a policy, see `bsmfusion.decision`) or `threshold` (shorthand
+    for `{fixed: threshold}`) replaces the bundle's own decision; errors call those two `option_names`.
+    `chunk_cache_mb` > 0 caches chunk vectors (neural bundles, torch engine): re-scoring a growing thread then
+    encodes only the chunks its new messages changed (`inference.chunk_cache`; `chunk_cache_info()` counts)."""
 
     def __init__(self, bundle: Bundle, *, batch_size: int = 64, device: str = "cpu", precision: str | None = None,
-                 engine: str = "torch", quantized: bool = False):
+                 engine: str = "torch", quantized: bool = False, decision=None, threshold: float | None = None,
+                 option_names: tuple[str, str] = ("decision", "threshold"), chunk_cache_mb: float = 0):
         self.bundle = bundle
         self.scorer = build_scorer(bundle, batch_size=batch_size, device=device, precision=precision, engine=engine,
-                                   quantized=quantized)
+                                   quantized=quantized, chunk_cache_mb=chunk_cache_mb)
+        self.decision: Decision = active_decision(bundle, decision, threshold, names=option_names)
 
     @property
     def cfg(self):
@@ -43,7 +58,13 @@ class Predictor:
 
     @property
     def threshold(self) -> float | None:
-        return self.bundle.threshold
+        """The active decision's threshold on the calibrated P(positive); None for multiclass (argmax)."""
+        return self.decision.threshold
+
+    @property
+    def calibration(self):
+        """The bundle's `calibration.Calibration`, applied to every score."""
+        return self.scorer.calibration
 
     @property
     def precision(self) -> Precision:
@@ -53,6 +74,15 @@ class Predictor:
         """What computes the scores and why, e.g. `auto → bf16: AMX`, `fp64 (NumPy ...)` for a classical member;
         with the precision the threshold was chosen under when that differs."""
         return self.scorer.describe_precision()
+
+    @property
+    def chunk_cache(self):
+        """The `inference.chunk_cache.ChunkVectorCache` (its `stats()` count hits and encoded chunks), or None."""
+        return self.scorer.chunk_cache
+
+    def chunk_cache_info(self) -> dict:
+        """`enabled`, a one-line `description` and the cache's counters when enabled (served by `/v1/model`)."""
+        return self.scorer.chunk_cache_info()
 
     def score_frame(self, frame: pd.DataFrame) -> Scores:
         return self.scorer.score_frame(frame)
@@ -90,13 +120,14 @@ class Predictor:
         return out
 
     def predict_file(self, source: str | Path, destination: str | Path, *, batch_rows: int = 2048,
-                     progress: bool = True) -> int:
+                     progress: bool = True) -> FileSummary:
         """Stream `source` in frames of `batch_rows` rows into `destination` (CSV or JSONL appended frame by frame;
-        Parquet written per row group). Memory stays bounded by `batch_rows`. Returns the row count."""
+        Parquet written per row group). Memory stays bounded by `batch_rows`. Returns the rows written and how
+        many of them could not be scored (their `error` column says why)."""
         fmt = table_format(destination)
         destination = Path(destination)
         tmp = destination.with_name(f".{destination.name}.partial")
-        written = 0
+        written = failed = 0
         started = time.perf_counter()
         writer = None
         try:
@@ -114,6 +145,7 @@ class Predictor:
                     writer = writer or pq.ParquetWriter(tmp, table.schema)
                     writer.write_table(table)
                 written += len(frame)
+                failed += int((result["error"] != "").sum())
                 if progress:
                     rate = written / max(time.perf_counter() - started, 1e-9)
                     print(f"\rscored {written:,} rows ({rate:,.1f} rows/s)", end="", file=sys.stderr, flush=True)
@@ -125,10 +157,119 @@ class Predictor:
                 tmp.unlink()
         if progress:
             print(file=sys.stderr)
-        return written
+        return FileSummary(written, failed)
 
     def predict_records(self, records: Iterable[dict]) -> pd.DataFrame:
         return self.predict_frame(pd.DataFrame(list(records)))
+
+    # ------------------------------------------------------------ the sklearn-style API
+    @property
+    def path(self) -> Path:
+        """The bundle folder this predictor was loaded from."""
+        return Path(self.bundle.path)
+
+    def _scored(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`predict_frame`, refusing rows it could not score (the sklearn-style methods return no gaps)."""
+        result = self.predict_frame(frame)
+        failed = np.flatnonzero(result["error"].to_numpy() != "")
+        if len(failed):
+            from ..errors import DataError
+
+            raise DataError(f"row {int(failed[0])}: {result['error'].iloc[failed[0]]} ({len(failed)} row(s) cannot be "
+                            "scored); fix the cell, or use predict_frame, which keeps such rows with the reason in 'error'")
+        return result
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predicted labels, one per row, in input order.
+
+        Args:
+            frame: rows with the config's text, numeric and categorical columns (a label column is ignored).
+
+        Returns:
+            A numpy array of label names (`label_names`), at the active decision's threshold for binary tasks
+            (the bundle's own, or the one `load(..., decision=...)` asked for).
+        """
+        return self._scored(frame)["predicted_label"].to_numpy()
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Class probabilities, one row per input row.
+
+        Args:
+            frame: rows with the config's text, numeric and categorical columns.
+
+        Returns:
+            An `N×K` float numpy array; column k is the probability of `label_names[k]`.
+        """
+        result = self._scored(frame)
+        return result[[f"prob_{name}" for name in self.label_names]].to_numpy(dtype=np.float64)
+
+    def explain(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """How much the dialogue and the tabular facts moved each decision (see the class docstring).
+
+        Args:
+            frame: rows with the config's text, numeric and categorical columns.
+
+        Returns:
+            A DataFrame with `frame`'s index and the columns `text_contribution`, `tab_contribution`, `text_share`.
+        """
+        result = self._scored(frame)[list(CONTRIBUTION_COLUMNS)]
+        result.index = frame.index
+        return result
+
+    def evaluate(self, frame: pd.DataFrame | str | Path, out: str | Path | None = None) -> dict:
+        """Metrics on a labelled table, at the active decision's threshold (`decision`: the bundle's own, or the
+        one `load(..., decision=...)` asked for).
+
+        Args:
+            frame: a labelled DataFrame or table file (it needs the config's `data.label` column).
+            out: also write metrics.json, PNG plots and report.md into this folder (as `bsmfusion evaluate`).
+
+        Returns:
+            The metrics: binary tasks roc_auc, pr_auc, f1, accuracy, precision, recall, log_loss, ece, n,
+            positives, threshold; multiclass tasks their macro/micro forms. An undefined metric (ROC-AUC on one
+            class) is None. Also `calibration` (ECE and log loss before/after) and, binary, `operating_point`
+            (the active decision with bootstrap 95% intervals) and `alternatives` (see
+            `evaluation.operating_point`).
+        """
+        from ..evaluation.report import evaluate, evaluation_metrics
+
+        if out is not None:
+            return evaluate(self, frame, out)
+        return evaluation_metrics(self, frame)[0]
+
+    def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
+        """Copy the bundle folder (every file, checksums included) to `folder`.
+
+        Args:
+            folder: where to put the copy; it must not exist or be empty unless `overwrite`.
+            overwrite: replace an existing non-empty folder.
+
+        Returns:
+            The path of the copy, loadable with `bsmfusion.load`.
+
+        Raises:
+            ConfigError: this predictor's decision is an override (`load(..., decision=...)` or `threshold`), which
+                the copy would silently lose: its meta.json holds the bundle's own decision.
+        """
+        import shutil
+
+        from ..bundle import normalize_modes
+        from ..errors import ConfigError
+        from ..folders import check_out_folder
+
+        if self.decision.source == "override":
+            raise ConfigError(f"save copies the bundle as trained, with its own decision, not this predictor's "
+                              f"override ({self.decision.describe()}); load the copy with the same decision=, or "
+                              "retrain with train.decision set to it")
+        folder = Path(folder)
+        if folder.resolve() == self.path.resolve():
+            return folder
+        check_out_folder(folder, overwrite)
+        if folder.exists():
+            shutil.rmtree(folder)
+        shutil.copytree(self.path, folder)
+        normalize_modes(folder)
+        return folder
 
 
 def load(bundle_dir: str | Path, **kwargs) -> Predictor:

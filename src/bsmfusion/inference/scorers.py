@@ -7,6 +7,8 @@ classical members and the ensemble share every line of the output code. A scorer
   those classes' logits instead of the predicted ones' (used by the ensemble);
 * `text_columns` — the text columns an input table needs;
 * `precision` (a `Precision`) and `describe_precision()` — what computes the scores.
+
+`build_scorer` wraps every one in `CalibratedScorer`, so the bundle's calibration is applied once, in one place.
 """
 from __future__ import annotations
 
@@ -36,10 +38,14 @@ class Scorer(Protocol):
 
 
 class NeuralScorer:
-    """A torch fusion bundle scored with PyTorch (at `precision`) or with its exported ONNX graph."""
+    """A torch fusion bundle scored with PyTorch (at `precision`) or with its exported ONNX graph.
+
+    `chunk_cache_mb` > 0 (torch engine only) keeps an LRU cache of chunk vectors of that many MB, so a re-scored
+    growing thread encodes only its changed chunks (`inference.chunk_cache`); `chunk_cache` is that cache or None.
+    """
 
     def __init__(self, bundle: Bundle, *, batch_size: int = 64, device: str = "cpu", precision: str | None = None,
-                 engine: str = "torch", quantized: bool = False):
+                 engine: str = "torch", quantized: bool = False, chunk_cache_mb: float = 0):
         self.bundle = bundle
         self.batch_size = batch_size
         self.device = torch.device(device)
@@ -61,6 +67,21 @@ class NeuralScorer:
             raise ValueError(f"unknown engine '{engine}'; use 'torch' or 'onnx'")
         cfg = bundle.cfg
         self.collator = Collator(bundle.preprocessor.pad_token_id, cfg.text.max_chunks, cfg.text.chunk_tokens)
+        self.chunk_cache = None
+        self.chunk_cache_note = "off (size 0 MB)"
+        if engine == "torch":
+            from .chunk_cache import with_chunk_cache
+
+            self.model, self.chunk_cache, self.chunk_cache_note = with_chunk_cache(
+                self.model, bundle.path, max_mb=chunk_cache_mb, precision=self.precision.used, device=self.device,
+                pad_token_id=bundle.preprocessor.pad_token_id)
+        elif chunk_cache_mb:
+            self.chunk_cache_note = "off: the ONNX engine runs encoder and fusion in one graph (--engine torch caches)"
+
+    def chunk_cache_info(self) -> dict:
+        """`enabled`, a one-line `description` and, when enabled, the cache's counters (`ChunkVectorCache.stats`)."""
+        stats = self.chunk_cache.stats() if self.chunk_cache is not None else {}
+        return {"enabled": self.chunk_cache is not None, "description": self.chunk_cache_note, **stats}
 
     @property
     def text_columns(self) -> list[str]:
@@ -80,14 +101,52 @@ class NeuralScorer:
                            precision=self.precision, targets=targets)
 
 
+class CalibratedScorer:
+    """A bundle's scorer followed by the bundle's calibration (`calibration.Calibration`): the one place every
+    engine's and every kind's probabilities are calibrated. `uncalibrated` is the model's own scorer."""
+
+    def __init__(self, uncalibrated: Scorer, calibration):
+        self.uncalibrated = uncalibrated
+        self.calibration = calibration
+        self.precision = uncalibrated.precision
+
+    @property
+    def text_columns(self) -> list[str]:
+        return self.uncalibrated.text_columns
+
+    def describe_precision(self) -> str:
+        return self.uncalibrated.describe_precision()
+
+    def score_frame(self, frame: pd.DataFrame, targets: np.ndarray | None = None) -> Scores:
+        return self.calibration.apply(self.uncalibrated.score_frame(frame, targets=targets))
+
+    @property
+    def chunk_cache(self):
+        """The neural scorer's `ChunkVectorCache`, or None (off, ONNX, or a classical kind)."""
+        return getattr(self.uncalibrated, "chunk_cache", None)
+
+    def chunk_cache_info(self) -> dict:
+        """See `NeuralScorer.chunk_cache_info`; classical kinds and ensembles have no chunk cache."""
+        info = getattr(self.uncalibrated, "chunk_cache_info", None)
+        if info is None:
+            return {"enabled": False, "description": "off: only neural bundles (torch engine) cache chunk vectors"}
+        return info()
+
+
 def build_scorer(bundle: Bundle, *, batch_size: int = 64, device: str = "cpu", precision: str | None = None,
-                 engine: str = "torch", quantized: bool = False) -> Scorer:
-    """The scorer for a bundle's kind: `NeuralScorer` for a torch fusion, the classical model's own scorer otherwise
-    (tfidf_lr and gbdt compute in float64 NumPy; an ensemble builds one scorer per member with these options)."""
+                 engine: str = "torch", quantized: bool = False, chunk_cache_mb: float = 0) -> CalibratedScorer:
+    """The scorer for a bundle's kind — `NeuralScorer` for a torch fusion (PyTorch or ONNX), the classical model's
+    own scorer otherwise (tfidf_lr and gbdt compute in float64 NumPy; an ensemble builds one scorer per member with
+    these options) — wrapped in the bundle's calibration. `chunk_cache_mb` applies to neural bundles on the torch
+    engine only."""
+    from ..calibration import bundle_calibration
+
     if bundle.kind == "neural":
-        return NeuralScorer(bundle, batch_size=batch_size, device=device, precision=precision, engine=engine,
-                            quantized=quantized)
-    if engine != "torch":
+        scorer = NeuralScorer(bundle, batch_size=batch_size, device=device, precision=precision, engine=engine,
+                              quantized=quantized, chunk_cache_mb=chunk_cache_mb)
+    elif engine != "torch":
         raise BundleError(f"bundle '{Path(bundle.path)}' is a {bundle.kind} model: the ONNX engine covers the neural "
                           "fusions only; score it with --engine torch")
-    return bundle.model.scorer(batch_size=batch_size, device=device, precision=precision)
+    else:
+        scorer = bundle.model.scorer(batch_size=batch_size, device=device, precision=precision)
+    return CalibratedScorer(scorer, bundle_calibration(bundle))

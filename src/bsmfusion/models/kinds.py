@@ -6,7 +6,14 @@ and scored by `bsmfusion.classical` and never reach the torch forward path. Conf
 """
 from __future__ import annotations
 
+import sys
+
 from ..errors import ConfigError
+
+# The built-in torch fusions and whether each reads the dialogue, known without importing torch: config validation
+# (and so every CLI config error) stays fast. tests/models/test_fusions.py checks it against the registry.
+BUILTIN_FUSIONS: dict[str, bool] = {"concat": True, "cross_attn": True, "gate": True, "moe": True,
+                                    "tab_only": False, "text_only": True}
 
 # name → what it is (the classical kinds read the dialogue through TF-IDF, the tabular facts directly)
 CLASSICAL_KINDS: dict[str, str] = {
@@ -18,11 +25,15 @@ CLASSICAL_KINDS: dict[str, str] = {
 ENSEMBLE = "ensemble"
 
 
-def neural_kinds() -> list[str]:
-    """The registered torch fusions (importing `models.fusion` registers the built-in ones)."""
-    from .fusion import FUSIONS
+def _registered() -> dict:
+    """The fusion registry when `models.fusion` is imported (it is once anyone registered a fusion), else {}."""
+    module = sys.modules.get(f"{__package__}.fusion")
+    return getattr(module, "FUSIONS", {})
 
-    return sorted(FUSIONS)
+
+def neural_kinds() -> list[str]:
+    """The torch fusions: the built-in ones and any registered with `@register_fusion`."""
+    return sorted(set(BUILTIN_FUSIONS) | set(_registered()))
 
 
 def model_kinds() -> list[str]:
@@ -32,9 +43,7 @@ def model_kinds() -> list[str]:
 
 def is_neural(name: str) -> bool:
     """True for a registered torch fusion (trained by Lightning, stored as safetensors weights)."""
-    from .fusion import FUSIONS
-
-    return name in FUSIONS
+    return name in BUILTIN_FUSIONS or name in _registered()
 
 
 def check_kind(name: str) -> str:
@@ -46,7 +55,9 @@ def check_kind(name: str) -> str:
 
 def kind_uses_text(name: str) -> bool:
     """Whether a kind reads the dialogue (tab_only does not; the classical members always do)."""
-    if is_neural(name):
+    if name in BUILTIN_FUSIONS:
+        return BUILTIN_FUSIONS[name]
+    if name in _registered():
         from .fusion import fusion_class
 
         return fusion_class(name).uses_text

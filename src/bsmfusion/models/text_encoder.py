@@ -116,6 +116,12 @@ class TextEncoder(nn.Module):
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
+    def pool_chunks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`N×T` token ids and mask of N real chunks → `N×D` chunk vectors (backbone + pooling, before the chunk
+        reduce): what `encode_chunks` computes for each real chunk. The chunk vector cache
+        (`inference.chunk_cache`) encodes only the chunks it has not seen through this."""
+        return self._pool(input_ids, attention_mask)
+
     def encode_chunks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       chunk_mask: torch.Tensor) -> torch.Tensor:
         """`B×C×T` → `B×C×D` chunk vectors; rows of padding chunks are zero in packed mode."""

@@ -2,7 +2,9 @@
 
 * `POST /v1/predict` — one record (JSON object) or a list of records (or `{"records": [...]}`); answers one result
   per record: probabilities, label, modality contributions, or a per-record `error`.
-* `GET /healthz` — liveness, never needs the key. `GET /v1/model` — config, versions, validation metrics.
+* `GET /healthz` — liveness, never needs the key. `GET /v1/model` — config, versions, validation metrics, the
+  calibration and the active decision (policy, threshold, whether it is the bundle's or an override), and the
+  chunk-vector cache's size and counters (`chunk_cache`: hits, encoded chunks; see `inference.chunk_cache`).
 * With an API key every other request needs `Authorization: Bearer KEY` or `X-API-Key: KEY` (constant-time check).
 * Bodies over `max_body_bytes` get 413, more than `max_records` records 413, malformed JSON or a wrong shape 422.
 * Concurrent requests are gathered for up to `batch_wait_ms` into one model call of at most `max_batch` records.
@@ -24,6 +26,9 @@ from pydantic import BaseModel
 from ..inference.predictor import CONTRIBUTION_COLUMNS
 
 PUBLIC_PATHS = {"/healthz", "/docs", "/openapi.json", "/redoc"}
+# A server re-scores live threads, whose requests share all chunks but about one with the thread's previous
+# request: 256 MB hold ~80k MiniLM chunk vectors (384 fp32 + key + overhead ≈ 3.2 KB each), ~20k live 4-chunk threads.
+DEFAULT_CHUNK_CACHE_MB = 256.0
 
 
 @dataclass
@@ -191,10 +196,12 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
     @app.get("/v1/model", dependencies=[Depends(require_key)])
     async def model_info() -> dict:
         bundle = predictor.bundle
-        return {"fusion": bundle.meta.get("fusion"), "label_names": bundle.label_names, "threshold": bundle.threshold,
+        return {"fusion": bundle.meta.get("fusion"), "label_names": bundle.label_names, "threshold": predictor.threshold,
+                "decision": predictor.decision.to_json(), "calibration": predictor.calibration.to_json(),
                 "versions": bundle.meta.get("versions"), "created": bundle.meta.get("created"),
                 "validation_metrics": bundle.metrics.get("validation"), "config": bundle.cfg.to_dict(),
-                "precision": predictor.precision.to_json(), "precision_description": predictor.describe_precision()}
+                "precision": predictor.precision.to_json(), "precision_description": predictor.describe_precision(),
+                "chunk_cache": predictor.chunk_cache_info()}
 
     @app.post("/v1/predict", response_model=PredictResponse, dependencies=[Depends(require_key)],
               openapi_extra={"requestBody": {"content": {"application/json": {"schema": REQUEST_SCHEMA}}, "required": True}})
@@ -228,14 +235,22 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
 
 
 def serve(bundle_dir: str, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None,
-          precision: str | None = None, **settings) -> None:
+          precision: str | None = None, decision=None, threshold: float | None = None,
+          option_names: tuple[str, str] = ("decision", "threshold"),
+          chunk_cache_mb: float = DEFAULT_CHUNK_CACHE_MB, **settings) -> None:
+    """Serve a bundle; `decision` / `threshold` replace its own decision policy (see `bsmfusion.decision`; errors
+    call them `option_names`). `chunk_cache_mb` MB of chunk vectors are cached (0: off), so a thread re-scored
+    after each new message encodes about one chunk per request."""
     import sys
 
     import uvicorn
 
     from .. import load
 
-    predictor = load(bundle_dir, precision=precision)
+    predictor = load(bundle_dir, precision=precision, decision=decision, threshold=threshold, option_names=option_names,
+                     chunk_cache_mb=chunk_cache_mb)
     print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
+    print(f"chunk cache: {predictor.chunk_cache_info()['description']}", file=sys.stderr)
+    print(predictor.decision.summary(), file=sys.stderr)
     app = create_app(predictor, ServerSettings(api_key=api_key, **settings))
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -17,8 +17,8 @@ import pandas as pd
 from ..config import Config
 from ..data.io import read_table
 from ..evaluation.metrics import classification_metrics
-from ..inference.scoring import score_table
 from ..models.kinds import check_kind, is_neural, neural_kinds
+from ..models.scores import score_table
 from .fit import embedding_cache_dir, train
 from ..precision import resolve_precision
 from .frozen import attach_frozen_text_features
@@ -63,17 +63,16 @@ def compare(cfg: Config, train_data, val_data, test_data, out_dir: str | Path, *
 
 
 def _test_scores(cfg: Config, bundle_dir: Path, test: pd.DataFrame):
-    """(labels, Scores, threshold) on the test split: neural fusions through the cached frozen-encoder vectors,
-    the classical kinds through their own scorer."""
+    """(labels, calibrated Scores, threshold) on the test split: neural fusions through the cached frozen-encoder
+    vectors and the bundle's calibration, the classical kinds through their own (calibrated) scorer."""
     from ..bundle import load_bundle
+    from ..calibration import bundle_calibration
     from ..data.dataset import Collator
 
     bundle = load_bundle(bundle_dir)
-    if not is_neural(cfg.model.fusion):
-        from ..inference.scorers import build_scorer
-
-        scores = build_scorer(bundle, batch_size=cfg.train.eval_batch_size).score_frame(test)
-        return bundle.preprocessor.encode_labels(test), scores, bundle.threshold
+    if not is_neural(cfg.model.fusion):  # what inference.scorers.build_scorer does for these kinds
+        scores = bundle.model.scorer(batch_size=cfg.train.eval_batch_size).score_frame(test)
+        return bundle.preprocessor.encode_labels(test), bundle_calibration(bundle).apply(scores), bundle.threshold
     test_table = bundle.preprocessor.encode(test)
     collator = Collator(bundle.preprocessor.pad_token_id, cfg.text.max_chunks, cfg.text.chunk_tokens)
     precision = resolve_precision(cfg.train.precision, "cpu")  # the one the threshold was chosen under
@@ -81,7 +80,7 @@ def _test_scores(cfg: Config, bundle_dir: Path, test: pd.DataFrame):
         attach_frozen_text_features(bundle.model.text_subnetwork, test_table, collator, embedding_cache_dir(cfg),
                                     precision=precision)
     scores = score_table(bundle.model, test_table, collator, batch_size=cfg.train.eval_batch_size, precision=precision)
-    return test_table.labels, scores, bundle.threshold
+    return test_table.labels, bundle_calibration(bundle).apply(scores), bundle.threshold
 
 
 def leaderboard_markdown(rows: list[dict]) -> str:

@@ -1,5 +1,6 @@
-"""`bsmfusion train`: fit preprocessing on train, fine-tune with Lightning, pick the threshold on validation,
-write the bundle. Checkpoints live in `<out>.work/` so `--resume` can continue after an interruption."""
+"""`bsmfusion train`: fit preprocessing on train, fine-tune with Lightning, calibrate and pick the threshold
+(`train.decision`) on validation, write the bundle. Checkpoints live in `<out>.work/` so `--resume` can continue after an interruption; the folder
+is removed when training succeeds (a multi-process run keeps its `ranks/` fingerprints there)."""
 from __future__ import annotations
 
 import hashlib
@@ -24,11 +25,12 @@ from ..data.io import read_table
 from ..data.preprocess import TablePreprocessor
 from ..data.sampling import BucketBatchSampler, ResumableDataLoader, sorted_batches
 from ..data.text import load_tokenizer, tokenizer_source
-from ..evaluation.metrics import best_f1_threshold, classification_metrics
-from ..inference.scoring import score_table
+from ..decision import fit_decision
+from ..evaluation.metrics import classification_metrics
 from ..precision import resolve_precision
 from ..models.classifier import build_model
 from ..models.kinds import is_neural
+from ..models.scores import score_table
 from ..resources import cache_root
 from .baseline import embedding_means
 from .checkpoint_io import AtomicCheckpointIO
@@ -56,6 +58,21 @@ class TrainResult:
     threshold: float | None
     val_metrics: dict[str, Any]
     epochs_run: int
+    work_dir: Path | None = None  # the working folder, when it was kept after success (multi-process runs, keep_work)
+
+
+def finish_work_folder(work: Path, world_size: int = 1) -> Path | None:
+    """After a successful run: remove `<out>.work/` (checkpoints, logs), or, in a multi-process run, everything in
+    it but `ranks/` (other ranks may still be writing their fingerprints there). Returns the folder if kept."""
+    import shutil
+
+    if world_size <= 1:
+        shutil.rmtree(work, ignore_errors=True)
+        return None
+    for child in work.iterdir() if work.is_dir() else ():
+        if child.name != "ranks":
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+    return work
 
 
 def class_weights(labels: np.ndarray, num_classes: int, setting) -> torch.Tensor | None:
@@ -198,9 +215,11 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool)
 
 
 def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Path | pd.DataFrame,
-          out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> TrainResult:
+          out_dir: str | Path, *, resume: bool = False, progress: bool = True, keep_work: bool = False) -> TrainResult:
     """Train one model and write its bundle to `out_dir` (rank 0 only); a classical kind (`tfidf_lr`, `gbdt`,
-    `ensemble`) is trained by `classical.train.train_classical`."""
+    `ensemble`) is trained by `classical.train.train_classical`. `<out_dir>.work/` is removed on success unless
+    `keep_work` (an ensemble's members: their checkpoints must survive until the whole ensemble is written, and the
+    ensemble's own `.work/`, which holds them, is removed then)."""
     quiet_lightning()
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".work")
@@ -216,7 +235,10 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
     if not is_neural(cfg.model.fusion):  # tfidf_lr, gbdt, ensemble: not torch fusions (models.kinds)
         from ..classical.train import train_classical
 
-        return train_classical(cfg, train_df, val_df, out_dir, resume=resume, progress=progress)
+        result = train_classical(cfg, train_df, val_df, out_dir, resume=resume, progress=progress)
+        if not keep_work:
+            finish_work_folder(work)  # an ensemble trains its members there; the bundle holds copies
+        return result
     tokenizer, preprocessor, train_table, val_table = prepare(cfg, train_df, val_df)
     model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities)
     model.train()  # from_pretrained returns eval mode; Lightning keeps modules' modes as they are
@@ -270,16 +292,18 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
                                         batch_size=cfg.train.eval_batch_size, seed=cfg.train.seed))
     scores = score_table(model, val_table, collator, batch_size=cfg.train.eval_batch_size, precision=scoring_precision)
     labels = val_table.labels
-    threshold = None
-    if cfg.model.num_classes == 2:
-        threshold = best_f1_threshold(labels, scores.probs[:, 1]) if cfg.train.threshold == "max_f1" else cfg.train.fixed_threshold
-    val_metrics = classification_metrics(labels, scores.probs, threshold)
+    fitted = fit_decision(cfg, labels, scores)  # calibration, then the threshold on the calibrated probabilities
+    threshold = fitted.threshold
+    val_metrics = classification_metrics(labels, fitted.scores.probs, threshold)
     epochs_run = trainer.current_epoch
     extra = {"epochs_run": epochs_run, "train_rows": len(train_table), "val_rows": len(val_table),
              "monitor": monitor, "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
              "training_precision": resolve_precision(cfg.train.precision, training_device(cfg)).to_json(),
              "validation_precision": scoring_precision.to_json()}
     extra.update(split_meta(train_df, cfg))  # `evaluate` warns about test groups seen in training
+    extra.update(fitted.meta())
     write_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model,
-                 threshold=threshold, metrics={"validation": val_metrics}, extra_meta=extra)
-    return TrainResult(out_dir, threshold, val_metrics, epochs_run)
+                 threshold=threshold, metrics={"validation": val_metrics}, extra_meta=extra, files=fitted.files())
+    if keep_work:
+        return TrainResult(out_dir, threshold, val_metrics, epochs_run, work_dir=work)
+    return TrainResult(out_dir, threshold, val_metrics, epochs_run, work_dir=finish_work_folder(work, trainer.world_size))

@@ -1,0 +1,104 @@
+"""`bsmfusion.train` and `bsmfusion.load`: the package's Python entry points, each returning a `Predictor`.
+
+Heavy modules (torch, Lightning, transformers) are imported inside the functions, so `import bsmfusion` and the
+CLI's argument checks stay fast.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .folders import check_out_folder  # noqa: F401  (also `bsmfusion.api.check_out_folder`)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from .config import Config
+    from .inference.predictor import Predictor
+
+
+def load(bundle_dir: str | Path, *, engine: str = "torch", precision: str | None = None, device: str = "cpu",
+         batch_size: int = 64, quantized: bool = False, decision: Any = None, threshold: float | None = None,
+         option_names: tuple[str, str] = ("decision", "threshold"), chunk_cache_mb: float = 0) -> Predictor:
+    """Load a bundle folder (written by `train` or `bsmfusion train --out`) for scoring.
+
+    Every file is checked against the bundle's SHA-256 manifest first.
+
+    Args:
+        bundle_dir: the bundle folder.
+        engine: "torch", or "onnx" to run the graph written by `bsmfusion export` (neural bundles only).
+        precision: "auto" (bf16 where the hardware computes it natively), "fp32" or "bf16"; None: the bundle's
+            `train.precision`, the one its validation metrics and decision threshold were computed with.
+        device: a torch device for the torch engine ("cpu", "cuda", "cuda:1").
+        batch_size: rows per model batch.
+        quantized: with engine="onnx", run the int8 graph (`bsmfusion export --quantize int8`).
+        decision: replace the bundle's decision policy (`train.decision`): "max_f1", "precision_at_least=0.9",
+            {"costs": {"false_positive": 1, "false_negative": 20}}, ... (see `bsmfusion.decision`).
+        threshold: shorthand for decision {"fixed": threshold}.
+        option_names: what error messages call `decision` and `threshold` (the CLI passes its flags,
+            ("--decision", "--threshold")).
+        chunk_cache_mb: keep an LRU cache of this many MB of chunk vectors (neural bundles, torch engine; 0: off),
+            for re-scoring growing threads: only the chunks a new message changed are encoded again
+            (`predictor.chunk_cache.stats()` counts hits and encoded chunks).
+
+    Returns:
+        A `Predictor` for the bundle's kind (a neural fusion, a classical member or an ensemble).
+
+    Raises:
+        BundleError: the folder is missing, not a bundle, modified, or lacks the ONNX graph asked for.
+        ConfigError: `decision` is malformed, binary-only on a multiclass model, or unreachable on the bundle's
+            validation scores (the message says the best achievable value).
+    """
+    from .inference.predictor import load as load_predictor
+
+    return load_predictor(bundle_dir, engine=engine, precision=precision, device=device, batch_size=batch_size,
+                          quantized=quantized, decision=decision, threshold=threshold, option_names=option_names,
+                          chunk_cache_mb=chunk_cache_mb)
+
+
+def resolve_config(config: str | Path | dict[str, Any] | Config, overrides: dict[str, Any] | None = None) -> Config:
+    """A `Config` from a YAML path, a plain dict or a `Config`, with dotted `overrides` applied on top."""
+    from .config import Config, build_config, load_config
+
+    if isinstance(config, (str, Path)):
+        return load_config(config, overrides, overrides_name="override")
+    if isinstance(config, Config):
+        return build_config(config.to_dict(), overrides, source="config", overrides_name="override")
+    if isinstance(config, dict):
+        return build_config(config, overrides, source="config dict", overrides_name="override")
+    raise TypeError(f"config must be a YAML path, a dict or a bsmfusion.Config, not {type(config).__name__}")
+
+
+def train(config: str | Path | dict[str, Any] | Config, train: str | Path | pd.DataFrame,
+          val: str | Path | pd.DataFrame, out: str | Path | None = None, *, overrides: dict[str, Any] | None = None,
+          overwrite: bool = False, resume: bool = False, progress: bool = True) -> Predictor | None:
+    """Train the model `config` describes and write its bundle.
+
+    Args:
+        config: a YAML file, a dict of sections (data, text, model, train) or a `bsmfusion.Config`.
+        train: training table: a DataFrame or a .csv, .parquet or .jsonl file.
+        val: validation table (early stopping, best checkpoint and the decision threshold).
+        out: the bundle folder; None: a new temporary folder, kept (its path is the returned predictor's `.path`).
+        overrides: dotted config keys set on top of `config`, e.g. `{"model.fusion": "gate"}`.
+        overwrite: replace an existing non-empty `out` (refused otherwise).
+        resume: continue from the last checkpoint in `<out>.work/` after an interruption.
+        progress: show a progress bar.
+
+    Returns:
+        A `Predictor` over the new bundle; None on the non-zero ranks of a multi-process (DDP/FSDP) run, where
+        only rank 0 writes the bundle.
+
+    Raises:
+        ConfigError: an invalid config or override, or `out` exists and is not empty without `overwrite`.
+        DataError: a training or validation table is unusable (the message names the column and row).
+    """
+    import tempfile
+
+    cfg = resolve_config(config, overrides)
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="bsmfusion-")) / "model"
+    check_out_folder(out, overwrite)
+    from .training.fit import train as fit
+
+    result = fit(cfg, train, val, out, resume=resume, progress=progress)
+    return None if result.bundle_dir is None else load(result.bundle_dir)
