@@ -70,14 +70,14 @@ def untrained_bundle(raw: dict, folder: Path) -> Path:
     """A concat bundle with the real MiniLM encoder and an untrained head, fitted on cb_nosale's training rows."""
     from bsmfusion.bundle import write_bundle
     from bsmfusion.config import config_from_dict
-    from bsmfusion.data.preprocess import TablePreprocessor
+    from bsmfusion.data.preprocess import RowPreprocessor
     from bsmfusion.data.text import load_tokenizer, tokenizer_source
     from bsmfusion.models.classifier import build_model
     from tasks import TASKS
 
     cfg = config_from_dict(raw)
     tokenizer = load_tokenizer(tokenizer_source(cfg.text))
-    preprocessor = TablePreprocessor.fit(cfg, tokenizer, TASKS["cb_nosale"]().train)
+    preprocessor = RowPreprocessor.fit(cfg, tokenizer, TASKS["cb_nosale"]().train)
     model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities).eval()
     return write_bundle(folder / "cb_concat", cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model,
                         threshold=0.5, metrics={})

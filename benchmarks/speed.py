@@ -29,7 +29,7 @@ def _setup(task_name: str, n: int):
     import torch
 
     from bsmfusion.config import config_from_dict
-    from bsmfusion.data.preprocess import TablePreprocessor
+    from bsmfusion.data.preprocess import RowPreprocessor
     from bsmfusion.data.text import load_tokenizer, tokenizer_source
     from tasks import TASKS, long_threads
 
@@ -38,7 +38,7 @@ def _setup(task_name: str, n: int):
     task = TASKS[base]()
     cfg = config_from_dict(task.config("concat", text={"max_chunks": C, "chunk_tokens": T}))
     tokenizer = load_tokenizer(tokenizer_source(cfg.text))
-    prep = TablePreprocessor.fit(cfg, tokenizer, task.train)
+    prep = RowPreprocessor.fit(cfg, tokenizer, task.train)
     frame = task.test
     if task_name == "long":
         texts = long_threads(frame, cfg.data.text[0], tokenizer, 4 * T)
@@ -75,7 +75,7 @@ def _score_worker(task_name: str, n: int, mode: str, bundle_dir: str, queue) -> 
 
         with torch.inference_mode(), resolve_precision(precision).autocast("cpu"):
             for start in range(0, len(dataset), 32):
-                model({k: v for k, v in collator([dataset[i] for i in range(start, min(start + 32, len(dataset)))]).items()})
+                model(collator([dataset[i] for i in range(start, min(start + 32, len(dataset)))]))
         computed = _computed_tokens(table, collator, dataset, bucketed=False)
     else:
         score_table(model, table, collator, batch_size=32, precision=precision)
@@ -104,7 +104,7 @@ def _train_worker(task_name: str, mode: str, queue) -> None:
     import torch
 
     from bsmfusion.data.dataset import Collator, EncodedDataset
-    from bsmfusion.data.preprocess import TablePreprocessor
+    from bsmfusion.data.preprocess import RowPreprocessor
     from bsmfusion.data.sampling import BucketBatchSampler
     from bsmfusion.models.classifier import build_model
     from bsmfusion.training.optim import parameter_groups
@@ -130,7 +130,7 @@ def _train_worker(task_name: str, mode: str, queue) -> None:
         if step == 1:
             started = time.perf_counter()  # step 0 warms up
         batch = collator([dataset[i] for i in rows])
-        loss = model.loss(model(batch), batch["labels"])
+        loss = model.loss(model(batch), batch.labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -53,3 +53,11 @@ def test_calibration_and_decisions_import_neither_inference_nor_serving():
 
 def test_inference_does_not_import_the_python_api():
     assert violations(sorted((PACKAGE / "inference").rglob("*.py")), ("bsmfusion.api",)) == []
+
+
+def test_data_imports_no_model_training_or_inference_code():
+    """`Batch` lives in `data.batch` (the collator builds it) and is re-exported next to `FusionOutput`; the data
+    layer stays below the models."""
+    paths = sorted((PACKAGE / "data").rglob("*.py"))
+    assert violations(paths, ("bsmfusion.models", "bsmfusion.training", "bsmfusion.inference",
+                              "bsmfusion.serving")) == []

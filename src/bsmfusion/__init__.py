@@ -1,14 +1,15 @@
 """bsmfusion: classify buyer-seller message threads together with their order and account facts.
 
 The Python API: `train(config, train, val, out=None)` and `load(bundle_dir)` return a `Predictor` (`predict`,
-`predict_proba`, `evaluate`, `explain`, `save`); `Config` and `load_config` read configs. Importing the package
+`predict_proba`, `evaluate`, `explain`, `save`); `Config` and `load_config` read configs; `ray_predict(data,
+bundle)` scores on a Ray cluster (the `ray` extra). Importing the package
 loads none of torch, Lightning or transformers: each entry point imports what it needs when called.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .api import load, train
+from .api import load, ray_predict, train
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config, load_config
@@ -28,4 +29,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'bsmfusion' has no attribute '{name}'")
 
 
-__all__ = ["__version__", "Config", "Predictor", "load", "load_config", "train"]
+__all__ = ["__version__", "Config", "Predictor", "load", "load_config", "ray_predict", "train"]

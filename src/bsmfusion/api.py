@@ -71,7 +71,8 @@ def resolve_config(config: str | Path | dict[str, Any] | Config, overrides: dict
 
 def train(config: str | Path | dict[str, Any] | Config, train: str | Path | pd.DataFrame,
           val: str | Path | pd.DataFrame, out: str | Path | None = None, *, overrides: dict[str, Any] | None = None,
-          overwrite: bool = False, resume: bool = False, progress: bool = True) -> Predictor | None:
+          overwrite: bool = False, resume: bool = False, progress: bool = True,
+          log_every: float = 30.0) -> Predictor | None:
     """Train the model `config` describes and write its bundle.
 
     Args:
@@ -82,7 +83,9 @@ def train(config: str | Path | dict[str, Any] | Config, train: str | Path | pd.D
         overrides: dotted config keys set on top of `config`, e.g. `{"model.fusion": "gate"}`.
         overwrite: replace an existing non-empty `out` (refused otherwise).
         resume: continue from the last checkpoint in `<out>.work/` after an interruption.
-        progress: show a progress bar.
+        progress: show progress on stderr: a live bar on a terminal, else a plain line every `log_every` seconds
+            (epoch, steps done of the total, samples/s, ETA, the last validation metric).
+        log_every: seconds between two progress lines when stderr is not a terminal.
 
     Returns:
         A `Predictor` over the new bundle; None on the non-zero ranks of a multi-process (DDP/FSDP) run, where
@@ -100,5 +103,57 @@ def train(config: str | Path | dict[str, Any] | Config, train: str | Path | pd.D
     check_out_folder(out, overwrite)
     from .training.fit import train as fit
 
-    result = fit(cfg, train, val, out, resume=resume, progress=progress)
+    result = fit(cfg, train, val, out, resume=resume, progress=progress, log_every=log_every)
     return None if result.bundle_dir is None else load(result.bundle_dir)
+
+
+def ray_predict(data: Any, bundle: str | Path, *, actors: int | None = None, gpus_per_actor: float = 0,
+                cpus_per_actor: float | None = None, batch_size: int = 64, batch_rows: int = 2048,
+                precision: str | None = None, engine: str = "torch", quantized: bool = False, decision: Any = None,
+                threshold: float | None = None, chunk_cache_mb: float = 0, ship_bundle: bool = True,
+                filesystem: Any = None) -> Any:
+    """Score a table, a folder or a glob of tables on a Ray cluster (Ray Data `map_batches` over an actor pool).
+
+    Needs the optional extra: `pip install 'bsmfusion[ray]'`. Uses the Ray that is running in this process
+    (`ray.init(...)` first to join a cluster, e.g. `ray.init(address="auto")`); without one, Ray Data starts a
+    local Ray. Each actor loads the bundle once; the output rows are exactly `Predictor.predict_frame`'s (the id
+    column or `row`, `prob_<label>`..., `predicted_label`, the contributions and `error`), one per input row, in no
+    particular order. Write them with `ds.write_parquet(folder)` or read them with `ds.to_pandas()`.
+
+    Args:
+        data: a `ray.data.Dataset`, a pandas DataFrame, or a path, folder, glob or list of them of .parquet, .csv or
+            .jsonl files, local or any URI pyarrow has a filesystem for (`s3://bucket/scores/in/*.parquet`,
+            `gs://...`). CSV and JSONL are parsed with pandas, as the local predict does.
+        bundle: the bundle folder on this machine (the driver).
+        actors: a fixed pool of this many actors; None: a pool that grows with the cluster's free resources.
+        gpus_per_actor: GPUs per actor (fractions share a GPU: 0.5 puts two actors on one); > 0 scores on CUDA.
+        cpus_per_actor: CPUs per actor (default 1 on CPU actors; unset on GPU actors).
+        batch_size: rows per model batch inside an actor.
+        batch_rows: rows per Ray batch handed to an actor (and per pandas frame when parsing CSV/JSONL).
+        precision: "auto", "fp32" or "bf16"; None: the bundle's `train.precision`.
+        engine: "torch" or "onnx" (the graph `bsmfusion export` wrote into the bundle).
+        quantized: with engine="onnx", the int8 graph.
+        decision: replace the bundle's decision policy (as `bsmfusion.load`).
+        threshold: shorthand for decision {"fixed": threshold}.
+        chunk_cache_mb: chunk-vector cache per actor (0: off; helps only when threads repeat as they grow).
+        ship_bundle: send the bundle's files to the actors through Ray's object store (no shared disk needed);
+            False: every node loads `bundle` from the same path (a shared filesystem).
+        filesystem: a `pyarrow.fs.FileSystem` to read `data` with (e.g. an `S3FileSystem` with explicit
+            credentials or endpoint); None: inferred from the path.
+
+    Returns:
+        A lazy `ray.data.Dataset` of the scores (nothing runs until it is written, iterated or materialised).
+        When the bundle has no id column (`data.id`), the rows are numbered (`row`) in read order first, which
+        reads the input once into Ray's object store.
+
+    Raises:
+        ConfigError: Ray is not installed (the message says how to install it), or a bad option or decision.
+        BundleError: `bundle` is not a bundle folder.
+        DataError: an input path does not exist, matches no table file, or mixes formats.
+    """
+    from .inference.ray_predict import ray_predict as run
+
+    return run(data, bundle, actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
+               batch_size=batch_size, batch_rows=batch_rows, precision=precision, engine=engine, quantized=quantized,
+               decision=decision, threshold=threshold, chunk_cache_mb=chunk_cache_mb, ship_bundle=ship_bundle,
+               filesystem=filesystem)

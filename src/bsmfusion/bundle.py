@@ -36,7 +36,7 @@ class Bundle:
 
     path: Path
     cfg: Config
-    preprocessor: Any  # data.preprocess.TablePreprocessor
+    preprocessor: Any  # data.preprocess.RowPreprocessor
     model: Any  # models.MultimodalClassifier, or a classical model (classical.tfidf_lr / gbdt / ensemble)
     meta: dict[str, Any]
     metrics: dict[str, Any]
@@ -186,7 +186,7 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel
 
-    from .data.preprocess import TablePreprocessor
+    from .data.preprocess import RowPreprocessor
     from .data.text import load_tokenizer
     from .models.classifier import build_model
 
@@ -208,7 +208,7 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
         preprocessor, model = load_classical(path, cfg, meta)
         return Bundle(path=path, cfg=cfg, preprocessor=preprocessor, model=model, meta=meta, metrics=metrics)
     tokenizer = load_tokenizer(path / "tokenizer")
-    preprocessor = TablePreprocessor.from_json(cfg, tokenizer, (path / "preprocessing.json").read_text(encoding="utf-8"))
+    preprocessor = RowPreprocessor.from_json(cfg, tokenizer, (path / "preprocessing.json").read_text(encoding="utf-8"))
     backbone = None
     if (path / "encoder" / "config.json").is_file():
         encoder_cfg = AutoConfig.from_pretrained(str(path / "encoder"), local_files_only=True)

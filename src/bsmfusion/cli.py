@@ -22,9 +22,21 @@ EXAMPLES = {
     "evaluate": "bsmfusion evaluate --model model/ --data test.csv --out report/",
     "predict": "bsmfusion predict --model model/ --data new.parquet --out scores.csv --strict",
     "export": "bsmfusion export --model model/ --format onnx --quantize int8",
-    "serve": "bsmfusion serve --model model/ --port 8080 --api-key-env BSM_KEY --decision review_budget=0.05\n\n"
-             "Clients send the key held in $BSM_KEY as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'; the model flags\n"
-             "the top 5% of the validation scores (a threshold chosen on the validation rows stored in the bundle).",
+    "serve": "bsmfusion serve --model model/ --port 8080 --api-key-env BSM_KEY --decision review_budget=0.05\n"
+             "  curl -s localhost:8080/v1/predict -H \"Authorization: Bearer $BSM_KEY\" \\\n"
+             "       -d '{\"records\": [{\"dialogue\": \"BUYER: still available?\", \"list_price\": 45, ...}]}'\n\n"
+             "The model flags the top 5% of the validation scores (a threshold chosen on the validation rows stored\n"
+             "in the bundle). Endpoints (README, \"HTTP API\", has the bodies in full):\n"
+             "  POST /v1/predict  one record, a list, or {\"records\": [...]} with the config's text, numeric and\n"
+             "                    categorical columns (and data.id) -> {\"results\": [{\"id\", \"probabilities\",\n"
+             "                    \"label\", \"text_contribution\", \"tab_contribution\", \"text_share\", \"error\"}]}\n"
+             "                    in request order; a record that cannot be scored gets its reason in \"error\"\n"
+             "  GET  /v1/model    fusion, labels, decision and threshold (bundle or override), calibration,\n"
+             "                    precision, chunk_cache (hits, encoded chunks), validation metrics, config\n"
+             "  GET  /healthz     liveness; no key. /docs, /redoc, /openapi.json: no key\n"
+             "Auth: with --api-key-env, /v1/* need 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (else 401).\n"
+             "Status: 200 (per-record errors inside), 401, 413 (body over --max-body-bytes or more records than\n"
+             "--max-records), 422 (invalid JSON or body shape, no records, a record not an object), 500.",
     "compare": "bsmfusion compare --config my.yaml --train train.csv --val val.csv --test test.csv --out cmp/",
     "split": "bsmfusion split --data all.csv --group seller_id --out splits/",
     "demo": "bsmfusion demo --out demo_out --train-rows 2000 --epochs 2",
@@ -51,6 +63,8 @@ def check_inputs(args: argparse.Namespace) -> None:
 
     for name in INPUT_FILES:
         value = getattr(args, name, None)
+        if name == "data" and getattr(args, "ray", None) is not None:
+            continue  # --ray reads folders, globs and URIs: inference.ray_predict.resolve_inputs checks them
         if value is not None and not Path(value).is_file():
             raise DataError(f"--{name}: file '{value}' does not exist; check the path")
     model = getattr(args, "model", None)
@@ -76,6 +90,9 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from .errors import ConfigError
     from .models.kinds import is_neural
 
+    if cfg.model.fusion == "ensemble":  # the only torch model inside it
+        cfg.model.fusion = cfg.model.ensemble.neural
+        print(f"model.fusion is ensemble: counting its neural member ({cfg.model.fusion})")
     if not is_neural(cfg.model.fusion):
         raise ConfigError(f"model.fusion '{cfg.model.fusion}' is a classical member, not a torch model: summary counts "
                           "torch parameters; pick a neural fusion with --fusion")
@@ -118,7 +135,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .training.fit import train
 
     try:
-        result = train(cfg, args.train, args.val, args.out, resume=args.resume, progress=not args.quiet)
+        result = train(cfg, args.train, args.val, args.out, resume=args.resume, progress=not args.quiet,
+                       log_every=args.log_every)
     except BaseException:  # interrupted or failed: say where the checkpoints wait for --resume
         from pathlib import Path
 
@@ -149,6 +167,24 @@ def _add_decision_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--threshold", type=float, metavar="T", help="shorthand for --decision fixed=T")
 
 
+def _seconds(text: str) -> float:
+    """`--log-every`: seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds >= 0 (0 = a line at every update)")
+    return value
+
+
+def _add_log_every(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-every", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="when stderr is not a terminal (nohup, CI, SLURM), print one progress line every SECONDS: "
+                        "done/total, rate, ETA (train: also the epoch and the last validation metric); a terminal "
+                        "gets a live bar")
+
+
 def _decision_options(args: argparse.Namespace) -> dict:
     return {"decision": args.decision, "threshold": args.threshold, "option_names": ("--decision", "--threshold")}
 
@@ -160,22 +196,26 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     predictor = load(args.model, batch_size=args.batch_size, precision=args.precision, **_decision_options(args))
     print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
     print(predictor.decision.summary(), file=sys.stderr)
-    metrics = evaluate(predictor, args.data, args.out)
+    metrics = evaluate(predictor, args.data, args.out, progress=True, log_every=args.log_every)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, indent=2))
     print(f"report: {args.out}/report.md")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    if args.ray is not None:
+        return cmd_predict_ray(args)
     from . import load
 
     predictor = load(args.model, batch_size=args.batch_size, engine=args.engine, quantized=args.int8,
-                     precision=args.precision, chunk_cache_mb=args.chunk_cache_mb, **_decision_options(args))
+                     precision=args.precision, chunk_cache_mb=args.chunk_cache_mb, device=args.device,
+                     **_decision_options(args))
     if not args.quiet:
         print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
         if args.chunk_cache_mb:
             print(f"chunk cache: {predictor.chunk_cache_info()['description']}", file=sys.stderr)
         print(predictor.decision.summary(), file=sys.stderr)
-    summary = predictor.predict_file(args.data, args.out, batch_rows=args.batch_rows, progress=not args.quiet)
+    summary = predictor.predict_file(args.data, args.out, batch_rows=args.batch_rows, progress=not args.quiet,
+                                     log_every=args.log_every)
     print(f"wrote {summary.rows:,} rows to {args.out}; {summary.failed:,} with errors"
           + (" (see the 'error' column)" if summary.failed else ""))
     if args.strict and summary.failed:
@@ -183,6 +223,67 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
         raise DataError(f"--strict: {summary.failed:,} of {summary.rows:,} rows could not be scored; their reasons are "
                         f"in the 'error' column of {args.out}")
+
+
+def cmd_predict_ray(args: argparse.Namespace) -> None:
+    """`predict --ray [ADDRESS]`: Ray Data over an actor pool (inference.ray_predict); --out is a Parquet folder."""
+    import logging
+
+    from .errors import ConfigError, DataError
+    from .folders import check_out_folder
+    from .inference.ray_predict import (bundle_info, ray_predict, require_ray, resolve_inputs, user_error,
+                                        write_predictions)
+
+    if "://" not in args.out:
+        check_out_folder(args.out, args.overwrite, "--overwrite")  # before Ray starts
+    if "://" not in args.data:
+        resolve_inputs(args.data)  # a missing path or mixed formats: one line, before Ray starts
+    if args.engine == "onnx" and args.ray_gpus_per_actor:
+        raise ConfigError("--ray-gpus-per-actor needs --engine torch (the ONNX engine runs on CPU)")
+    info = bundle_info(args.model, args.decision, args.threshold, ("--decision", "--threshold"))
+    ray = require_ray()
+    started = False
+    if not ray.is_initialized():
+        address = args.ray or None  # `--ray` alone: a local Ray on this machine
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=not args.quiet)
+        except ConnectionError as err:
+            raise ConfigError(f"--ray {args.ray}: cannot reach a Ray cluster ({str(err).splitlines()[0]}); start one "
+                              "with 'ray start --head', or pass --ray alone for a local Ray") from None
+        started = True
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    bars = context.enable_progress_bars
+    context.enable_progress_bars = not args.quiet
+    if not args.quiet:
+        where = "a local Ray" if started and not args.ray else f"the Ray cluster ({args.ray or 'already connected'})"
+        pool = f"{args.ray_actors} actors" if args.ray_actors else "an autoscaling actor pool"
+        gpus = f", {args.ray_gpus_per_actor:g} GPU(s) each" if args.ray_gpus_per_actor else ""
+        precision = args.precision or "the bundle's train.precision"
+        print(f"scoring on {where}: {pool}{gpus}; precision per actor: {precision}", file=sys.stderr)
+        print(info.decision.summary(), file=sys.stderr)
+    try:
+        scores = ray_predict(args.data, args.model, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
+                             batch_size=args.batch_size, batch_rows=args.batch_rows, precision=args.precision,
+                             engine=args.engine, quantized=args.int8, chunk_cache_mb=args.chunk_cache_mb,
+                             decision=args.decision, threshold=args.threshold,
+                             option_names=("--decision", "--threshold"))
+        rows, failed = write_predictions(scores, args.out, overwrite=args.overwrite, overwrite_flag="--overwrite")
+    except Exception as err:  # a bsmfusion error inside a Ray task arrives wrapped: print its one line
+        cause = user_error(err)
+        if cause is None:
+            raise
+        raise cause from None
+    finally:
+        context.enable_progress_bars = bars
+        if started:
+            ray.shutdown()
+    print(f"wrote {rows:,} rows to {args.out} (Parquet folder); {failed:,} with errors"
+          + (" (see the 'error' column)" if failed else ""))
+    if args.strict and failed:
+        raise DataError(f"--strict: {failed:,} of {rows:,} rows could not be scored; their reasons are in the 'error' "
+                        f"column of {args.out}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -287,9 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists and is not empty (refused "
                    "otherwise)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. model.fusion=gate")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="overrides train.precision: auto (bf16 where the hardware computes it natively) | fp32 | bf16")
+    _add_log_every(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics, plots and a report on a labelled table")
@@ -300,14 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="default: the bundle's train.precision, resolved on this machine (the output says when it differs from the one its threshold was chosen under)")
     _add_decision_options(p)
+    _add_log_every(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="score a table, streaming, one output row per input row")
     p.add_argument("--model", required=True, help="bundle folder")
-    p.add_argument("--data", required=True, help="table to score (.csv, .parquet, .jsonl)")
-    p.add_argument("--out", required=True, help="output table (.csv, .parquet, .jsonl)")
+    p.add_argument("--data", required=True, help="table to score (.csv, .parquet, .jsonl); with --ray also a folder, "
+                   "a glob or a URI")
+    p.add_argument("--out", required=True, help="output table (.csv, .parquet, .jsonl); with --ray a Parquet folder")
     p.add_argument("--batch-size", type=int, default=64, help="rows per model batch")
-    p.add_argument("--batch-rows", type=int, default=2048, help="rows read from the input at a time")
+    p.add_argument("--batch-rows", type=int, default=2048, help="rows read from the input at a time (with --ray: "
+                   "rows per batch an actor scores)")
     p.add_argument("--engine", choices=["torch", "onnx"], default="torch", help="onnx needs 'bsmfusion export' first")
     p.add_argument("--int8", action="store_true", help="with --engine onnx: use the int8-quantised graph")
     p.add_argument("--strict", action="store_true", help="exit with status 2 when any row could not be scored (the "
@@ -319,7 +424,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cache this many MB of chunk vectors (torch engine): for files holding a thread several times "
                         "as it grew, each later copy encodes only its changed chunks; 0 = off (a file of distinct "
                         "threads gains nothing)")
+    p.add_argument("--device", default="cpu", help="torch device for the torch engine: cpu, cuda, cuda:1 (with --ray, "
+                   "--ray-gpus-per-actor decides)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="score with Ray Data on an actor pool (needs pip install 'bsmfusion[ray]'): --data may then be "
+                        "a file, a folder or a glob, local or s3://..., and --out is a folder of Parquet files; no "
+                        "ADDRESS starts a local Ray, 'auto' joins the running cluster, or ray://HOST:10001")
+    p.add_argument("--ray-actors", type=int, metavar="N", help="with --ray: a fixed pool of N actors, each loading "
+                   "the bundle once (unset: a pool that grows with the cluster's free resources)")
+    p.add_argument("--ray-gpus-per-actor", type=float, default=0, metavar="G",
+                   help="with --ray: GPUs per actor (0.5 puts two actors on one GPU); > 0 scores on CUDA")
+    p.add_argument("--overwrite", action="store_true", help="with --ray: replace an existing non-empty --out folder")
     _add_decision_options(p)
+    _add_log_every(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export the whole model to ONNX inside the bundle")

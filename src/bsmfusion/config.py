@@ -123,6 +123,9 @@ class ClassicalConfig(_Section):
     lr_c_grid: list[float] = Field(default_factory=lambda: [0.25, 1.0, 4.0, 16.0], min_length=1, description=""
         "tfidf_lr: inverse regularisation strengths tried; the one with the best validation ROC-AUC (log loss breaks "
         "ties) is kept")
+    cv_folds: int = Field(0, ge=0, description="0: tfidf_lr's C and gbdt's boosting rounds are chosen on the "
+        "validation rows; k >= 2: by stratified k-fold cross-validation on the training rows (out-of-fold ROC-AUC / "
+        "log loss), so the validation rows stay untouched (the ensemble's members use its member_cv_folds)")
     svd_components: int = Field(64, ge=1, description="gbdt: TruncatedSVD components of the TF-IDF features")
     gbdt_learning_rate: float = Field(0.05, gt=0, description="gbdt: LightGBM learning_rate")
     gbdt_num_leaves: int = Field(31, ge=2, description="gbdt: LightGBM num_leaves")
@@ -150,11 +153,12 @@ class EnsembleConfig(_Section):
     bags: int = Field(32, ge=0, description="bootstrap resamples of the validation rows, one selection each; the "
         "weights are their mean (bagged selection: ~100 validation rows cannot rank members reliably); 0: one "
         "selection on all validation rows")
-    refit_members: bool = Field(True, description="after their choices on the holdout (C, boosting rounds), refit "
-        "tfidf_lr and gbdt on all training rows with those choices (seconds); the neural member is not refitted")
+    member_cv_folds: int = Field(5, ge=2, description="tfidf_lr and gbdt members fit on all training rows and choose "
+        "C / boosting rounds by this many-fold cross-validation on them (seconds to minutes), never on the "
+        "validation rows that fit the weights")
     member_holdout: float = Field(0.15, ge=0.0, lt=0.5, description="share of the training rows (seeded) held out "
-        "for the members' own choices (early stopping, best checkpoint, C), so the validation rows that fit the "
-        "weights and the threshold are untouched by them; 0: members choose on the validation rows too (optimistic "
+        "for the neural member's own choices (early stopping, best checkpoint), so the validation rows that fit the "
+        "weights and the threshold are untouched by them; 0: it chooses on the validation rows too (optimistic "
         "validation predictions: a member that early-stopped on them gets too much weight)")
 
     @field_validator("neural")
@@ -177,9 +181,10 @@ class EnsembleConfig(_Section):
 class ModelConfig(_Section):
     """Sizes of the tabular encoder and the fusion head (H, F in the design)."""
 
-    fusion: str = Field("concat", description="a registered fusion: concat | gate | moe | cross_attn | text_only | "
-                        "tab_only, or any class registered with @register_fusion(name); or a classical member: "
-                        "tfidf_lr | gbdt | ensemble (see model.classical, model.ensemble)")
+    fusion: str = Field("ensemble", description="ensemble (the default, chosen by measurement: model.ensemble.neural "
+                        "fine-tuned + tfidf_lr + gbdt, README 'Benchmark') | a registered fusion: concat | gate | moe | "
+                        "cross_attn | text_only | tab_only, or any class registered with @register_fusion(name) | a "
+                        "classical member: tfidf_lr | gbdt (see model.classical, model.ensemble)")
     hidden_dim: int = Field(100, ge=1, description="H: size of the text and tabular embeddings")
     fusion_dim: int | None = Field(None, ge=1, description="F: width inside the fusion; null: hidden_dim")
     num_classes: int = Field(2, ge=2, description="number of label classes")

@@ -37,7 +37,9 @@ def test_cli_train_predict_evaluate_on_a_classical_member(cli_bundle, capsys):
                  str(root / "report")]) == 0
     metrics = json.loads((root / "report" / "metrics.json").read_text())
     assert metrics["roc_auc"] > 0.95 and metrics["scoring_precision"].startswith("fp64")
-    assert "`tfidf_lr` model scored 120 rows" in (root / "report" / "report.md").read_text()
+    report = (root / "report" / "report.md").read_text()
+    assert "`tfidf_lr` model scored 120 rows" in report
+    assert "of the positive class '1'; precision, recall, F1 and the curves are for that class" in report
     out = capsys.readouterr()
     assert "precision: fp64" in out.err
 

@@ -56,15 +56,17 @@ def test_weights_sum_to_one_and_meta_records_every_member(ensemble):
     assert np.allclose(bags.mean(axis=0), [meta["weights"][n] for n in ("neural", "tfidf_lr", "gbdt")], atol=1e-5)
 
 
-def test_members_choose_on_the_holdout_and_classical_members_refit_on_all_rows(ensemble):
+def test_no_member_chooses_on_the_validation_rows_that_fit_the_weights(ensemble):
     out, result = ensemble
     meta = json.loads((out / "meta.json").read_text())
-    # the members chose their epochs / C / rounds on a holdout of the training rows, not on the rows that fit the weights
-    assert meta["member_rows"]["choices"] == "15% of the training rows"
+    # the neural member early-stops on a holdout of the training rows; tfidf_lr and gbdt choose by 5-fold CV
+    assert meta["member_rows"]["choices"] == "neural: 15% of the training rows"
     members = {m["name"]: json.loads((out / "members" / m["name"] / "meta.json").read_text()) for m in meta["members"]}
-    assert members["tfidf_lr"]["train_rows"] == members["gbdt"]["train_rows"] == 240  # refitted on all rows
+    assert members["tfidf_lr"]["train_rows"] == members["gbdt"]["train_rows"] == 240  # all training rows
     assert members["neural"]["train_rows"] < 240
-    assert len(members["tfidf_lr"]["training"]["c_search"]) == 1  # C fixed by the holdout's choice
+    for name in ("tfidf_lr", "gbdt"):
+        assert members[name]["training"]["chosen_on"] == "5-fold CV on the training rows"
+    assert [set(step) for step in members["tfidf_lr"]["training"]["c_search"]] == [{"C", "cv_roc_auc", "cv_log_loss"}] * 4
     assert all(m["validation"]["roc_auc"] is not None for m in meta["members"])
     assert json.loads((out / "metrics.json").read_text())["validation"]["roc_auc"] == result.val_metrics["roc_auc"]
 

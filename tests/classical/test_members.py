@@ -151,3 +151,20 @@ def test_config_accepts_the_classical_kinds():
         config_from_dict({"model": {"ensemble": {"neural": "gbdt"}}})
     with pytest.raises(ConfigError, match=r"model\.ensemble\.members"):
         config_from_dict({"model": {"ensemble": {"members": ["gbdt", "gbdt"]}}})
+
+
+@pytest.mark.parametrize("kind,signal", [("tfidf_lr", "text"), ("gbdt", "nonlinear")])
+def test_with_cv_folds_the_validation_rows_choose_nothing(kind, signal, tmp_path):
+    """model.classical.cv_folds: C / boosting rounds come from k-fold CV on the training rows, so validation
+    labels flipped upside down leave the fitted model unchanged (without CV they choose it)."""
+    train_df, val_df = planted(300, signal, 0), planted(150, signal, 1)
+    flipped = val_df.assign(label=1 - val_df["label"])
+    weights = []
+    for name, val in (("true", val_df), ("flipped", flipped)):
+        cfg = classical_config(kind)
+        cfg.model.classical.cv_folds = 3
+        train(cfg, train_df, val, tmp_path / name, progress=False)
+        meta = json.loads((tmp_path / name / "meta.json").read_text())
+        assert meta["training"]["chosen_on"] == "3-fold CV on the training rows"
+        weights.append((tmp_path / name / ("lightgbm.txt" if kind == "gbdt" else "weights.safetensors")).read_bytes())
+    assert weights[0] == weights[1]

@@ -11,7 +11,7 @@ import torch
 import bsmfusion
 from bsmfusion.bundle import write_bundle
 from bsmfusion.cli import main
-from bsmfusion.data.preprocess import TablePreprocessor
+from bsmfusion.data.preprocess import RowPreprocessor
 from bsmfusion.data.text import load_tokenizer, tokenizer_source
 from bsmfusion.inference.chunk_cache import ENTRY_OVERHEAD_BYTES, ChunkVectorCache, cache_namespace
 from bsmfusion.models.classifier import build_model
@@ -27,7 +27,7 @@ def random_bundle(path, fusion="gate", **text):
                       train={"precision": "fp32"})
     tokenizer = load_tokenizer(tokenizer_source(cfg.text))
     frame = make_frame(40)
-    preprocessor = TablePreprocessor.fit(cfg, tokenizer, frame)
+    preprocessor = RowPreprocessor.fit(cfg, tokenizer, frame)
     torch.manual_seed(1)
     model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities).eval()
     return write_bundle(path, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model, threshold=0.5,

@@ -38,3 +38,29 @@ def test_onnx_fp32_matches_pytorch_and_int8_runs(tmp_path, fusion, precision):
     (out / "model.onnx").write_bytes((out / "model.onnx").read_bytes() + b"x")
     with pytest.raises(BundleError, match="model.onnx"):
         bsmfusion.load(out)
+
+
+def test_onnx_model_has_the_torch_models_scoring_interface(tmp_path):
+    """`OnnxModel` answers `eval()`, `batch_scores(batch)` and `model(batch)` as the PyTorch model does, so the
+    scoring loop has no engine branch."""
+    import torch
+
+    from bsmfusion.bundle import load_bundle
+    from bsmfusion.data.dataset import Collator, EncodedDataset
+    from bsmfusion.inference.onnx_export import OnnxModel, export_onnx, onnx_file
+
+    out = tmp_path / "m"
+    train(fast_config("gate", epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
+    export_onnx(out)
+    bundle = load_bundle(out)
+    engines = {"torch": bundle.model.float(), "onnx": OnnxModel(onnx_file(out))}
+    table = bundle.preprocessor.encode(planted_frame(8, "text", 2), with_labels=False)
+    batch = Collator.for_text(bundle.cfg.text, bundle.preprocessor.pad_token_id)([EncodedDataset(table)[i] for i in range(8)])
+    with torch.inference_mode():
+        scores = {name: engine.eval().batch_scores(batch) for name, engine in engines.items()}
+        probs = {name: torch.softmax(engine(batch).logits.float(), dim=-1) for name, engine in engines.items()}
+    for torch_part, onnx_part in zip(scores["torch"], scores["onnx"]):  # probs, text, tab, baseline
+        np.testing.assert_allclose(onnx_part, torch_part, atol=1e-4)
+    torch.testing.assert_close(probs["onnx"], probs["torch"], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="splits the predicted class only"):
+        engines["onnx"].batch_scores(batch, torch.zeros(8, dtype=torch.long))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bsmfusion.data import Collator, EncodedDataset
-from bsmfusion.data.preprocess import TablePreprocessor
+from bsmfusion.data.preprocess import RowPreprocessor
 from bsmfusion.models import FUSIONS, build_model
 from bsmfusion.models.fusion import Fusion, FusionDims, FusionOutput, build_fusion, register_fusion
 from tests.conftest import make_frame, tiny_config
@@ -14,9 +14,9 @@ ALL = ["concat", "gate", "moe", "cross_attn", "text_only", "tab_only"]
 
 def batch_for(cfg, tokenizer, n=6):
     frame = make_frame(n)
-    prep = TablePreprocessor.fit(cfg, tokenizer, frame)
+    prep = RowPreprocessor.fit(cfg, tokenizer, frame)
     table = prep.encode(frame)
-    collate = Collator(prep.pad_token_id, cfg.text.max_chunks, cfg.text.chunk_tokens)
+    collate = Collator.for_text(cfg.text, prep.pad_token_id)
     batch = collate([EncodedDataset(table)[i] for i in range(n)])
     return prep, batch
 
@@ -37,7 +37,7 @@ def test_forward_backward_reaches_every_used_part(fusion, tokenizer):
     out = model(batch)
     assert isinstance(out, FusionOutput)
     assert out.logits.shape == (6, 2)
-    model.loss(out, batch["labels"]).backward()
+    model.loss(out, batch.labels).backward()
     assert grad_norm(model.fusion) > 0
     if FUSIONS[fusion].uses_text:
         assert grad_norm(model.text_subnetwork.backbone.embeddings) > 0

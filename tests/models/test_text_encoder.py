@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bsmfusion.data import Collator, EncodedDataset
-from bsmfusion.data.preprocess import TablePreprocessor
+from bsmfusion.data.preprocess import RowPreprocessor
 from bsmfusion.models import build_model
 from tests.conftest import make_frame, tiny_config
 
@@ -13,10 +13,10 @@ def setup(tokenizer, fusion="concat", **text):
     frame.loc[0, "dialogue"] = "BUYER: short"
     frame.loc[1, "dialogue"] = " <eos> ".join(f"SELLER: {'long message ' * 30}" for _ in range(4))
     frame.loc[2, "dialogue"] = ""
-    prep = TablePreprocessor.fit(cfg, tokenizer, frame)
+    prep = RowPreprocessor.fit(cfg, tokenizer, frame)
     table = prep.encode(frame)
     model = build_model(cfg, prep.tabular.numeric_dim, prep.tabular.cardinalities).eval()
-    collate = Collator(prep.text.pad_token_id, cfg.text.max_chunks, cfg.text.chunk_tokens)
+    collate = Collator.for_text(cfg.text, prep.text.pad_token_id)
     return cfg, prep, table, model, collate
 
 
@@ -70,7 +70,7 @@ def test_pooling_options_give_B_by_H(tokenizer, pooling):
     batch = batch_of(table, collate, range(4))
     enc = model.text_subnetwork
     assert enc.output_dim == 8
-    assert enc(batch["input_ids"], batch["attention_mask"], batch["chunk_mask"]).shape == (4, 8)
+    assert enc(batch.input_ids, batch.attention_mask, batch.chunk_mask).shape == (4, 8)
     assert model.tab_subnetwork.output_dim == 8
 
 
@@ -143,12 +143,12 @@ def test_attention_batch_invariance_alone_vs_with_longer_and_shorter_threads(tok
         enc.chunk_attention.index_from_start.weight.normal_(std=1.0)
         enc.chunk_attention.distance_from_end.weight.normal_(std=1.0)
         full_batch = batch_of(table, collate, range(12))
-        full, full_weights = enc.encode_with_chunk_weights(full_batch["input_ids"], full_batch["attention_mask"],
-                                                           full_batch["chunk_mask"])
+        full, full_weights = enc.encode_with_chunk_weights(full_batch.input_ids, full_batch.attention_mask,
+                                                           full_batch.chunk_mask)
         full_logits = model(full_batch).logits
         for row in (0, 1, 2, 5):  # 1 chunk, 3 chunks (longest), empty, typical
             b = batch_of(table, collate, [row])
-            alone, alone_weights = enc.encode_with_chunk_weights(b["input_ids"], b["attention_mask"], b["chunk_mask"])
+            alone, alone_weights = enc.encode_with_chunk_weights(b.input_ids, b.attention_mask, b.chunk_mask)
             torch.testing.assert_close(alone[0], full[row], atol=1e-5, rtol=0)
             width = alone_weights.shape[1]
             torch.testing.assert_close(alone_weights[0], full_weights[row, :width], atol=1e-5, rtol=0)
@@ -161,7 +161,7 @@ def test_chunk_weights_of_the_mean_reduces(tokenizer):
     enc = model.text_subnetwork
     batch = batch_of(table, collate, [0, 1])
     with torch.no_grad():
-        vectors, weights = enc.encode_with_chunk_weights(batch["input_ids"], batch["attention_mask"], batch["chunk_mask"])
+        vectors, weights = enc.encode_with_chunk_weights(batch.input_ids, batch.attention_mask, batch.chunk_mask)
     assert weights.tolist()[0] == [1.0, 0.0, 0.0]
     torch.testing.assert_close(weights[1], torch.full((3,), 1 / 3))
-    torch.testing.assert_close(vectors, enc(batch["input_ids"], batch["attention_mask"], batch["chunk_mask"]))
+    torch.testing.assert_close(vectors, enc(batch.input_ids, batch.attention_mask, batch.chunk_mask))

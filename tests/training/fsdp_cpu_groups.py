@@ -57,7 +57,7 @@ def main(config: str, train_csv: str, out: str) -> None:
     frame = read_table(train_csv)
     tokenizer, prep, table, _ = fit.prepare(cfg, frame, frame)
     model = build_model(cfg, prep.tabular.numeric_dim, prep.tabular.cardinalities)
-    collator = Collator(prep.pad_token_id, cfg.text.max_chunks, cfg.text.chunk_tokens)
+    collator = Collator.for_text(cfg.text, prep.pad_token_id)
     loader = fit._loader(table, collator, BucketBatchSampler(table.token_counts(), cfg.train.batch_size, cfg.train.seed))
     module = FusionLitModule(model, cfg.train, total_steps=len(loader))
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy=strategy, precision="32-true",

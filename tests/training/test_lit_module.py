@@ -23,7 +23,7 @@ def _dropout_seeds(accumulate: int) -> list[tuple[int, int, int]]:
     frame = make_frame(48)
     tokenizer, prep, table, _ = prepare(cfg, frame, frame)
     model = build_model(cfg, prep.tabular.numeric_dim, prep.tabular.cardinalities)
-    collator = Collator(int(tokenizer.pad_token_id or 0), cfg.text.max_chunks, cfg.text.chunk_tokens)
+    collator = Collator.for_text(cfg.text, tokenizer.pad_token_id)
     loader = _loader(table, collator, BucketBatchSampler(table.token_counts(), 8, 0))
     spy = _SeedSpy()
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, accumulate_grad_batches=accumulate,

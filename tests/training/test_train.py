@@ -153,6 +153,13 @@ def _cli(tmp_path, out, *extra, env=None, launcher=()):
     return subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
+def _killed_run(tmp_path, out, step: int):
+    """Train in a subprocess that a test callback SIGKILLs at optimiser step `step` (tests/training/killed_run.py)."""
+    cmd = [sys.executable, str(ROOT / "tests" / "training" / "killed_run.py"), str(tmp_path / "cfg.yaml"),
+           str(tmp_path / "train.csv"), str(tmp_path / "val.csv"), str(out), str(step)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
 def assert_same_validation_metrics(reference_bundle: Path, resumed_bundle: Path) -> None:
     """The resumed run ends with the uninterrupted run's validation metrics and threshold (≤ 1e-6)."""
     ref_metrics = json.loads((reference_bundle / "metrics.json").read_text())["validation"]
@@ -167,7 +174,7 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
     reference = _cli(tmp_path, tmp_path / "ref")
     assert reference.returncode == 0, reference.stderr[-2000:]
     # 160 rows / 16 = 10 steps per epoch: step 15 is the middle of epoch 2; the last checkpoint is step 14.
-    killed = _cli(tmp_path, tmp_path / "run", env={"BSMFUSION_FAULT_AFTER_STEP": "15"})
+    killed = _killed_run(tmp_path, tmp_path / "run", step=15)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (tmp_path / "run").exists()
     assert (tmp_path / "run.work" / "last" / "last.ckpt").is_file()
@@ -227,7 +234,7 @@ def test_resume_with_workers_and_accumulation_matches_uninterrupted_run(tmp_path
     reference = _cli(tmp_path, tmp_path / "ref")
     assert reference.returncode == 0, reference.stderr[-2000:]
     # 160 rows / 16 = 10 micro-batches = 5 steps per epoch: step 7 is mid epoch 2; the last checkpoint is step 6.
-    killed = _cli(tmp_path, tmp_path / "run", env={"BSMFUSION_FAULT_AFTER_STEP": "7"})
+    killed = _killed_run(tmp_path, tmp_path / "run", step=7)
     assert killed.returncode == -9, killed.stderr[-2000:]
     resumed = _cli(tmp_path, tmp_path / "run", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]

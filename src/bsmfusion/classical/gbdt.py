@@ -27,7 +27,7 @@ import pandas as pd
 from ..config import Config
 from ..data.tabular import TabularPreprocessor
 from ..precision import Precision
-from .member import ClassicalMember
+from .member import ClassicalMember, cv_folds
 from .tab_features import tab_matrix
 from .text_features import TextFeaturizer, render_frame
 
@@ -132,7 +132,8 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
              y_train: np.ndarray, val_texts: list[str], val_tab: np.ndarray, y_val: np.ndarray,
              sample_weight: np.ndarray | None = None) -> tuple[GBDT, dict[str, Any]]:
     """Fit TF-IDF and the SVD on the training threads, boost on the training rows with early stopping on the
-    validation rows' log loss (`gbdt_early_stopping_rounds: 0`: exactly `gbdt_max_rounds`, validation unused). Returns the model (its best iteration) and what training saw (for meta.json)."""
+    validation rows' log loss — or, with `model.classical.cv_folds` k ≥ 2, boosting rounds from k-fold CV on the
+    training rows, validation unused (`gbdt_early_stopping_rounds: 0`: exactly `gbdt_max_rounds`). Returns the model (its best iteration) and what training saw (for meta.json)."""
     import lightgbm as lgb
     from sklearn.decomposition import TruncatedSVD
 
@@ -147,17 +148,25 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     x_train, x_val = np.hstack([svd_train, train_tab]), np.hstack([svd_val, val_tab])
     names = [f"svd_{i}" for i in range(k)] + [f"tab_{j}" for j in range(train_tab.shape[1])]
     train_set = lgb.Dataset(x_train, label=y_train, weight=sample_weight, feature_name=names, free_raw_data=False)
-    val_set = lgb.Dataset(x_val, label=y_val, reference=train_set, feature_name=names, free_raw_data=False)
-    booster = lgb.train(lightgbm_params(cfg), train_set, num_boost_round=settings.gbdt_max_rounds,
-                        valid_sets=[val_set], valid_names=["validation"],
-                        callbacks=[lgb.early_stopping(settings.gbdt_early_stopping_rounds, verbose=False)]
-                        if settings.gbdt_early_stopping_rounds else [])
+    stopping = ([lgb.early_stopping(settings.gbdt_early_stopping_rounds, verbose=False)]
+                if settings.gbdt_early_stopping_rounds else [])
+    max_rounds, chosen_on = settings.gbdt_max_rounds, "validation"
+    if settings.cv_folds and stopping:  # the rounds from k-fold CV on the training rows; validation untouched
+        history = lgb.cv(lightgbm_params(cfg), train_set, num_boost_round=max_rounds, callbacks=stopping,
+                         folds=cv_folds(y_train, settings.cv_folds, cfg.train.seed))
+        max_rounds, stopping = len(next(iter(history.values()))), []
+        chosen_on = f"{settings.cv_folds}-fold CV on the training rows"
+    valid = {}
+    if stopping:
+        valid = {"valid_sets": [lgb.Dataset(x_val, label=y_val, reference=train_set, feature_name=names,
+                                            free_raw_data=False)], "valid_names": ["validation"]}
+    booster = lgb.train(lightgbm_params(cfg), train_set, num_boost_round=max_rounds, callbacks=stopping, **valid)
     rounds = int(booster.best_iteration or booster.current_iteration())
     # keep exactly what is stored: the best iteration's trees, reloaded from LightGBM's text format
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
     rng = np.random.default_rng(cfg.train.seed)
     background = np.sort(rng.choice(len(y_train), size=min(settings.gbdt_background_rows, len(y_train)), replace=False))
     fitted = GBDT(cfg, text, tabular, components, svd_train[background], train_tab[background], booster)
-    info = {"rounds": rounds, "svd_components": k, "svd_explained_variance": float(svd.explained_variance_ratio_.sum()),
+    info = {"rounds": rounds, "chosen_on": chosen_on, "svd_components": k, "svd_explained_variance": float(svd.explained_variance_ratio_.sum()),
             "text_features": text.dim, "tab_features": int(train_tab.shape[1])}
     return fitted, info

@@ -19,21 +19,31 @@ import pandas as pd
 
 from ..calibration import softmax
 from ..config import Config
-from ..data.preprocess import TablePreprocessor
+from ..data.preprocess import RowPreprocessor
 from ..models.scores import Scores
 from ..precision import Precision
 
 FP64 = Precision("fp64", "fp64", "NumPy float64 on CPU; --precision applies to neural models only")
 
 
-def table_preprocessor(cfg: Config, train: pd.DataFrame | None = None, state: str | None = None) -> TablePreprocessor:
+def table_preprocessor(cfg: Config, train: pd.DataFrame | None = None, state: str | None = None) -> RowPreprocessor:
     """The fitted tabular preprocessing and label names, fitted on `train` or read from JSON `state`; built for a
     copy of `cfg` without text (tab_only), so no tokenizer is needed — the dialogue is `text_features`' job."""
     tabular_cfg = cfg.model_copy(deep=True)
     tabular_cfg.model.fusion = "tab_only"
     if state is not None:
-        return TablePreprocessor.from_json(tabular_cfg, None, state)
-    return TablePreprocessor.fit(tabular_cfg, None, train)
+        return RowPreprocessor.from_json(tabular_cfg, None, state)
+    return RowPreprocessor.fit(tabular_cfg, None, train)
+
+
+def cv_folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold (train rows, held-out rows) index pairs, seeded; k is capped by the rarest class."""
+    from sklearn.model_selection import StratifiedKFold
+
+    k = min(folds, int(np.bincount(labels).min()))
+    if k < 2:
+        raise ValueError(f"cross-validation needs at least 2 rows of every class; the rarest class has {k}")
+    return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
 
 
 def decision_score(logits: np.ndarray, target: np.ndarray) -> np.ndarray:

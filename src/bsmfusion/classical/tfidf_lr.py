@@ -20,7 +20,7 @@ from ..data.tabular import TabularPreprocessor
 from ..errors import ConfigError
 from ..evaluation.metrics import classification_metrics
 from ..precision import Precision
-from .member import ClassicalMember
+from .member import ClassicalMember, cv_folds
 from .tab_features import tab_matrix
 from .text_features import TextFeaturizer, render_frame
 
@@ -89,28 +89,46 @@ def selection_key(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
 def fit_tfidf_lr(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], train_tab: np.ndarray,
                  y_train: np.ndarray, val_texts: list[str], val_tab: np.ndarray,
                  y_val: np.ndarray) -> tuple[TfidfLR, dict[str, Any]]:
-    """Fit TF-IDF on the training threads and one logistic regression per C of `model.classical.lr_c_grid` on the
-    training rows; keep the C with the best validation ROC-AUC (log loss breaks ties). Returns the model and what
-    the search saw (for meta.json)."""
+    """Fit TF-IDF on the training threads and one logistic regression per C of `model.classical.lr_c_grid`; keep
+    the C with the best ROC-AUC (log loss breaks ties) on the validation rows, or, with `model.classical.cv_folds`
+    k ≥ 2, on the training rows' out-of-fold predictions (the TF-IDF vocabulary is fitted once on all training
+    rows), then fit that C on all training rows. Returns the model and what the search saw (for meta.json)."""
     settings = cfg.model.classical
     text = TextFeaturizer.fit(train_texts, settings, list(cfg.data.text))
     x_train = sp.hstack([text.transform(train_texts), sp.csr_matrix(train_tab)], format="csr")
-    x_val = sp.hstack([text.transform(val_texts), sp.csr_matrix(val_tab)], format="csr")
     binary = cfg.model.num_classes == 2
-    best, search = None, []
-    for c in settings.lr_c_grid:
+
+    def regression(c: float) -> LogisticRegression:
         # liblinear for binary (fast, exact on sparse data); multinomial lbfgs for several classes
-        model = LogisticRegression(C=c, solver="liblinear" if binary else "lbfgs", max_iter=1000,
-                                   random_state=cfg.train.seed,
-                                   class_weight=class_weight_dict(cfg.train.class_weight, cfg.model.num_classes))
-        model.fit(x_train, y_train)
-        key = selection_key(y_val, model.predict_proba(x_val))
-        search.append({"C": c, "val_roc_auc": key[0], "val_log_loss": -key[1]})
-        if best is None or key > best[0]:
-            best = (key, c, model)
-    _, c, model = best
+        return LogisticRegression(C=c, solver="liblinear" if binary else "lbfgs", max_iter=1000,
+                                  random_state=cfg.train.seed,
+                                  class_weight=class_weight_dict(cfg.train.class_weight, cfg.model.num_classes))
+
+    search, best = [], None
+    chosen_on = "validation"
+    if len(settings.lr_c_grid) > 1 and settings.cv_folds:
+        folds = cv_folds(y_train, settings.cv_folds, cfg.train.seed)
+        for c in settings.lr_c_grid:
+            oof = np.zeros((len(y_train), cfg.model.num_classes))
+            for fit_rows, held in folds:
+                oof[held] = regression(c).fit(x_train[fit_rows], y_train[fit_rows]).predict_proba(x_train[held])
+            key = selection_key(y_train, oof)
+            search.append({"C": c, "cv_roc_auc": key[0], "cv_log_loss": -key[1]})
+            if best is None or key > best[0]:
+                best = (key, c)
+        model = regression(best[1]).fit(x_train, y_train)
+        chosen_on = f"{len(folds)}-fold CV on the training rows"
+    else:
+        x_val = sp.hstack([text.transform(val_texts), sp.csr_matrix(val_tab)], format="csr")
+        for c in settings.lr_c_grid:
+            fitted_c = regression(c).fit(x_train, y_train)
+            key = selection_key(y_val, fitted_c.predict_proba(x_val))
+            search.append({"C": c, "val_roc_auc": key[0], "val_log_loss": -key[1]})
+            if best is None or key > best[0]:
+                best, model = (key, c), fitted_c
+    c = best[1]
     mean = np.asarray(x_train.mean(axis=0), dtype=np.float64).ravel()
     fitted = TfidfLR(cfg, text, tabular, np.ascontiguousarray(model.coef_, dtype=np.float64),
                      np.ascontiguousarray(model.intercept_, dtype=np.float64), mean)
-    info = {"C": c, "c_search": search, "text_features": text.dim, "tab_features": int(train_tab.shape[1])}
+    info = {"C": c, "c_search": search, "chosen_on": chosen_on, "text_features": text.dim, "tab_features": int(train_tab.shape[1])}
     return fitted, info

@@ -16,13 +16,14 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
-from ..data.preprocess import TablePreprocessor
+from ..data.preprocess import RowPreprocessor
 from ..data.tabular import require_columns
 from ..data.validation import split_meta
 from ..errors import DataError
 from ..decision import fit_decision
 from ..evaluation.metrics import classification_metrics
 from ..models.kinds import ENSEMBLE
+from ..progress import DEFAULT_LOG_EVERY
 from .member import ClassicalMember, table_preprocessor
 from .storage import save_member, write_classical_bundle
 from .tab_features import tab_matrix
@@ -35,7 +36,7 @@ log = logging.getLogger("bsmfusion.train")
 class ClassicalData:
     """Both splits, featurised as far as every member shares: rendered threads, tabular matrices, label ids."""
 
-    preprocessor: TablePreprocessor
+    preprocessor: RowPreprocessor
     train_texts: list[str]
     val_texts: list[str]
     train_tab: np.ndarray
@@ -44,7 +45,7 @@ class ClassicalData:
     y_val: np.ndarray
 
 
-def prepare_labels(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> tuple[TablePreprocessor, np.ndarray, np.ndarray]:
+def prepare_labels(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> tuple[RowPreprocessor, np.ndarray, np.ndarray]:
     """The entry checks of neural training (empty tables, duplicate ids, overlap, leakage), the tabular
     preprocessing fitted on `train`, and the label ids of both splits."""
     from ..data import validation
@@ -97,7 +98,7 @@ def fit_member(cfg: Config, data: ClassicalData) -> tuple[ClassicalMember, dict[
 
 
 def train_classical(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: str | Path, *,
-                    resume: bool = False, progress: bool = False):
+                    resume: bool = False, progress: bool = False, log_every: float = DEFAULT_LOG_EVERY, callbacks=()):
     """Train a classical member (or an ensemble) and write its bundle to `out_dir`.
 
     Args:
@@ -106,7 +107,9 @@ def train_classical(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, o
         val_df: validation rows (C, early stopping, ensemble weights, calibration, threshold).
         out_dir: the bundle folder to write.
         resume: ensemble only: resume the neural member from its last checkpoint.
-        progress: ensemble only: the neural member's progress bar.
+        progress: ensemble only: the neural member's progress (`training.fit.train`).
+        log_every: ensemble only: seconds between the neural member's progress lines when not on a terminal.
+        callbacks: ensemble only: extra Lightning callbacks for the neural member's training.
 
     Returns:
         `training.fit.TrainResult` (`epochs_run`: 1 for tfidf_lr, the boosting rounds kept for gbdt).
@@ -116,7 +119,8 @@ def train_classical(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, o
     if cfg.model.fusion == ENSEMBLE:
         from .ensemble import train_ensemble
 
-        return train_ensemble(cfg, train_df, val_df, out_dir, resume=resume, progress=progress)
+        return train_ensemble(cfg, train_df, val_df, out_dir, resume=resume, progress=progress, log_every=log_every,
+                              callbacks=callbacks)
     data = prepare(cfg, train_df, val_df)
     model, info = fit_member(cfg, data)
     log.info("%s: %s", cfg.model.fusion, {k: v for k, v in info.items() if not isinstance(v, list)})

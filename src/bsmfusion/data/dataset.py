@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .batch import Batch
 from .chunking import ChunkedThread
 
 
@@ -59,11 +60,9 @@ class EncodedDataset(Dataset):
 
 
 class Collator:
-    """Pads a list of items to `B×C_b×T_b` (batch maxima) — or to the full `B×C×T` of the design when `pad_to_max`.
-
-    Outputs: input_ids, attention_mask (B×C×T), chunk_mask (B×C, True for real chunks), text_empty (B),
-    numeric (B×Dn), categorical (B×Dc), labels (B, when present) and index (B, row positions).
-    """
+    """Pads a list of items to a `Batch` of `B×C_b×T_b` (batch maxima) — or of the full `B×C×T` of the design when
+    `pad_to_max`. Items with cached thread or chunk vectors (the frozen encoder) give batches of those instead of
+    token ids; items without text (tab_only) give tabular tensors only."""
 
     def __init__(self, pad_token_id: int, max_chunks: int, chunk_tokens: int, pad_to_max: bool = False):
         self.pad_token_id = pad_token_id
@@ -71,13 +70,18 @@ class Collator:
         self.chunk_tokens = chunk_tokens
         self.pad_to_max = pad_to_max
 
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    @classmethod
+    def for_text(cls, text_cfg, pad_token_id: int | None, *, pad_to_max: bool = False) -> "Collator":
+        """The collator for a config's `text` section (`max_chunks`, `chunk_tokens`) and a tokenizer's pad id."""
+        return cls(int(pad_token_id or 0), text_cfg.max_chunks, text_cfg.chunk_tokens, pad_to_max=pad_to_max)
+
+    def __call__(self, items: list[dict[str, Any]]) -> Batch:
         if items[0].get("thread_vector") is not None:
             return self._with_thread_vectors(items)
         if items[0].get("chunk_vectors") is not None:
             return self._with_chunk_vectors(items)
         if items[0]["chunks"] is None:  # a table without text (tab_only): tabular tensors only
-            return self._add_common({}, items)
+            return self._batch({}, items)
         batch = len(items)
         if self.pad_to_max:
             chunks, tokens = self.max_chunks, self.chunk_tokens
@@ -92,33 +96,30 @@ class Collator:
                 input_ids[b, c, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
                 attention_mask[b, c, : len(ids)] = 1
                 chunk_mask[b, c] = True
-        out = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "chunk_mask": chunk_mask,
-            "text_empty": torch.tensor([bool(item["empty"]) for item in items]),
-        }
-        return self._add_common(out, items)
+        text = {"input_ids": input_ids, "attention_mask": attention_mask, "chunk_mask": chunk_mask,
+                "text_empty": torch.tensor([bool(item["empty"]) for item in items])}
+        return self._batch(text, items)
 
     @staticmethod
-    def _add_common(out: dict[str, torch.Tensor], items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        out["numeric"] = torch.from_numpy(np.stack([item["numeric"] for item in items]).astype(np.float32))
-        out["categorical"] = torch.from_numpy(np.stack([item["categorical"] for item in items]).astype(np.int64))
-        out["index"] = torch.tensor([item["index"] for item in items], dtype=torch.long)
+    def _batch(text: dict[str, torch.Tensor], items: list[dict[str, Any]]) -> Batch:
+        """The `Batch`: `text` (its text fields) plus the tabular tensors, row positions and labels."""
+        labels = None
         if items[0]["label"] is not None:
-            out["labels"] = torch.tensor([item["label"] for item in items], dtype=torch.long)
-        return out
+            labels = torch.tensor([item["label"] for item in items], dtype=torch.long)
+        return Batch(numeric=torch.from_numpy(np.stack([item["numeric"] for item in items]).astype(np.float32)),
+                     categorical=torch.from_numpy(np.stack([item["categorical"] for item in items]).astype(np.int64)),
+                     index=torch.tensor([item["index"] for item in items], dtype=torch.long), labels=labels, **text)
 
-    def _with_thread_vectors(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def _with_thread_vectors(self, items: list[dict[str, Any]]) -> Batch:
         """Frozen-encoder batches: precomputed `B×D` thread vectors instead of token ids."""
         vectors = torch.from_numpy(np.stack([item["thread_vector"] for item in items]).astype(np.float32))
-        return self._add_common({"thread_vectors": vectors}, items)
+        return self._batch({"thread_vectors": vectors}, items)
 
-    def _with_chunk_vectors(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def _with_chunk_vectors(self, items: list[dict[str, Any]]) -> Batch:
         """Frozen-encoder batches for a learned chunk reduce: precomputed `B×C_b×D` chunk vectors and the `B×C_b`
         chunk mask (C_b = the batch's most real chunks), instead of token ids."""
         mask = np.stack([item["chunk_vector_mask"] for item in items]).astype(bool)
         width = max(1, int(mask.any(axis=0).nonzero()[0].max(initial=0)) + 1)
         vectors = np.stack([item["chunk_vectors"][:width] for item in items]).astype(np.float32)
-        out = {"chunk_vectors": torch.from_numpy(vectors), "chunk_mask": torch.from_numpy(mask[:, :width].copy())}
-        return self._add_common(out, items)
+        text = {"chunk_vectors": torch.from_numpy(vectors), "chunk_mask": torch.from_numpy(mask[:, :width].copy())}
+        return self._batch(text, items)

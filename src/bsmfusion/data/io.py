@@ -49,6 +49,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+def as_frame(data: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """A DataFrame as it is, or the table file at a path (`read_table`): what every entry point taking
+    "a DataFrame or a .csv/.parquet/.jsonl file" reads its rows with."""
+    return data if isinstance(data, pd.DataFrame) else read_table(data)
+
+
 def iter_table(path: str | Path, batch_rows: int) -> Iterator[pd.DataFrame]:
     """Stream a table in frames of at most `batch_rows` rows, so memory does not grow with the file."""
     path, fmt = _readable(path)
@@ -66,6 +72,28 @@ def iter_table(path: str | Path, batch_rows: int) -> Iterator[pd.DataFrame]:
     except (ValueError, pd.errors.ParserError, OSError) as err:
         if isinstance(err, DataError):
             raise
+        raise DataError(f"file '{path}' could not be read as {fmt}: {str(err).splitlines()[0]}") from None
+
+
+def count_rows(path: str | Path) -> int:
+    """Data rows in a table file, without holding it in memory (for a progress total): Parquet's metadata, the
+    JSON Lines' non-empty lines, a CSV parsed one column at a time (quoted fields may span lines)."""
+    path, fmt = _readable(path)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        if fmt == "jsonl":
+            import gzip
+
+            opener = gzip.open if str(path).endswith(".gz") else open
+            with opener(path, "rb") as handle:
+                return sum(1 for line in handle if line.strip())
+        sep = "\t" if str(path).endswith(".tsv") else ","
+        return sum(len(part) for part in pd.read_csv(path, sep=sep, usecols=[0], chunksize=100_000,
+                                                     encoding_errors="replace"))
+    except (ValueError, pd.errors.ParserError, OSError) as err:
         raise DataError(f"file '{path}' could not be read as {fmt}: {str(err).splitlines()[0]}") from None
 
 

@@ -1,6 +1,8 @@
-"""Whole-table preprocessing: text cells → chunked threads, tabular columns → arrays, labels → ids.
+"""Whole-row preprocessing: text cells → chunked threads, tabular columns → arrays, labels → ids.
 
-`TablePreprocessor` is fitted on the training split only and saved as JSON inside a bundle.
+`RowPreprocessor` covers every column a row has (dialogue, numeric and categorical features, label); the tabular
+part is its `tabular`, a `data.tabular.TabularPreprocessor` (numeric and categorical columns only). It is fitted
+on the training split only and saved as JSON inside a bundle.
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ def _label_sort_key(name: str) -> tuple[int, Any]:
         return (1, name)
 
 
-class TablePreprocessor:
-    """Fitted preprocessing for one config: tabular state + label names; text needs only the tokenizer.
+class RowPreprocessor:
+    """Fitted preprocessing of whole rows for one config: the tabular state (`TabularPreprocessor`) + label names;
+    text needs only the tokenizer.
 
     A fusion that reads no text (tab_only) has no text pipeline: its tables need no text column and are never
     tokenised.
@@ -48,7 +51,7 @@ class TablePreprocessor:
         return int(self.tokenizer.pad_token_id or 0)
 
     @classmethod
-    def fit(cls, cfg: Config, tokenizer, train: pd.DataFrame) -> "TablePreprocessor":
+    def fit(cls, cfg: Config, tokenizer, train: pd.DataFrame) -> "RowPreprocessor":
         data = cfg.data
         text_columns = list(data.text) if cfg.model.uses_text else []
         require_columns(train, [*text_columns, data.label], "training data")
@@ -110,6 +113,9 @@ class TablePreprocessor:
         return json.dumps(self.state(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, cfg: Config, tokenizer, text: str) -> "TablePreprocessor":
+    def from_json(cls, cfg: Config, tokenizer, text: str) -> "RowPreprocessor":
         state = json.loads(text)
         return cls(cfg, tokenizer, TabularPreprocessor.from_dict(state["tabular"]), list(state["label_names"]))
+
+
+TablePreprocessor = RowPreprocessor  # the name before it said "whole rows" (too close to TabularPreprocessor)

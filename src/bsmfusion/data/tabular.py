@@ -34,7 +34,8 @@ class NumericStats:
 
 @dataclass
 class TabularPreprocessor:
-    """Fitted state of the tabular pipeline; `transform` turns a DataFrame into (numeric, categorical) arrays."""
+    """Fitted state of the numeric and categorical columns only (text and label: `data.preprocess.RowPreprocessor`,
+    which holds one of these); `transform` turns a DataFrame into (numeric, categorical) arrays."""
 
     numeric: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from ..data.groups import warn_on_group_overlap
-from ..data.io import read_table
+from ..data.io import as_frame
+from ..progress import DEFAULT_LOG_EVERY, Progress
 from .metrics import classification_metrics, predict_labels
 from .operating_point import decision_markdown, decision_report
 
@@ -50,6 +51,7 @@ def _plots(out_dir: Path, labels: np.ndarray, probs: np.ndarray, text_share: np.
         made.append((name, title))
 
     binary = probs.shape[1] == 2 and len(np.unique(labels)) == 2
+    positive = f"positive class '{label_names[1]}'" if probs.shape[1] == 2 else ""
     if binary:
         fpr, tpr, _ = skm.roc_curve(labels, probs[:, 1])
         fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -58,7 +60,7 @@ def _plots(out_dir: Path, labels: np.ndarray, probs: np.ndarray, text_share: np.
         if point and point.get("false_positive_rate") is not None:
             ax.plot(point["false_positive_rate"], point["recall"]["value"], "o", color="crimson",
                     label=f"operating point (threshold {point['threshold']:.3f})")
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC curve ({positive})")
         ax.legend(loc="lower right")
         save(fig, "roc.png", "ROC curve")
 
@@ -69,7 +71,7 @@ def _plots(out_dir: Path, labels: np.ndarray, probs: np.ndarray, text_share: np.
         if point and point["precision"]["value"] is not None:
             ax.plot(point["recall"]["value"], point["precision"]["value"], "o", color="crimson",
                     label=f"operating point (threshold {point['threshold']:.3f})")
-        ax.set(xlabel="recall", ylabel="precision", title="Precision-recall curve", ylim=(0, 1.02))
+        ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall curve ({positive})", ylim=(0, 1.02))
         ax.legend(loc="lower left")
         save(fig, "pr.png", "Precision-recall curve")
 
@@ -84,7 +86,7 @@ def _plots(out_dir: Path, labels: np.ndarray, probs: np.ndarray, text_share: np.
         ax.axvline(threshold, ls=":", color="crimson", lw=1, label=f"threshold {threshold:.3f}")
     for x, y, c in zip(centers, observed, counts):
         ax.annotate(str(c), (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
-    ax.set(xlabel="predicted probability" if probs.shape[1] == 2 else "confidence",
+    ax.set(xlabel=f"predicted P({label_names[1]})" if probs.shape[1] == 2 else "confidence",
            ylabel="observed frequency", title="Reliability diagram", xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(loc="upper left")
     save(fig, "calibration.png", "Reliability diagram (numbers: rows per bin)")
@@ -124,13 +126,16 @@ def contribution_summary(scores) -> dict[str, float]:
             "tab_contribution_mean_abs": float(np.mean(np.abs(scores.tab_contribution)))}
 
 
-def evaluation_metrics(predictor, data: str | Path | pd.DataFrame) -> tuple[dict, np.ndarray, object]:
+def evaluation_metrics(predictor, data: str | Path | pd.DataFrame, *, progress: bool = False,
+                       log_every: float = DEFAULT_LOG_EVERY) -> tuple[dict, np.ndarray, object]:
     """Score a labelled table: (metrics, label ids, `Scores`). The label column is checked before anything is
-    scored; an undefined metric (ROC-AUC on one class) is None, so the metrics are strict JSON as they are."""
+    scored; an undefined metric (ROC-AUC on one class) is None, so the metrics are strict JSON as they are.
+    `progress`: rows scored of the total, rows/s and the ETA on stderr (a bar on a terminal, else a line every
+    `log_every` seconds; `bsmfusion.progress`)."""
     from .. import strict_json
     from ..data.tabular import require_columns
 
-    frame = data if isinstance(data, pd.DataFrame) else read_table(data)
+    frame = as_frame(data)
     where = "evaluation data" + ("" if isinstance(data, pd.DataFrame) else f" '{data}'")
     require_columns(frame, [predictor.cfg.data.label], f"{where} (the label column, data.label)")
     labels = predictor.bundle.preprocessor.encode_labels(frame)
@@ -138,7 +143,9 @@ def evaluation_metrics(predictor, data: str | Path | pd.DataFrame) -> tuple[dict
     if group and "training_groups_sha256" in predictor.bundle.meta:
         meta = predictor.bundle.meta
         warn_on_group_overlap(set(meta["training_groups_sha256"]), frame, group, "test", meta.get("training_groups_salt", ""))
-    scores = predictor.score_frame(frame)
+    with Progress("evaluate", len(frame), log_every=log_every, enabled=progress) as tracker:
+        scores = predictor.score_frame(frame)
+        tracker.update(len(frame))  # a classical member scores the whole frame at once
     metrics = classification_metrics(labels, scores.probs, predictor.threshold)
     metrics.update(contribution_summary(scores))
     metrics["scoring_precision"] = predictor.describe_precision()
@@ -160,12 +167,13 @@ def undefined_notes(metrics: dict, labels: np.ndarray, label_names: list[str]) -
     return [f"{text[:1].upper()}{text[1:]}: {why}."] if what else []
 
 
-def evaluate(predictor, data: str | Path | pd.DataFrame, out_dir: str | Path) -> dict:
+def evaluate(predictor, data: str | Path | pd.DataFrame, out_dir: str | Path, *, progress: bool = False,
+             log_every: float = DEFAULT_LOG_EVERY) -> dict:
     """Score a labelled table, write metrics.json (strict JSON: `null` for an undefined metric), PNG plots and
-    report.md into `out_dir`; return the metrics."""
+    report.md into `out_dir`; return the metrics. `progress`, `log_every`: see `evaluation_metrics`."""
     from .. import strict_json
 
-    metrics, labels, scores = evaluation_metrics(predictor, data)
+    metrics, labels, scores = evaluation_metrics(predictor, data, progress=progress, log_every=log_every)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(strict_json.dumps(metrics, indent=2))
@@ -182,7 +190,8 @@ def _report(predictor, metrics: dict, plots: list[tuple[str, str]], data, notes:
     metrics = {k: _Undefined() if v is None else v for k, v in metrics.items()}  # None prints "undefined"
     if "positives" in metrics:
         summary = (
-            f"The `{fusion}` model scored {metrics['n']:,} rows of {source} ({metrics['positives']:,} positive). "
+            f"The `{fusion}` model scored {metrics['n']:,} rows of {source} ({metrics['positives']:,} of the "
+            f"positive class '{predictor.label_names[1]}'; precision, recall, F1 and the curves are for that class). "
             f"It ranks positives above negatives with ROC-AUC {metrics['roc_auc']:.3f} and average precision "
             f"{metrics['pr_auc']:.3f}. At the decision threshold ({metrics['threshold']:.3f}; "
             f"{predictor.decision.policy.describe()}) it has "

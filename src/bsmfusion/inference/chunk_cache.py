@@ -26,11 +26,13 @@ import hashlib
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..data.batch import Batch, TextForm
 
 # Python and torch bookkeeping per entry besides the vector and key bytes: the tensor object and its storage,
 # the key's bytes and tuple objects, the ordered dict's slot. Measured: 50,000 MiniLM entries (384 fp32, 126-token
@@ -162,19 +164,21 @@ class CachedChunkModel(nn.Module):
         self.pad_token_id = pad_token_id
         self._padding: torch.Tensor | None = None  # the plain path's padding-chunk vector, computed once
 
-    def forward(self, batch: Mapping[str, torch.Tensor]):
+    def forward(self, batch: Batch):
         return self.model(self.with_chunk_vectors(batch))
 
-    def explain(self, batch: Mapping[str, torch.Tensor], target: torch.Tensor | None = None):
+    def explain(self, batch: Batch, target: torch.Tensor | None = None):
         return self.model.explain(self.with_chunk_vectors(batch), target)
 
-    def with_chunk_vectors(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`batch` plus `chunk_vectors` (`B×C×D`), when it holds token ids; other batches pass unchanged."""
-        if "input_ids" not in batch or "chunk_vectors" in batch or "thread_vectors" in batch:
-            return dict(batch)
-        out = dict(batch)
-        out["chunk_vectors"] = self.chunk_vectors(batch["input_ids"], batch["attention_mask"], batch["chunk_mask"])
-        return out
+    def batch_scores(self, batch: Batch, target: torch.Tensor | None = None) -> tuple:
+        """The model's `batch_scores` (the scoring interface of every engine) over the cached chunk vectors."""
+        return self.model.batch_scores(self.with_chunk_vectors(batch), target)
+
+    def with_chunk_vectors(self, batch: Batch) -> Batch:
+        """`batch` plus `chunk_vectors` (`B×C×D`), when its text is token ids; other batches pass unchanged."""
+        if batch.text_form is not TextForm.TOKENS:
+            return batch
+        return batch.replace(chunk_vectors=self.chunk_vectors(batch.input_ids, batch.attention_mask, batch.chunk_mask))
 
     def chunk_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       chunk_mask: torch.Tensor) -> torch.Tensor:

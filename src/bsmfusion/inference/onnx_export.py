@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from ..bundle import MANIFEST, load_bundle, sha256_file
+from ..data.batch import Batch
+from ..models.fusion import FusionOutput
 
 INPUTS = ["input_ids", "attention_mask", "chunk_mask", "numeric", "categorical"]
 OUTPUTS = ["probs", "text_contribution", "tab_contribution", "baseline_score"]
@@ -30,8 +32,8 @@ class ExportWrapper(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, chunk_mask, numeric, categorical):
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "chunk_mask": chunk_mask,
-                 "numeric": numeric, "categorical": categorical}
+        batch = Batch(numeric=numeric, categorical=categorical, input_ids=input_ids, attention_mask=attention_mask,
+                      chunk_mask=chunk_mask)
         output, parts = self.model.explain(batch)
         return (torch.softmax(output.logits.float(), dim=-1), parts.text.float(), parts.tab.float(),
                 parts.baseline_score.float())
@@ -122,8 +124,8 @@ def _quiet_onnxruntime():
 
 
 class OnnxModel:
-    """Runs an exported graph with onnxruntime; `batch_scores(batch)` gives what
-    `inference.scoring.torch_batch_scores` gives for the PyTorch model."""
+    """Runs an exported graph with onnxruntime behind the scoring interface of the PyTorch model
+    (`MultimodalClassifier.batch_scores`, `eval`), so `models.scores.score_table` runs either the same way."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort
@@ -135,7 +137,21 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def batch_scores(self, batch: dict[str, torch.Tensor]) -> tuple:
-        """(probs `B×K`, text `B`, tab `B`, baseline `B`) as numpy arrays."""
-        feed = {name: batch[name].cpu().numpy() for name in self.input_names}
+    def eval(self) -> "OnnxModel":
+        """Nothing to switch: the graph is the model in eval mode (dropout off)."""
+        return self
+
+    def __call__(self, batch: Batch) -> FusionOutput:
+        """As the PyTorch model's forward: a `FusionOutput` whose logits are the graph's log-probabilities (softmax
+        gives the same probabilities back); no `details` (the graph does not output them)."""
+        probs = torch.from_numpy(self.batch_scores(batch)[0])
+        return FusionOutput(logits=torch.log(probs.clamp_min(1e-30)))
+
+    def batch_scores(self, batch: Batch, target: torch.Tensor | None = None) -> tuple:
+        """(probs `B×K`, text `B`, tab `B`, baseline `B`) as numpy arrays. The graph splits the predicted class's
+        logit (multiclass); a `target` class is refused."""
+        if target is not None:
+            raise ValueError("the ONNX graph splits the predicted class only; score with the PyTorch model (engine "
+                             "torch) to split another class's logit")
+        feed = {name: getattr(batch, name).cpu().numpy() for name in self.input_names}
         return tuple(self.session.run(OUTPUTS, feed))

@@ -1,8 +1,6 @@
 """`bsmfusion.load(bundle_dir)` → `Predictor`: score DataFrames or stream files, in input order."""
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
@@ -10,10 +8,11 @@ import numpy as np
 import pandas as pd
 
 from ..bundle import Bundle, load_bundle
-from ..data.io import iter_table, table_format
+from ..data.io import count_rows, iter_table, table_format
 from ..decision import Decision, active_decision
 from ..evaluation.metrics import predict_labels
 from ..precision import Precision
+from ..progress import DEFAULT_LOG_EVERY, Progress
 from .scorers import build_scorer
 from .scoring import Scores
 
@@ -120,43 +119,44 @@ class Predictor:
         return out
 
     def predict_file(self, source: str | Path, destination: str | Path, *, batch_rows: int = 2048,
-                     progress: bool = True) -> FileSummary:
+                     progress: bool = True, log_every: float = DEFAULT_LOG_EVERY) -> FileSummary:
         """Stream `source` in frames of `batch_rows` rows into `destination` (CSV or JSONL appended frame by frame;
         Parquet written per row group). Memory stays bounded by `batch_rows`. Returns the rows written and how
-        many of them could not be scored (their `error` column says why)."""
+        many of them could not be scored (their `error` column says why).
+
+        `progress` shows rows done of the file's total, rows/s and the ETA on stderr, moved by every scoring batch
+        (`bsmfusion.progress`): a live bar on a terminal, else one plain line every `log_every` seconds."""
         fmt = table_format(destination)
         destination = Path(destination)
         tmp = destination.with_name(f".{destination.name}.partial")
         written = failed = 0
-        started = time.perf_counter()
         writer = None
+        tracker = Progress("predict", count_rows(source) if progress else None, log_every=log_every, enabled=progress)
         try:
-            for frame in iter_table(source, batch_rows):
-                result = self.predict_frame(frame, row_offset=written)
-                if fmt == "csv":
-                    result.to_csv(tmp, mode="a" if written else "w", header=not written, index=False)
-                elif fmt == "jsonl":
-                    result.to_json(tmp, orient="records", lines=True, mode="a" if written else "w")
-                else:
-                    import pyarrow as pa
-                    import pyarrow.parquet as pq
+            with tracker:
+                for frame in iter_table(source, batch_rows):
+                    result = self.predict_frame(frame, row_offset=written)
+                    if fmt == "csv":
+                        result.to_csv(tmp, mode="a" if written else "w", header=not written, index=False)
+                    elif fmt == "jsonl":
+                        result.to_json(tmp, orient="records", lines=True, mode="a" if written else "w")
+                    else:
+                        import pyarrow as pa
+                        import pyarrow.parquet as pq
 
-                    table = pa.Table.from_pandas(result, preserve_index=False)
-                    writer = writer or pq.ParquetWriter(tmp, table.schema)
-                    writer.write_table(table)
-                written += len(frame)
-                failed += int((result["error"] != "").sum())
-                if progress:
-                    rate = written / max(time.perf_counter() - started, 1e-9)
-                    print(f"\rscored {written:,} rows ({rate:,.1f} rows/s)", end="", file=sys.stderr, flush=True)
+                        table = pa.Table.from_pandas(result, preserve_index=False)
+                        writer = writer or pq.ParquetWriter(tmp, table.schema)
+                        writer.write_table(table)
+                    written += len(frame)
+                    failed += int((result["error"] != "").sum())
+                    tracker.tail = f"{failed:,} row{'' if failed == 1 else 's'} with errors" if failed else ""
+                    tracker.update(written)  # its scoring batches moved it already; unscorable rows count too
             if writer is not None:
                 writer.close()
             tmp.replace(destination)
         finally:
             if tmp.exists():
                 tmp.unlink()
-        if progress:
-            print(file=sys.stderr)
         return FileSummary(written, failed)
 
     def predict_records(self, records: Iterable[dict]) -> pd.DataFrame:

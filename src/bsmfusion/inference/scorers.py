@@ -66,7 +66,7 @@ class NeuralScorer:
         else:
             raise ValueError(f"unknown engine '{engine}'; use 'torch' or 'onnx'")
         cfg = bundle.cfg
-        self.collator = Collator(bundle.preprocessor.pad_token_id, cfg.text.max_chunks, cfg.text.chunk_tokens)
+        self.collator = Collator.for_text(cfg.text, bundle.preprocessor.pad_token_id)
         self.chunk_cache = None
         self.chunk_cache_note = "off (size 0 MB)"
         if engine == "torch":

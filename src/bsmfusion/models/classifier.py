@@ -1,14 +1,13 @@
 """`MultimodalClassifier`: text encoder + tabular encoder + one registered fusion, as plain nn.Modules."""
 from __future__ import annotations
 
-from typing import Mapping
-
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 
 from ..config import Config
+from ..data.batch import Batch, TextForm
 from .backbone import build_backbone
 from .contributions import Contributions, shapley_split
 from .fusion import FusionDims, FusionOutput, build_fusion, fusion_class
@@ -47,37 +46,48 @@ class MultimodalClassifier(nn.Module):
     def set_class_weights(self, weights: torch.Tensor | None) -> None:
         self.loss_op = nn.CrossEntropyLoss(weight=weights)
 
-    def encode_text(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-        if self.text_subnetwork is None:
+    def encode_text(self, batch: Batch) -> torch.Tensor | None:
+        """`B×H` text embeddings from whichever form the batch's text comes in (`Batch.text_form`)."""
+        text = self.text_subnetwork
+        if text is None:
             return None
-        if "thread_vectors" in batch:  # frozen-encoder fast path: chunk reduce already done
-            return self.text_subnetwork.project(batch["thread_vectors"])
-        if "chunk_vectors" in batch:  # frozen encoder, learned chunk reduce: cached B×C×D chunk vectors
-            text = self.text_subnetwork
-            return text.project(text.reduce_chunks(batch["chunk_vectors"], batch["chunk_mask"]))
-        return self.text_subnetwork(batch["input_ids"], batch["attention_mask"], batch["chunk_mask"])
+        form = batch.text_form
+        if form is TextForm.THREAD_VECTORS:  # frozen-encoder fast path: chunk reduce already done
+            return text.project(batch.thread_vectors)
+        if form is TextForm.CHUNK_VECTORS:  # frozen encoder or chunk cache: B×C×D chunk vectors, reduce them
+            return text.project(text.reduce_chunks(batch.chunk_vectors, batch.chunk_mask))
+        if form is TextForm.TOKENS:
+            return text(batch.input_ids, batch.attention_mask, batch.chunk_mask)
+        raise ValueError("the model reads text, but the batch has none (a table encoded without text columns)")
 
-    def encode_tab(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    def encode_tab(self, batch: Batch) -> torch.Tensor | None:
         if self.tab_subnetwork is None:
             return None
-        return self.tab_subnetwork(batch["numeric"], batch["categorical"])
+        return self.tab_subnetwork(batch.numeric, batch.categorical)
 
-    def embeddings(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def embeddings(self, batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(`B×H` text, `B×H` tab) embeddings, None for an absent modality; one dtype when both are present."""
         text, tab = self.encode_text(batch), self.encode_tab(batch)
         if text is not None and tab is not None and text.dtype != tab.dtype:
             text, tab = text.float(), tab.float()
         return text, tab
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> FusionOutput:
+    def forward(self, batch: Batch) -> FusionOutput:
         return self.fusion(*self.embeddings(batch))
 
-    def explain(self, batch: Mapping[str, torch.Tensor],
+    def explain(self, batch: Batch,
                 target: torch.Tensor | None = None) -> tuple[FusionOutput, Contributions]:
         """`forward` plus the per-row Shapley split of the decision between dialogue and tabular facts (of class
         `target`'s logit when given, multiclass)."""
         text, tab = self.embeddings(batch)
         return shapley_split(self.fusion, text, tab, self.text_baseline, self.tab_baseline, target)
+
+    def batch_scores(self, batch: Batch, target: torch.Tensor | None = None) -> tuple:
+        """The scoring interface every engine shares (`models.scores.score_table`; the ONNX engine's `OnnxModel`
+        has the same): numpy (probs `B×K`, text `B`, tab `B`, baseline `B`) for one batch on the model's device;
+        the split is of class `target`'s logit when given (multiclass), else of the decision."""
+        output, parts = self.explain(batch, target)
+        return scores_to_numpy(output, parts)
 
     def loss(self, output: FusionOutput, labels: torch.Tensor) -> torch.Tensor:
         return self.loss_op(output.logits.float(), labels)
@@ -91,6 +101,12 @@ class MultimodalClassifier(nn.Module):
         parts.update(self.fusion.parts())
         parts["loss_op"] = self.loss_op
         return parts
+
+
+def scores_to_numpy(output: FusionOutput, parts: Contributions) -> tuple:
+    """`explain`'s output as numpy float32: (softmax probs `B×K`, text `B`, tab `B`, baseline `B`)."""
+    probs = torch.softmax(output.logits.float(), dim=-1)
+    return tuple(t.float().cpu().numpy() for t in (probs, parts.text, parts.tab, parts.baseline_score))
 
 
 def build_model(cfg: Config, numeric_dim: int, cardinalities: list[int], *, load_weights: bool = True,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Config
-from ..data.io import read_table
+from ..data.io import as_frame
 from ..evaluation.metrics import classification_metrics
 from ..models.kinds import check_kind, is_neural, neural_kinds
 from ..models.scores import score_table
@@ -35,7 +35,7 @@ def compare(cfg: Config, train_data, val_data, test_data, out_dir: str | Path, *
             epochs: int = 20, progress: bool = False) -> list[dict]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frames = [d if isinstance(d, pd.DataFrame) else read_table(d) for d in (train_data, val_data, test_data)]
+    frames = [as_frame(d) for d in (train_data, val_data, test_data)]
     rows = []
     models = models or default_models()
     for name in models:
@@ -74,7 +74,7 @@ def _test_scores(cfg: Config, bundle_dir: Path, test: pd.DataFrame):
         scores = bundle.model.scorer(batch_size=cfg.train.eval_batch_size).score_frame(test)
         return bundle.preprocessor.encode_labels(test), bundle_calibration(bundle).apply(scores), bundle.threshold
     test_table = bundle.preprocessor.encode(test)
-    collator = Collator(bundle.preprocessor.pad_token_id, cfg.text.max_chunks, cfg.text.chunk_tokens)
+    collator = Collator.for_text(cfg.text, bundle.preprocessor.pad_token_id)
     precision = resolve_precision(cfg.train.precision, "cpu")  # the one the threshold was chosen under
     if bundle.model.text_subnetwork is not None:
         attach_frozen_text_features(bundle.model.text_subnetwork, test_table, collator, embedding_cache_dir(cfg),

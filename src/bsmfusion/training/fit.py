@@ -6,11 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,8 +19,8 @@ from ..bundle import write_bundle
 from ..config import Config
 from ..data.dataset import Collator, EncodedDataset, EncodedTable
 from ..data.validation import split_meta
-from ..data.io import read_table
-from ..data.preprocess import TablePreprocessor
+from ..data.io import as_frame
+from ..data.preprocess import RowPreprocessor
 from ..data.sampling import BucketBatchSampler, ResumableDataLoader, sorted_batches
 from ..data.text import load_tokenizer, tokenizer_source
 from ..decision import fit_decision
@@ -31,6 +29,7 @@ from ..precision import resolve_precision
 from ..models.classifier import build_model
 from ..models.kinds import is_neural
 from ..models.scores import score_table
+from ..progress import DEFAULT_LOG_EVERY
 from ..resources import cache_root
 from .baseline import embedding_means
 from .checkpoint_io import AtomicCheckpointIO
@@ -49,7 +48,6 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen encoder, on purpose
-FAULT_ENV = "BSMFUSION_FAULT_AFTER_STEP"  # test hook: SIGKILL this process after the checkpoint of that step
 
 
 @dataclass
@@ -119,17 +117,6 @@ def build_strategy(cfg: Config):
     return "auto"
 
 
-class _FaultInjector(pl.Callback):
-    """Kill the process with SIGKILL right after the checkpoint at a given step (for resume tests)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
 def weights_fingerprint(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -173,23 +160,30 @@ def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame):
 
     validation.check_splits(train, val, cfg)
     tokenizer = load_tokenizer(tokenizer_source(cfg.text))
-    preprocessor = TablePreprocessor.fit(cfg, tokenizer, train)
+    preprocessor = RowPreprocessor.fit(cfg, tokenizer, train)
     validation.warn_about_splits(train, val, cfg, preprocessor.label_names)
     return tokenizer, preprocessor, preprocessor.encode(train), preprocessor.encode(val)
 
 
-def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool) -> tuple[pl.Trainer, Any, str]:
-    """The Lightning trainer with best/last checkpoints (atomic writes), early stopping and the run's strategy."""
+def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool, *,
+                  log_every: float = DEFAULT_LOG_EVERY,
+                  callbacks: Sequence[pl.Callback] = ()) -> tuple[pl.Trainer, Any, str]:
+    """The Lightning trainer with best/last checkpoints (atomic writes), early stopping and the run's strategy.
+    `progress`: Lightning's live bar on a terminal, else `LogProgress` lines every `log_every` seconds (stderr).
+    `callbacks` are added after the trainer's own (tests pass fault injectors here)."""
+    from .progress import LogProgress, use_terminal_bar
+
     monitor, mode = monitor_for(cfg)
     best = pl.callbacks.ModelCheckpoint(dirpath=work / "best", filename="best", monitor=monitor, mode=mode,
                                         save_top_k=1, save_weights_only=True, enable_version_counter=False)
     last = pl.callbacks.ModelCheckpoint(dirpath=work / "last", filename="last", save_top_k=1,
                                         every_n_train_steps=max(1, cfg.train.checkpoint_every_steps),
                                         enable_version_counter=False)
-    callbacks: list[pl.Callback] = [best, last,
-                                    pl.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience)]
-    if os.environ.get(FAULT_ENV):
-        callbacks.append(_FaultInjector(int(os.environ[FAULT_ENV])))
+    own: list[pl.Callback] = [best, last, pl.callbacks.EarlyStopping(monitor=monitor, mode=mode,
+                                                                      patience=cfg.train.patience)]
+    terminal_bar = progress and use_terminal_bar()
+    if progress and not terminal_bar:
+        own.append(LogProgress(monitor, log_every=log_every))
     trainer = pl.Trainer(
         max_epochs=cfg.train.epochs,
         accelerator=cfg.train.accelerator,
@@ -200,9 +194,9 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool)
         gradient_clip_val=cfg.train.grad_clip,
         accumulate_grad_batches=cfg.train.accumulate_grad_batches,
         limit_train_batches=cfg.train.limit_train_batches,
-        callbacks=callbacks,
+        callbacks=[*own, *callbacks],
         logger=pl.loggers.CSVLogger(str(work), name="logs", version=0),
-        enable_progress_bar=progress,
+        enable_progress_bar=terminal_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
@@ -215,11 +209,14 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool)
 
 
 def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Path | pd.DataFrame,
-          out_dir: str | Path, *, resume: bool = False, progress: bool = True, keep_work: bool = False) -> TrainResult:
+          out_dir: str | Path, *, resume: bool = False, progress: bool = True, keep_work: bool = False,
+          log_every: float = DEFAULT_LOG_EVERY, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
     """Train one model and write its bundle to `out_dir` (rank 0 only); a classical kind (`tfidf_lr`, `gbdt`,
     `ensemble`) is trained by `classical.train.train_classical`. `<out_dir>.work/` is removed on success unless
     `keep_work` (an ensemble's members: their checkpoints must survive until the whole ensemble is written, and the
-    ensemble's own `.work/`, which holds them, is removed then)."""
+    ensemble's own `.work/`, which holds them, is removed then). `progress`: a live bar on a terminal, else a line
+    every `log_every` seconds on stderr (`training.progress`). `callbacks`: extra Lightning callbacks for the
+    neural run (an ensemble passes them to its neural member)."""
     quiet_lightning()
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".work")
@@ -228,14 +225,14 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
 
         shutil.rmtree(work, ignore_errors=True)  # a fresh run must not pick up another run's checkpoints
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    train_df = train_data if isinstance(train_data, pd.DataFrame) else read_table(train_data)
-    val_df = val_data if isinstance(val_data, pd.DataFrame) else read_table(val_data)
+    train_df, val_df = as_frame(train_data), as_frame(val_data)
     if cfg.train.max_train_samples and len(train_df) > cfg.train.max_train_samples:
         train_df = train_df.sample(n=cfg.train.max_train_samples, random_state=cfg.train.seed).reset_index(drop=True)
     if not is_neural(cfg.model.fusion):  # tfidf_lr, gbdt, ensemble: not torch fusions (models.kinds)
         from ..classical.train import train_classical
 
-        result = train_classical(cfg, train_df, val_df, out_dir, resume=resume, progress=progress)
+        result = train_classical(cfg, train_df, val_df, out_dir, resume=resume, progress=progress,
+                                 log_every=log_every, callbacks=callbacks)
         if not keep_work:
             finish_work_folder(work)  # an ensemble trains its members there; the bundle holds copies
         return result
@@ -244,8 +241,7 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
     model.train()  # from_pretrained returns eval mode; Lightning keeps modules' modes as they are
     model.set_class_weights(class_weights(train_table.labels, cfg.model.num_classes, cfg.train.class_weight))
 
-    pad = int(tokenizer.pad_token_id or 0)
-    collator = Collator(pad, cfg.text.max_chunks, cfg.text.chunk_tokens)
+    collator = Collator.for_text(cfg.text, tokenizer.pad_token_id)
     if cfg.train.freeze_encoder and model.text_subnetwork is not None:
         freeze_text_encoder(model, cfg, collator, (train_table, val_table))
     sampler = BucketBatchSampler(train_table.token_counts(), cfg.train.batch_size, cfg.train.seed)
@@ -257,7 +253,8 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
         steps_per_epoch = min(steps_per_epoch, -(-cfg.train.limit_train_batches // cfg.train.accumulate_grad_batches))
     module = FusionLitModule(model, cfg.train, total_steps=steps_per_epoch * cfg.train.epochs)
 
-    trainer, best, monitor = build_trainer(cfg, work, steps_per_epoch, progress)
+    trainer, best, monitor = build_trainer(cfg, work, steps_per_epoch, progress, log_every=log_every,
+                                           callbacks=callbacks)
     last_ckpt = work / "last" / "last.ckpt"
     ckpt_path = str(last_ckpt) if resume and last_ckpt.is_file() else None
     if resume and ckpt_path is None:

@@ -60,10 +60,9 @@ def embed_threads(text_encoder: TextEncoder, table: EncodedTable, collator: Coll
     device = next(text_encoder.parameters()).device
     with (precision or resolve_precision("fp32")).autocast(device):
         for rows in sorted_batches(table.token_counts(), batch_size):
-            batch = collator([dataset[i] for i in rows])
-            chunks = text_encoder.encode_chunks(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                                batch["chunk_mask"].to(device))
-            out[rows] = text_encoder.reduce_chunks(chunks, batch["chunk_mask"].to(device)).float().cpu().numpy()
+            batch = collator([dataset[i] for i in rows]).to(device)
+            chunks = text_encoder.encode_chunks(batch.input_ids, batch.attention_mask, batch.chunk_mask)
+            out[rows] = text_encoder.reduce_chunks(chunks, batch.chunk_mask).float().cpu().numpy()
     return out
 
 
@@ -80,10 +79,9 @@ def embed_chunks(text_encoder: TextEncoder, table: EncodedTable, collator: Colla
     device = next(text_encoder.parameters()).device
     with (precision or resolve_precision("fp32")).autocast(device):
         for rows in sorted_batches(table.token_counts(), batch_size):
-            batch = collator([dataset[i] for i in rows])
-            chunk_mask = batch["chunk_mask"].to(device)
-            chunks = text_encoder.encode_chunks(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                                chunk_mask)
+            batch = collator([dataset[i] for i in rows]).to(device)
+            chunk_mask = batch.chunk_mask
+            chunks = text_encoder.encode_chunks(batch.input_ids, batch.attention_mask, chunk_mask)
             chunks = torch.where(chunk_mask.unsqueeze(-1), chunks, torch.zeros_like(chunks))
             vectors[rows, : chunks.shape[1]] = chunks.float().cpu().numpy()
             mask[rows, : chunks.shape[1]] = chunk_mask.cpu().numpy()

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from ..config import TrainConfig
+from ..data.batch import Batch
 from ..evaluation.metrics import best_f1_threshold, classification_metrics
 from ..models.classifier import MultimodalClassifier
 from .optim import parameter_groups, warmup_linear_decay
@@ -32,7 +33,7 @@ class FusionLitModule(pl.LightningModule):
         self._seeded_step: int | None = None
         self._micro_batch = 0
 
-    def forward(self, batch):
+    def forward(self, batch: Batch):
         return self.model(batch)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
@@ -48,22 +49,21 @@ class FusionLitModule(pl.LightningModule):
         torch.manual_seed(self.train_cfg.seed * 1_000_003 + micro_batch * world + rank)
         self._step_started = time.perf_counter()
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         output = self.model(batch)
-        loss = self.model.loss(output, batch["labels"])
-        size = batch["labels"].shape[0]
-        self.log("train_loss", loss.detach(), prog_bar=True, batch_size=size)
+        loss = self.model.loss(output, batch.labels)
+        self.log("train_loss", loss.detach(), prog_bar=True, batch_size=len(batch))
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         elapsed = time.perf_counter() - self._step_started
         if elapsed > 0:
-            self.log("samples_per_s", batch["labels"].shape[0] / elapsed, prog_bar=True, batch_size=1)
+            self.log("samples_per_s", len(batch) / elapsed, prog_bar=True, batch_size=1)
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         output = self.model(batch)
         self._val_probs.append(torch.softmax(output.logits.float(), dim=-1).cpu())
-        self._val_labels.append(batch["labels"].cpu())
+        self._val_labels.append(batch.labels.cpu())
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_probs:

@@ -7,6 +7,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
+from ...data.batch import Batch, TextForm  # noqa: F401  (a model's input, built by the collator, next to its output)
 from ...errors import ConfigError
 
 

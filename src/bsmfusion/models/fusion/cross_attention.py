@@ -7,7 +7,7 @@ from torch import nn
 from .base import Fusion, FusionDims, FusionOutput, register_fusion
 
 
-class CrossAttentionFusion(nn.Module):
+class BidirectionalCrossAttention(nn.Module):
     """Text attends to tab, then tab attends to the updated text, each with residual + LayerNorm.
 
     X̃ = LN(X + MHA(q=X, k=A, v=A)); Ã = LN(A + MHA(q=A, k=X̃, v=X̃)), X, A: `B×1×H`.
@@ -34,7 +34,7 @@ class CrossAttentionFusion(nn.Module):
 
 
 @register_fusion("cross_attn")
-class CrossAttnFusion(Fusion):
+class CrossAttentionFusion(Fusion):
     """`cross_att` then `final_merge_network: Linear(2H→H) → ReLU → Dropout → Linear(H→classes)`.
 
     `details` holds both attention weights (always 1 with one token per side). After the cross-attention each
@@ -46,7 +46,7 @@ class CrossAttnFusion(Fusion):
         if dims.text_dim != dims.tab_dim:
             raise ValueError("cross_attn needs equal text and tabular embedding sizes (model.hidden_dim)")
         width = dims.text_dim
-        self.cross_att = CrossAttentionFusion(width, dims.num_heads)
+        self.cross_att = BidirectionalCrossAttention(width, dims.num_heads)
         self.final_merge_network = nn.Sequential(
             nn.Linear(2 * width, width), nn.ReLU(), nn.Dropout(dims.dropout), nn.Linear(width, dims.num_classes)
         )
