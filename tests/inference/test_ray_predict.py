@@ -13,7 +13,7 @@ import torch
 import bsmfusion
 from bsmfusion.bundle import write_bundle
 from bsmfusion.cli import main
-from bsmfusion.data.preprocess import TablePreprocessor
+from bsmfusion.data.preprocess import RowPreprocessor
 from bsmfusion.data.text import load_tokenizer, tokenizer_source
 from bsmfusion.errors import ConfigError, DataError
 from bsmfusion.inference.ray_predict import require_ray, resolve_inputs
@@ -49,7 +49,7 @@ def random_bundle(path, id_column="id"):
     cfg = tiny_config("gate", data={"id": id_column}, text={"max_chunks": 3, "chunk_tokens": 16, "pooling": "mean"},
                       train={"precision": "fp32"})
     tokenizer = load_tokenizer(tokenizer_source(cfg.text))
-    preprocessor = TablePreprocessor.fit(cfg, tokenizer, make_frame(40))
+    preprocessor = RowPreprocessor.fit(cfg, tokenizer, make_frame(40))
     torch.manual_seed(1)
     model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities).eval()
     return write_bundle(path, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model, threshold=0.5,

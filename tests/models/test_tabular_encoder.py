@@ -8,7 +8,7 @@ import torch
 
 import bsmfusion
 from bsmfusion.config import load_config
-from bsmfusion.data.preprocess import TablePreprocessor
+from bsmfusion.data.preprocess import RowPreprocessor
 from bsmfusion.data.tabular import MISSING_ID, UNKNOWN_ID, TabularPreprocessor
 from bsmfusion.models import build_model
 from bsmfusion.models.tabular_encoder import (CategoryIdDropout, PLRTabularEncoder, TabularEncoder,
@@ -61,11 +61,11 @@ def test_rare_categories_map_to_unknown_when_fitting_and_after_a_json_round_trip
 
 def test_min_category_count_flows_from_the_config(tokenizer):
     frame = make_frame(40).assign(category=["common"] * 36 + ["rare"] * 4)
-    prep = TablePreprocessor.fit(tiny_config("tab_only", data={"min_category_count": 5}), tokenizer, frame)
+    prep = RowPreprocessor.fit(tiny_config("tab_only", data={"min_category_count": 5}), tokenizer, frame)
     assert prep.tabular.vocab["category"] == ["common"]
     assert (prep.encode(frame).categorical[36:, 0] == UNKNOWN_ID).all()
     assert tiny_config().data.min_category_count == 5  # the default
-    keep_all = TablePreprocessor.fit(tiny_config("tab_only", data={"min_category_count": 1}), tokenizer, frame)
+    keep_all = RowPreprocessor.fit(tiny_config("tab_only", data={"min_category_count": 1}), tokenizer, frame)
     assert keep_all.tabular.vocab["category"] == ["common", "rare"]
 
 

@@ -118,4 +118,3 @@ class RowPreprocessor:
         return cls(cfg, tokenizer, TabularPreprocessor.from_dict(state["tabular"]), list(state["label_names"]))
 
 
-TablePreprocessor = RowPreprocessor  # the name before it said "whole rows" (too close to TabularPreprocessor)
