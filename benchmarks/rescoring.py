@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,12 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 T, C = 128, 4
 KEY = "rescoring-benchmark-key"
 MARK, END = "<!-- rescoring.py -->", "<!-- end rescoring.py -->"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from load import free_port  # noqa: E402
 
 
 def replay_threads(n_threads: int, min_tokens: int) -> tuple[dict, list[list[dict]]]:

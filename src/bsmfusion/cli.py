@@ -167,15 +167,20 @@ def _add_decision_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--threshold", type=float, metavar="T", help="shorthand for --decision fixed=T")
 
 
-def _seconds(text: str) -> float:
-    """`--log-every`: seconds >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds >= 0 (0 = a line at every update)")
-    return value
+def _at_least_zero(unit: str, meaning_of_zero: str):
+    """An argparse type: a finite number >= 0, else a one-line error naming `unit` and what 0 means."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value >= 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"'{text}' is not {unit} >= 0 ({meaning_of_zero})")
+        return value
+    return parse
+
+
+_seconds = _at_least_zero("a number of seconds", "0 = a line at every update")  # --log-every
 
 
 def _add_log_every(p: argparse.ArgumentParser) -> None:
@@ -312,15 +317,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"bundle {args.model}: {_megabytes(before)} → {_megabytes(size(Path(args.model)))}")
 
 
-def _cache_megabytes(text: str) -> float:
-    """`--chunk-cache-mb`: a size in MB, >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"'{text}' is not a size in MB >= 0 (0 turns the chunk cache off)")
-    return value
+_cache_megabytes = _at_least_zero("a size in MB", "0 turns the chunk cache off")  # --chunk-cache-mb
 
 
 def _megabytes(size: int) -> str:

@@ -144,8 +144,7 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     svd = TruncatedSVD(n_components=k, algorithm="randomized", random_state=cfg.train.seed).fit(tfidf_train)
     components = np.ascontiguousarray(svd.components_, dtype=np.float64)
     svd_train = np.asarray(tfidf_train @ components.T)
-    svd_val = np.asarray(text.transform(val_texts) @ components.T)
-    x_train, x_val = np.hstack([svd_train, train_tab]), np.hstack([svd_val, val_tab])
+    x_train = np.hstack([svd_train, train_tab])
     names = [f"svd_{i}" for i in range(k)] + [f"tab_{j}" for j in range(train_tab.shape[1])]
     train_set = lgb.Dataset(x_train, label=y_train, weight=sample_weight, feature_name=names, free_raw_data=False)
     stopping = ([lgb.early_stopping(settings.gbdt_early_stopping_rounds, verbose=False)]
@@ -158,6 +157,7 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
         chosen_on = f"{settings.cv_folds}-fold CV on the training rows"
     valid = {}
     if stopping:
+        x_val = np.hstack([np.asarray(text.transform(val_texts) @ components.T), val_tab])  # only to stop on
         valid = {"valid_sets": [lgb.Dataset(x_val, label=y_val, reference=train_set, feature_name=names,
                                             free_raw_data=False)], "valid_names": ["validation"]}
     booster = lgb.train(lightgbm_params(cfg), train_set, num_boost_round=max_rounds, callbacks=stopping, **valid)
