@@ -51,6 +51,16 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
 FULL_DATA = {"tfidf_lr", "gbdt", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",
              "frozen_text_only", "ensemble_frozen"}
 BOOTSTRAP = 1000
+# name → (the variant whose stored member scores it re-combines, config overrides): weights, calibration and
+# threshold refitted on the stored validation scores by the library's own code (`fit_weights`, `fit_decision`),
+# the members unchanged — what training with these settings would give, without fine-tuning the members again
+RECOMBINED: dict[str, tuple[str, dict]] = {
+    "ensemble_platt": ("ensemble_default", {"train": {"calibration": "platt"}}),
+    "ensemble_neural_tfidf": ("ensemble_default", {"model": {"ensemble": {"members": ["neural", "tfidf_lr"]}}}),
+    "ensemble_neural_tfidf_platt": ("ensemble_default", {"model": {"ensemble": {"members": ["neural", "tfidf_lr"]}},
+                                                         "train": {"calibration": "platt"}}),
+    "ensemble_plain_greedy": ("ensemble_default", {"model": {"ensemble": {"bags": 0, "init_each_member": False}}}),
+}
 
 
 def variant_config(task, name: str, seed: int, args) -> dict:
@@ -80,13 +90,18 @@ def run_one(task, name: str, seed: int, args, work: Path) -> dict:
     labels = predictor.bundle.preprocessor.encode_labels(task.test)
     metrics = classification_metrics(labels, scores.probs, predictor.threshold)
     calibration = calibration_report(labels, scores, predictor.calibration)
-    members = {}
+    members, member_scores = {}, {}
     if cfg.model.fusion == "ensemble":  # each member alone on the test rows, beside its weight
         meta = json.loads((Path(result.bundle_dir) / "meta.json").read_text())
-        for member in meta["members"]:
-            alone = bsmfusion.load(Path(result.bundle_dir) / "members" / member["name"]).score_frame(task.test)
+        for member in meta["members"]:  # member scores kept so combination rules can be compared offline
+            member_predictor = bsmfusion.load(Path(result.bundle_dir) / "members" / member["name"])
+            alone = member_predictor.score_frame(task.test)
+            on_val = member_predictor.score_frame(task.val)
             members[member["name"]] = {"weight": member["weight"], "val_roc_auc": member["validation"]["roc_auc"],
                                        "test_roc_auc": _auc(labels, alone.probs[:, 1])}
+            member_scores[member["name"]] = {"test_prob": alone.probs[:, 1].round(6).tolist(),
+                                             "val_prob": on_val.probs[:, 1].round(6).tolist()}
+        member_scores["val_label"] = predictor.bundle.preprocessor.encode_labels(task.val).tolist()
     return {
         "task": task.name, "variant": name, "seed": seed, "fusion": cfg.model.fusion,
         "roc_auc": metrics["roc_auc"], "pr_auc": metrics["pr_auc"], "f1": metrics["f1"],
@@ -94,10 +109,58 @@ def run_one(task, name: str, seed: int, args, work: Path) -> dict:
         "train_rows": len(train_df), "epochs": result.epochs_run, "fit_seconds": round(fit_seconds, 1),
         "predict_rows_per_s": round(len(task.test) / predict_seconds, 1),
         "text_share_mean": float(np.mean(scores.text_share)), "members": members,
+        "member_scores": member_scores,
         "calibration": {k: calibration[k] for k in ("method", "temperature", "ece_before", "ece_after", "log_loss_before",
                                                     "log_loss_after", "ece_if_perfectly_calibrated") if k in calibration},
         "test_prob": scores.probs[:, 1].round(6).tolist(), "test_label": labels.tolist(),
     }
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def _member_scores(probs) -> "Scores":
+    """Binary Scores whose log-odds are the stored P(positive)'s (the split is not stored: all in the baseline)."""
+    from bsmfusion.models.scores import Scores
+
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    z = np.log(p / (1 - p))
+    return Scores(np.stack([1 - p, p], axis=1), np.zeros_like(z), np.zeros_like(z), z)
+
+
+def recombine(task, source: dict, name: str, args) -> dict:
+    """`source` (a stored ensemble run with member scores) with RECOMBINED[name]'s settings: the member subset, the
+    weights, the calibration and the threshold refitted on the stored validation scores, then scored on test."""
+    from bsmfusion.classical.ensemble import combine, fit_weights, member_logits
+    from bsmfusion.decision import fit_decision
+
+    base, overrides = RECOMBINED[name]
+    raw = _merge(variant_config(task, base, source["seed"], args), overrides)
+    cfg = config_from_dict(raw, source=f"{task.name}/{name}")
+    stored = source["member_scores"]
+    names = [m for m in cfg.model.ensemble.members if m in stored]
+    y_val, y_test = np.array(stored["val_label"]), np.array(source["test_label"])
+    val = [_member_scores(stored[m]["val_prob"]) for m in names]
+    test = [_member_scores(stored[m]["test_prob"]) for m in names]
+    weights, _ = fit_weights(cfg, [member_logits(s, 2) for s in val], y_val, names)
+    decided = fit_decision(cfg, y_val, combine(list(zip(weights, val)), 2)[1])
+    scores = decided.calibration.apply(combine(list(zip(weights, test)), 2)[1])
+    metrics = classification_metrics(y_test, scores.probs, decided.threshold)
+    calibration = calibration_report(y_test, scores, decided.calibration)
+    run = {k: v for k, v in source.items() if k not in ("member_scores", "calibration")}
+    run.update(variant=name, recombined_from=base, roc_auc=metrics["roc_auc"], pr_auc=metrics["pr_auc"],
+               f1=metrics["f1"], accuracy=metrics["accuracy"],
+               val_roc_auc=classification_metrics(y_val, decided.scores.probs, None)["roc_auc"],
+               members={m: {**source["members"][m], "weight": float(w)} for m, w in zip(names, weights)},
+               calibration={k: calibration[k] for k in ("method", "temperature", "scale", "bias", "ece_before",
+                                                        "ece_after", "log_loss_before", "log_loss_after",
+                                                        "ece_if_perfectly_calibrated") if k in calibration},
+               test_prob=scores.probs[:, 1].round(6).tolist())
+    return run
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -168,20 +231,33 @@ def main() -> None:
     parser.add_argument("--chunk-tokens", type=int, default=128)
     parser.add_argument("--work", default="/tmp/bsmfusion-quality")
     parser.add_argument("--results", default=str(RESULTS / "quality.json"))
+    parser.add_argument("--recombine", default=None,
+                        help="comma-separated RECOMBINED variants: refit weights/calibration/threshold on the stored "
+                             "member scores of their source variant (no training)")
     args = parser.parse_args()
     results_path = Path(args.results)
     runs = json.loads(results_path.read_text())["runs"] if results_path.is_file() else []
     machine = f"{cpu_capability()}, precision {resolve_precision('auto').describe()}, 2 CPU cores"
     for task_name in args.tasks.split(","):
         task = TASKS[task_name]()
-        for name in args.variants.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
+        jobs = ([(name, seed) for name in args.recombine.split(",") for seed in (int(s) for s in args.seeds.split(","))]
+                if args.recombine else
+                [(name, seed) for name in args.variants.split(",") for seed in (int(s) for s in args.seeds.split(","))])
+        for name, seed in jobs:
+            if args.recombine:
+                key = (task_name, RECOMBINED[name][0], seed)
+                source = [r for r in runs if (r["task"], r["variant"], r["seed"]) == key and r.get("member_scores")]
+                if not source:
+                    continue
+                run = recombine(task, source[0], name, args)
+            else:
                 run = run_one(task, name, seed, args, Path(args.work))
                 run["machine"] = machine
-                runs = [r for r in runs if (r["task"], r["variant"], r["seed"]) != (task_name, name, seed)] + [run]
-                print(json.dumps({k: v for k, v in run.items() if not k.startswith("test_")}), flush=True)
-                results_path.parent.mkdir(parents=True, exist_ok=True)
-                results_path.write_text(json.dumps({"runs": runs}))
+            runs = [r for r in runs if (r["task"], r["variant"], r["seed"]) != (task_name, name, seed)] + [run]
+            print(json.dumps({k: v for k, v in run.items() if not k.startswith("test_") and k != "member_scores"}),
+                  flush=True)
+            results_path.parent.mkdir(parents=True, exist_ok=True)
+            results_path.write_text(json.dumps({"runs": runs}))
     rows = summarise(runs)
     (results_path.with_suffix(".md")).write_text(f"Machine: {machine}\n\n" + markdown(rows))
     print(markdown(rows))

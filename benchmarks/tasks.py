@@ -30,9 +30,15 @@ def dnd_nodeal(root: Path = DATA) -> Task:
     frame = frame[frame["outcome"] != "disconnect"].reset_index(drop=True)
     frame["label"] = (frame["outcome"] != "agree").astype(int)
     frame["row_id"] = np.arange(len(frame))
+    # the two sides of one dialogue: same item counts, same turns with YOU/THEM swapped. Given as data.group so
+    # the ensemble's holdout and CV folds never hold out a row whose twin trained the model
+    turns = frame["dialogue"].str.replace(r"\b(?:YOU|THEM):", "X:", regex=True)
+    frame["dialogue_id"] = pd.factorize(frame[["cnt_book", "cnt_hat", "cnt_ball"]].astype(str).agg("/".join, axis=1)
+                                        + "|" + turns)[0]
     numeric = ["cnt_book", "val_book", "cnt_hat", "val_hat", "cnt_ball", "val_ball", "partner_val_book",
                "partner_val_hat", "partner_val_ball", "n_utterances"]
-    data = {"text": "dialogue", "numeric": numeric, "categorical": ["first_speaker"], "label": "label", "id": "row_id"}
+    data = {"text": "dialogue", "numeric": numeric, "categorical": ["first_speaker"], "label": "label", "id": "row_id",
+            "group": "dialogue_id"}
     return Task("dnd_nodeal", *(frame[frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")), data)
 
 

@@ -53,6 +53,24 @@ def test_temperature_divides_the_contributions_so_they_add_up_to_the_calibrated_
     np.testing.assert_allclose(calibrated.text_share, scores.text_share, atol=1e-6)  # a ratio: unchanged by 1/T
 
 
+def test_platt_recovers_scale_and_shift_and_keeps_the_split_exact():
+    """The model reports 3·z − 4.5 for labels drawn from σ(z): Platt's a ≈ 1/3 and b ≈ 1.5 undo both, where one
+    temperature can only undo the scale; the calibrated contributions still add up to the calibrated log-odds."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(0.0, 2.0, 40_000)
+    labels = (rng.uniform(size=len(z)) < 1 / (1 + np.exp(-z))).astype(int)
+    scores = binary_scores(3.0 * z - 4.5)
+    platt = fit_calibration("platt", labels, scores)
+    assert platt.scale == pytest.approx(1 / 3, rel=0.04) and platt.bias == pytest.approx(1.5, abs=0.05)
+    calibrated = platt.apply(scores)
+    shifted_only = fit_calibration("temperature", labels, scores).apply(scores)
+    after, temperature_only = (classification_metrics(labels, s.probs, None) for s in (calibrated, shifted_only))
+    assert after["ece"] < 0.01 < temperature_only["ece"] and after["log_loss"] < temperature_only["log_loss"]
+    total = calibrated.text_contribution + calibrated.tab_contribution + calibrated.baseline_score
+    np.testing.assert_allclose(total, np.log(calibrated.probs[:, 1] / calibrated.probs[:, 0]), atol=1e-9)
+    np.testing.assert_allclose(calibrated.text_share, scores.text_share, atol=1e-9)
+
+
 def test_isotonic_lowers_ece_keeps_the_order_and_leaves_the_contributions_uncalibrated():
     labels, scores = overconfident()
     calibration = fit_calibration("isotonic", labels, scores)
@@ -116,7 +134,7 @@ def test_multiclass_temperature_scales_the_log_probabilities_and_the_split():
         fit_calibration("isotonic", labels, scores)
 
 
-@pytest.mark.parametrize("method", ["temperature", "isotonic", "none"])
+@pytest.mark.parametrize("method", ["temperature", "platt", "isotonic", "none"])
 def test_the_stored_map_applies_exactly_like_the_fitted_one(method):
     labels, scores = overconfident(n=2000)
     fitted = fit_calibration(method, labels, scores)

@@ -9,6 +9,10 @@ class's log-odds z = text + tab + baseline; multiclass, the log-probabilities.
 * `temperature` (Guo et al. 2017): z' = z / T, so P(positive) = σ(z / T) (multiclass: softmax(log p / T)). It is
   linear, so the contributions and the baseline are divided by T too and text + tab + baseline stays equal to
   the calibrated log-odds; it never changes the ranking.
+* `platt` (binary only; Platt 1999): z' = a·z + b, the temperature plus a shift of the log-odds. It corrects a
+  model whose scores are shifted as well as too sharp (an ensemble's weighted log-odds, a member trained on rows
+  with another base rate), at the price of a second number fitted on the same rows. Linear too: the contributions
+  are multiplied by a, and the baseline becomes a·baseline + b.
 * `isotonic` (binary only): P(positive) = a monotone, piecewise-linear map of z (the isotonic regression of the
   labels on z, interpolated between its knots). It is not linear: the contributions stay on the uncalibrated
   log-odds scale, and ties it creates (flat steps) make thresholds coarser. Needs more validation rows than one
@@ -30,7 +34,7 @@ import numpy as np
 from .models.scores import Scores
 
 log = logging.getLogger("bsmfusion.train")
-METHODS = ("temperature", "isotonic", "none")
+METHODS = ("temperature", "platt", "isotonic", "none")
 TEMPERATURE_BOUNDS = (1e-2, 1e2)  # T outside this range means the fit failed, not that the model needs it
 
 
@@ -94,12 +98,34 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return temperature
 
 
+def fit_platt(z: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(a, b) minimising the mean log loss of σ(a·z + b) against Platt's smoothed targets (convex in (a, b);
+    L-BFGS from the identity map). The scale is kept within 1/T's bounds."""
+    from scipy.optimize import minimize
+
+    z = np.asarray(z, dtype=np.float64)
+    targets = smoothed_targets(labels, 2)[:, 1]
+
+    def loss_and_grad(params: np.ndarray) -> tuple[float, np.ndarray]:
+        u = params[0] * z + params[1]
+        loss = np.mean(np.logaddexp(0.0, u) - targets * u)  # −[t·log σ(u) + (1−t)·log σ(−u)]
+        residual = sigmoid(u) - targets
+        return float(loss), np.array([np.mean(residual * z), np.mean(residual)])
+
+    low, high = TEMPERATURE_BOUNDS
+    found = minimize(loss_and_grad, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B",
+                     bounds=[(1 / high, 1 / low), (None, None)], options={"ftol": 1e-14, "gtol": 1e-10})
+    return float(found.x[0]), float(found.x[1])
+
+
 @dataclass(frozen=True)
 class Calibration:
     """A fitted calibration map; `apply` turns a scorer's `Scores` into calibrated ones."""
 
     method: str = "none"
     temperature: float = 1.0
+    scale: float = 1.0  # platt: a
+    bias: float = 0.0  # platt: b
     knots_x: tuple[float, ...] = ()  # isotonic: uncalibrated log-odds, increasing
     knots_y: tuple[float, ...] = ()  # isotonic: calibrated P(positive) at each knot, non-decreasing
 
@@ -119,12 +145,20 @@ class Calibration:
             parts = [np.asarray(p, np.float64) / t for p in
                      (scores.text_contribution, scores.tab_contribution, scores.baseline_score)]
             return Scores(probs, *parts, uncalibrated_probs=original)
+        if self.method == "platt":
+            z = self.scale * log_odds(scores) + self.bias
+            text, tab, base = (np.asarray(p, np.float64) * self.scale for p in
+                               (scores.text_contribution, scores.tab_contribution, scores.baseline_score))
+            return Scores(np.stack([sigmoid(-z), sigmoid(z)], axis=1), text, tab, base + self.bias,
+                          uncalibrated_probs=original)
         positive = np.interp(log_odds(scores), self.knots_x, self.knots_y)  # isotonic, clipped at the end knots
         return replace(scores, probs=np.stack([1.0 - positive, positive], axis=1), uncalibrated_probs=original)
 
     def describe(self) -> str:
         if self.method == "temperature":
             return f"temperature scaling, T = {self.temperature:.4g}"
+        if self.method == "platt":
+            return f"Platt scaling, log-odds × {self.scale:.4g} {self.bias:+.4g}"
         if self.method == "isotonic":
             return f"isotonic regression ({len(self.knots_x)} knots)"
         return "none (the model's own probabilities)"
@@ -133,6 +167,8 @@ class Calibration:
         out: dict[str, Any] = {"method": self.method}
         if self.method == "temperature":
             out["temperature"] = self.temperature
+        if self.method == "platt":
+            out.update(scale=self.scale, bias=self.bias)
         if self.method == "isotonic":
             out["knots_log_odds"] = list(self.knots_x)
             out["knots_probability"] = list(self.knots_y)
@@ -144,6 +180,7 @@ class Calibration:
         if not value:
             return cls()
         return cls(method=value["method"], temperature=float(value.get("temperature", 1.0)),
+                   scale=float(value.get("scale", 1.0)), bias=float(value.get("bias", 0.0)),
                    knots_x=tuple(value.get("knots_log_odds", ())), knots_y=tuple(value.get("knots_probability", ())))
 
 
@@ -159,6 +196,9 @@ def fit_calibration(method: str, labels: np.ndarray, scores: Scores) -> Calibrat
         return Calibration()
     if method == "temperature":
         return Calibration("temperature", temperature=fit_temperature(score_logits(scores), labels))
+    if method == "platt":
+        scale, bias = fit_platt(log_odds(scores), labels)
+        return Calibration("platt", scale=scale, bias=bias)
     from sklearn.isotonic import IsotonicRegression
 
     targets = smoothed_targets(labels, 2)[:, 1]

@@ -261,10 +261,11 @@ class TrainConfig(_Section):
     devices: int | Literal["auto"] = Field(1, description="devices per node (processes to launch)")
     num_nodes: int = Field(1, ge=1, description="machines")
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto | cpu | gpu")
-    calibration: Literal["temperature", "isotonic", "none"] = Field(
+    calibration: Literal["temperature", "platt", "isotonic", "none"] = Field(
         "temperature", description="how probabilities are calibrated on the validation predictions before the "
         "threshold is chosen: temperature (one scalar T minimising the log loss; log-odds / T, contributions / T too) "
-        "| isotonic (binary only: a monotone map; contributions stay uncalibrated) | none")
+        "| platt (binary only: a·log-odds + b; contributions × a) | isotonic (binary only: a monotone map; "
+        "contributions stay uncalibrated) | none")
     decision: str | dict[str, Any] = Field(
         "max_f1", description="binary operating point on the calibrated P(positive), chosen on validation: max_f1 | "
         "{fixed: t} | {precision_at_least: p} | {recall_at_least: r} | {review_budget: f} (flag the top f) | "

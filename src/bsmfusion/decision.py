@@ -236,7 +236,7 @@ class Decision:
         return f"decision: {self.describe()} ({self.source})"
 
 
-BINARY_ONLY = (*POLICIES[1:], "isotonic")  # every decision policy but max_f1, and isotonic calibration
+BINARY_ONLY = (*POLICIES[1:], "platt", "isotonic")  # every decision policy but max_f1; platt, isotonic calibration
 
 
 def check_binary(num_classes: int, key: str, name: str) -> None:
@@ -244,7 +244,7 @@ def check_binary(num_classes: int, key: str, name: str) -> None:
     policy or a calibration method) set under `key` needs a binary model when it is in `BINARY_ONLY`."""
     if num_classes == 2 or name not in BINARY_ONLY:
         return
-    instead = "temperature" if name == "isotonic" else "max_f1 (the default: the argmax class)"
+    instead = "temperature" if name in ("platt", "isotonic") else "max_f1 (the default: the argmax class)"
     raise ConfigError(f"{key} '{name}' is for binary tasks, not a model with {num_classes} classes; use {instead}")
 
 

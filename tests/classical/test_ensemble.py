@@ -190,3 +190,31 @@ def test_bagged_initialised_selection_shrinks_a_noise_member_and_keeps_the_signa
     assert selection_key(labels, weighted_sum(logits, weights))[0] > best_alone  # two independent views beat one
     again, _ = bagged_selection(logits, labels, 25, bags=16, init_each_member=True, seed=3)
     assert np.array_equal(weights, again)  # seeded
+
+
+def test_member_holdout_and_cv_folds_keep_each_group_whole():
+    """data.group (e.g. the two sides of one dialogue): a held-out row never has a twin among the rows its model
+    trained on, in the neural member's holdout and in the classical members' CV folds."""
+    import pandas as pd
+
+    from bsmfusion.classical.ensemble import split_member_holdout
+    from bsmfusion.classical.member import cv_folds
+
+    cfg = ensemble_config()
+    frame = mixed(400, 3)
+    frame["dialogue_id"] = np.arange(400) // 2  # pairs of rows, like dnd_nodeal's two sides
+    frame.loc[frame.index[-10:], "dialogue_id"] = np.nan  # rows without a group stand alone
+    for group in (None, "dialogue_id"):
+        cfg.data.group = group
+        fit_rows, held_rows = split_member_holdout(frame, frame.iloc[:0], cfg)
+        assert len(fit_rows) + len(held_rows) == 400 and 0.08 < len(held_rows) / 400 < 0.22
+        shared = set(fit_rows["dialogue_id"].dropna()) & set(held_rows["dialogue_id"].dropna())
+        assert (len(shared) == 0) == (group is not None)  # a plain row split separates most pairs
+    labels = frame["label"].to_numpy()
+    codes = pd.factorize(frame["dialogue_id"].fillna(pd.Series(-np.arange(400) - 1.0)))[0]
+    for groups in (None, codes):
+        folds = cv_folds(labels, 5, seed=0, groups=groups)
+        assert sorted(np.concatenate([held for _, held in folds]).tolist()) == list(range(400))
+        split_pairs = sum(len(set(codes[fit]) & set(codes[held])) for fit, held in folds)
+        assert (split_pairs == 0) == (groups is not None)
+        assert all(abs(labels[held].mean() - labels.mean()) < 0.12 for _, held in folds)  # still stratified

@@ -158,11 +158,13 @@ def test_with_cv_folds_the_validation_rows_choose_nothing(kind, signal, tmp_path
     """model.classical.cv_folds: C / boosting rounds come from k-fold CV on the training rows, so validation
     labels flipped upside down leave the fitted model unchanged (without CV they choose it)."""
     train_df, val_df = planted(300, signal, 0), planted(150, signal, 1)
+    train_df["buyer"], val_df["buyer"] = np.arange(300) // 3, 1000 + np.arange(150) // 3  # group-disjoint folds too
     flipped = val_df.assign(label=1 - val_df["label"])
     weights = []
     for name, val in (("true", val_df), ("flipped", flipped)):
         cfg = classical_config(kind)
         cfg.model.classical.cv_folds = 3
+        cfg.data.group = "buyer"
         train(cfg, train_df, val, tmp_path / name, progress=False)
         meta = json.loads((tmp_path / name / "meta.json").read_text())
         assert meta["training"]["chosen_on"] == "3-fold CV on the training rows"

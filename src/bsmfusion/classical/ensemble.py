@@ -46,6 +46,7 @@ import pandas as pd
 
 from ..calibration import score_logits, softmax
 from ..config import Config
+from ..data.groups import group_codes
 from ..data.validation import split_meta
 from ..evaluation.metrics import classification_metrics
 from ..models.scores import Scores
@@ -132,6 +133,25 @@ def bagged_selection(logits: list[np.ndarray], labels: np.ndarray, iterations: i
                                       init_each_member=init_each_member)
         per_bag.append(weights)
     return np.mean(per_bag, axis=0), [w.round(6).tolist() for w in per_bag]
+
+
+def fit_weights(cfg: Config, logits: list[np.ndarray], labels: np.ndarray,
+                names: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The member weights `M` from the members' validation `logits` (`model.ensemble`'s selection settings) and
+    what meta.json records of the selection. `benchmarks/quality.py --recombine` calls this on stored member scores."""
+    settings = cfg.model.ensemble
+    selection: dict[str, Any] = {"rows": "validation", "iterations": settings.iterations,
+                                 "init_each_member": settings.init_each_member, "bags": settings.bags}
+    if settings.bags:
+        weights, selection["bag_weights"] = bagged_selection(logits, labels, settings.iterations, bags=settings.bags,
+                                                             init_each_member=settings.init_each_member,
+                                                             seed=cfg.train.seed)
+    else:
+        weights, trajectory = greedy_selection(logits, labels, settings.iterations,
+                                               init_each_member=settings.init_each_member)
+        selection.update(picks=[None if t["picked"] is None else names[t["picked"]] for t in trajectory],
+                         trajectory=trajectory)
+    return weights, selection
 
 
 def combine(parts: list[tuple[float, Scores]], num_classes: int) -> tuple[np.ndarray, Scores]:
@@ -228,22 +248,29 @@ def member_config(cfg: Config, name: str) -> Config:
     return member
 
 
-def member_rows(settings) -> dict[str, str]:
+def member_rows(cfg: Config) -> dict[str, str]:
     """Which rows each member fitted on and chose on (for meta.json)."""
-    classical = f"tfidf_lr, gbdt: all training rows, choices by {settings.member_cv_folds}-fold CV on them"
+    settings = cfg.model.ensemble
+    whole = f", each '{cfg.data.group}' group on one side" if cfg.data.group else ""
+    classical = f"tfidf_lr, gbdt: all training rows, choices by {settings.member_cv_folds}-fold CV on them{whole}"
     if not settings.member_holdout:
         return {"fit": f"neural: all training rows; {classical}", "choices": "neural: validation"}
     return {"fit": f"neural: training rows minus the holdout; {classical}",
-            "choices": f"neural: {settings.member_holdout:.0%} of the training rows"}
+            "choices": f"neural: {settings.member_holdout:.0%} of the training rows{whole}"}
 
 
 def split_member_holdout(train_df: pd.DataFrame, val_df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows members fit on, rows members choose on): a seeded `model.ensemble.member_holdout` share of the training
-    rows, so the members' early stopping and C never see the validation rows that later fit the weights."""
+    rows (of its groups when `data.group` is set), so the members' early stopping never sees the validation rows
+    that later fit the weights."""
     share = cfg.model.ensemble.member_holdout
     if share == 0:
         return train_df, val_df
-    held = np.random.default_rng(cfg.train.seed).random(len(train_df)) < share
+    if cfg.data.group:  # whole groups: a held-out row whose twin trained the member would flatter late epochs
+        codes = group_codes(train_df, cfg.data.group)
+        held = (np.random.default_rng(cfg.train.seed).random(int(codes.max()) + 1) < share)[codes]
+    else:
+        held = np.random.default_rng(cfg.train.seed).random(len(train_df)) < share
     return train_df[~held].reset_index(drop=True), train_df[held].reset_index(drop=True)
 
 
@@ -276,17 +303,7 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
         fitted.append((name, bundle, scores, result))
     logits = [member_logits(s, k) for _, _, s, _ in fitted]
     names = [name for name, *_ in fitted]
-    selection: dict[str, Any] = {"rows": "validation", "iterations": settings.iterations,
-                                 "init_each_member": settings.init_each_member, "bags": settings.bags}
-    if settings.bags:
-        weights, selection["bag_weights"] = bagged_selection(logits, y_val, settings.iterations, bags=settings.bags,
-                                                             init_each_member=settings.init_each_member,
-                                                             seed=cfg.train.seed)
-    else:
-        weights, trajectory = greedy_selection(logits, y_val, settings.iterations,
-                                               init_each_member=settings.init_each_member)
-        selection.update(picks=[None if t["picked"] is None else names[t["picked"]] for t in trajectory],
-                         trajectory=trajectory)
+    weights, selection = fit_weights(cfg, logits, y_val, names)
     _, val_scores = combine([(w, s) for w, (_, _, s, _) in zip(weights, fitted)], k)
     decided = fit_decision(cfg, y_val, val_scores)  # calibration of the combined score, then the threshold
     threshold = decided.threshold
@@ -297,7 +314,7 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
                     for w, z, (name, bundle, _, result) in zip(weights, logits, fitted)]
     meta = {"kind": "ensemble", "combine": "weighted sum of member log-odds (multiclass: log-probabilities)",
             "weights": {name: float(w) for name, w in zip(names, weights)}, "members": members_meta,
-            "member_rows": member_rows(settings),
+            "member_rows": member_rows(cfg),
             "selection": selection,
             "train_rows": len(train_df), "val_rows": len(val_df), **split_meta(train_df, cfg), **decided.meta()}
 

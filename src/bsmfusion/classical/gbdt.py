@@ -130,10 +130,11 @@ def lightgbm_params(cfg: Config) -> dict[str, Any]:
 
 def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], train_tab: np.ndarray,
              y_train: np.ndarray, val_texts: list[str], val_tab: np.ndarray, y_val: np.ndarray,
-             sample_weight: np.ndarray | None = None) -> tuple[GBDT, dict[str, Any]]:
+             sample_weight: np.ndarray | None = None, groups: np.ndarray | None = None) -> tuple[GBDT, dict[str, Any]]:
     """Fit TF-IDF and the SVD on the training threads, boost on the training rows with early stopping on the
     validation rows' log loss — or, with `model.classical.cv_folds` k ≥ 2, boosting rounds from k-fold CV on the
-    training rows, validation unused (`gbdt_early_stopping_rounds: 0`: exactly `gbdt_max_rounds`). Returns the model (its best iteration) and what training saw (for meta.json)."""
+    training rows (`groups`: folds keep each group whole), validation unused (`gbdt_early_stopping_rounds: 0`:
+    exactly `gbdt_max_rounds`). Returns the model (its best iteration) and what training saw (for meta.json)."""
     import lightgbm as lgb
     from sklearn.decomposition import TruncatedSVD
 
@@ -152,7 +153,7 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     max_rounds, chosen_on = settings.gbdt_max_rounds, "validation"
     if settings.cv_folds and stopping:  # the rounds from k-fold CV on the training rows; validation untouched
         history = lgb.cv(lightgbm_params(cfg), train_set, num_boost_round=max_rounds, callbacks=stopping,
-                         folds=cv_folds(y_train, settings.cv_folds, cfg.train.seed))
+                         folds=cv_folds(y_train, settings.cv_folds, cfg.train.seed, groups))
         max_rounds, stopping = len(next(iter(history.values()))), []
         chosen_on = f"{settings.cv_folds}-fold CV on the training rows"
     valid = {}

@@ -36,13 +36,21 @@ def table_preprocessor(cfg: Config, train: pd.DataFrame | None = None, state: st
     return RowPreprocessor.fit(tabular_cfg, None, train)
 
 
-def cv_folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified k-fold (train rows, held-out rows) index pairs, seeded; k is capped by the rarest class."""
-    from sklearn.model_selection import StratifiedKFold
+def cv_folds(labels: np.ndarray, folds: int, seed: int,
+             groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold (train rows, held-out rows) index pairs, seeded; k is capped by the rarest class. With
+    `groups` (`data.group`'s codes) no group is on both sides of a fold: rows of one person (or the two sides of one
+    dialogue) would otherwise let a held-out row be predicted from its twin, and C / rounds would be chosen to
+    memorise rather than to generalise."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     k = min(folds, int(np.bincount(labels).min()))
+    if groups is not None:
+        k = min(k, len(np.unique(groups)))
     if k < 2:
-        raise ValueError(f"cross-validation needs at least 2 rows of every class; the rarest class has {k}")
+        raise ValueError(f"cross-validation needs at least 2 rows (groups) of every class; the rarest class has {k}")
+    if groups is not None:
+        return list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels, groups))
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
 
 

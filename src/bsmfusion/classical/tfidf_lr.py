@@ -88,11 +88,12 @@ def selection_key(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
 
 def fit_tfidf_lr(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], train_tab: np.ndarray,
                  y_train: np.ndarray, val_texts: list[str], val_tab: np.ndarray,
-                 y_val: np.ndarray) -> tuple[TfidfLR, dict[str, Any]]:
+                 y_val: np.ndarray, groups: np.ndarray | None = None) -> tuple[TfidfLR, dict[str, Any]]:
     """Fit TF-IDF on the training threads and one logistic regression per C of `model.classical.lr_c_grid`; keep
     the C with the best ROC-AUC (log loss breaks ties) on the validation rows, or, with `model.classical.cv_folds`
     k ≥ 2, on the training rows' out-of-fold predictions (the TF-IDF vocabulary is fitted once on all training
-    rows), then fit that C on all training rows. Returns the model and what the search saw (for meta.json)."""
+    rows; `groups`: folds keep each group whole), then fit that C on all training rows. Returns the model and what
+    the search saw (for meta.json)."""
     settings = cfg.model.classical
     text = TextFeaturizer.fit(train_texts, settings, list(cfg.data.text))
     x_train = sp.hstack([text.transform(train_texts), sp.csr_matrix(train_tab)], format="csr")
@@ -107,7 +108,7 @@ def fit_tfidf_lr(cfg: Config, tabular: TabularPreprocessor, train_texts: list[st
     search, best = [], None
     chosen_on = "validation"
     if len(settings.lr_c_grid) > 1 and settings.cv_folds:
-        folds = cv_folds(y_train, settings.cv_folds, cfg.train.seed)
+        folds = cv_folds(y_train, settings.cv_folds, cfg.train.seed, groups)
         for c in settings.lr_c_grid:
             oof = np.zeros((len(y_train), cfg.model.num_classes))
             for fit_rows, held in folds:

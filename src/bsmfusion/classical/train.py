@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..config import Config
 from ..data.preprocess import RowPreprocessor
+from ..data.groups import group_codes
 from ..data.tabular import require_columns
 from ..data.validation import split_meta
 from ..errors import DataError
@@ -43,6 +44,7 @@ class ClassicalData:
     val_tab: np.ndarray
     y_train: np.ndarray
     y_val: np.ndarray
+    train_groups: np.ndarray | None = None  # `data.group` codes: cross-validation folds keep each group whole
 
 
 def prepare_labels(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> tuple[RowPreprocessor, np.ndarray, np.ndarray]:
@@ -65,8 +67,10 @@ def prepare_labels(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> tuple
 
 def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> ClassicalData:
     preprocessor, y_train, y_val = prepare_labels(cfg, train, val)
+    groups = group_codes(train, cfg.data.group) if cfg.data.group else None
     return ClassicalData(preprocessor, render_frame(train, cfg), render_frame(val, cfg),
-                         tab_matrix(preprocessor.tabular, train), tab_matrix(preprocessor.tabular, val), y_train, y_val)
+                         tab_matrix(preprocessor.tabular, train), tab_matrix(preprocessor.tabular, val), y_train, y_val,
+                         groups)
 
 
 def sample_weights(cfg: Config, labels: np.ndarray) -> np.ndarray | None:
@@ -91,10 +95,10 @@ def fit_member(cfg: Config, data: ClassicalData) -> tuple[ClassicalMember, dict[
     if cfg.model.fusion == "tfidf_lr":
         from .tfidf_lr import fit_tfidf_lr
 
-        return fit_tfidf_lr(*args)
+        return fit_tfidf_lr(*args, groups=data.train_groups)
     from .gbdt import fit_gbdt
 
-    return fit_gbdt(*args, sample_weight=sample_weights(cfg, data.y_train))
+    return fit_gbdt(*args, sample_weight=sample_weights(cfg, data.y_train), groups=data.train_groups)
 
 
 def train_classical(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: str | Path, *,

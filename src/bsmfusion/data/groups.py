@@ -49,6 +49,17 @@ def warn_on_group_overlap(training_digests: set[str], frame: pd.DataFrame, colum
     return shared
 
 
+def group_codes(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """`N` int64 group ids (0 … G−1, in order of first appearance) of `column`; a row without a group is a group of
+    its own. What group-disjoint holdouts and cross-validation folds split on."""
+    if column not in frame.columns:
+        raise DataError(f"column '{column}' (data.group) is missing from the data; add it or unset data.group")
+    keys = [_key(v) for v in frame[column]]
+    keys = [k if k is not None else f"\0row{i}" for i, k in enumerate(keys)]
+    codes, _ = pd.factorize(pd.Series(keys, dtype=object))
+    return codes.astype(np.int64)
+
+
 def group_split(frame: pd.DataFrame, column: str, *, test_frac: float = 0.15, val_frac: float = 0.15,
                 seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(train, val, test) with no group in two of them. Groups are shuffled with `seed` and dealt to test, then
@@ -60,12 +71,11 @@ def group_split(frame: pd.DataFrame, column: str, *, test_frac: float = 0.15, va
             raise DataError(f"{what} {value} must be in [0, 1)")
     if test_frac + val_frac >= 1:
         raise DataError(f"--test-frac + --val-frac = {test_frac + val_frac:.2f} leaves no training rows; lower them")
-    keys = [_key(v) for v in frame[column]]
-    keys = [k if k is not None else f"\0row{i}" for i, k in enumerate(keys)]
-    codes, uniques = pd.factorize(pd.Series(keys, dtype=object))
-    sizes = np.bincount(codes, minlength=len(uniques))
-    order = np.random.default_rng(seed).permutation(len(uniques))
-    assignment = np.zeros(len(uniques), dtype=np.int8)  # 0 train, 1 val, 2 test
+    codes = group_codes(frame, column)
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    sizes = np.bincount(codes, minlength=n_groups)
+    order = np.random.default_rng(seed).permutation(n_groups)
+    assignment = np.zeros(n_groups, dtype=np.int8)  # 0 train, 1 val, 2 test
     targets = ((2, test_frac * len(frame)), (1, val_frac * len(frame)))
     position, filled = 0, 0
     for split, target in targets:
@@ -77,5 +87,5 @@ def group_split(frame: pd.DataFrame, column: str, *, test_frac: float = 0.15, va
     row_split = assignment[codes]
     parts = tuple(frame[row_split == split].reset_index(drop=True) for split in (0, 1, 2))
     if len(parts[0]) == 0:
-        raise DataError(f"column '{column}': too few groups ({len(uniques)}) to leave any for training; lower the fractions")
+        raise DataError(f"column '{column}': too few groups ({n_groups}) to leave any for training; lower the fractions")
     return parts  # type: ignore[return-value]
