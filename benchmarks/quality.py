@@ -55,11 +55,18 @@ BOOTSTRAP = 1000
 # threshold refitted on the stored validation scores by the library's own code (`fit_weights`, `fit_decision`),
 # the members unchanged — what training with these settings would give, without fine-tuning the members again
 RECOMBINED: dict[str, tuple[str, dict]] = {
-    "ensemble_platt": ("ensemble_default", {"train": {"calibration": "platt"}}),
+    # today's defaults (init_picks 5, calibration auto → platt) on members trained by `ensemble_default`
+    "default_recombined": ("ensemble_default", {}),
+    # what `ensemble_default` was trained with before: one initial pick each, temperature scaling
+    "ensemble_init1_temperature": ("ensemble_default", {"model": {"ensemble": {"init_picks": 1}},
+                                                        "train": {"calibration": "temperature"}}),
+    "ensemble_init1_platt": ("ensemble_default", {"model": {"ensemble": {"init_picks": 1}},
+                                                  "train": {"calibration": "platt"}}),
+    "ensemble_init5_temperature": ("ensemble_default", {"train": {"calibration": "temperature"}}),
     "ensemble_neural_tfidf": ("ensemble_default", {"model": {"ensemble": {"members": ["neural", "tfidf_lr"]}}}),
-    "ensemble_neural_tfidf_platt": ("ensemble_default", {"model": {"ensemble": {"members": ["neural", "tfidf_lr"]}},
-                                                         "train": {"calibration": "platt"}}),
-    "ensemble_plain_greedy": ("ensemble_default", {"model": {"ensemble": {"bags": 0, "init_each_member": False}}}),
+    "ensemble_plain_greedy": ("ensemble_default", {"model": {"ensemble": {"bags": 0, "init_picks": 0}}}),
+    "ensemble_equal_weights": ("ensemble_default", {"model": {"ensemble": {"iterations": 1, "init_picks": 1000,
+                                                                            "bags": 0}}}),
 }
 
 

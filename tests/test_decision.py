@@ -105,7 +105,7 @@ def test_malformed_policies_are_one_line_errors(value, message):
 
 
 def test_config_keys_and_the_old_threshold_spelling():
-    assert config_from_dict({}).train.decision == "max_f1" and config_from_dict({}).train.calibration == "temperature"
+    assert config_from_dict({}).train.decision == "max_f1" and config_from_dict({}).train.calibration == "auto"
     cfg = config_from_dict({"train": {"decision": {"precision_at_least": 0.9}, "calibration": "isotonic"}})
     assert cfg.train.policy == Policy("precision_at_least", 0.9) and cfg.to_dict()["train"]["decision"] == {
         "precision_at_least": 0.9}

@@ -148,8 +148,9 @@ class EnsembleConfig(_Section):
         description="members trained; weights by greedy selection with replacement on validation predictions")
     iterations: int = Field(25, ge=1, description="greedy selection steps per selection; a selection's weights = "
         "its picks (the best prefix) / their count")
-    init_each_member: bool = Field(True, description="start each selection with one pick of every member (Caruana's "
-        "initialisation): weights leave 'equal' only as far as the validation rows support")
+    init_picks: int = Field(5, ge=0, description="picks of every member each selection starts from (Caruana's "
+        "initialisation, as a prior toward equal weights: k picks each against `iterations` greedy ones); weights "
+        "leave 'equal' only as far as the validation rows support; 0: start from nothing (plain selection)")
     bags: int = Field(32, ge=0, description="bootstrap resamples of the validation rows, one selection each; the "
         "weights are their mean (bagged selection: ~100 validation rows cannot rank members reliably); 0: one "
         "selection on all validation rows")
@@ -160,6 +161,15 @@ class EnsembleConfig(_Section):
         "for the neural member's own choices (early stopping, best checkpoint), so the validation rows that fit the "
         "weights and the threshold are untouched by them; 0: it chooses on the validation rows too (optimistic "
         "validation predictions: a member that early-stopped on them gets too much weight)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_init_each_member(cls, data: Any) -> Any:
+        """Bundles written before `init_picks`: `init_each_member: true | false` is 1 | 0 picks."""
+        if isinstance(data, dict) and "init_each_member" in data and "init_picks" not in data:
+            data = dict(data)
+            data["init_picks"] = 1 if data.pop("init_each_member") else 0
+        return data
 
     @field_validator("neural")
     @classmethod
@@ -261,9 +271,10 @@ class TrainConfig(_Section):
     devices: int | Literal["auto"] = Field(1, description="devices per node (processes to launch)")
     num_nodes: int = Field(1, ge=1, description="machines")
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto | cpu | gpu")
-    calibration: Literal["temperature", "platt", "isotonic", "none"] = Field(
-        "temperature", description="how probabilities are calibrated on the validation predictions before the "
-        "threshold is chosen: temperature (one scalar T minimising the log loss; log-odds / T, contributions / T too) "
+    calibration: Literal["auto", "temperature", "platt", "isotonic", "none"] = Field(
+        "auto", description="how probabilities are calibrated on the validation predictions before the "
+        "threshold is chosen: auto (platt for binary, temperature for multiclass) | temperature (one scalar T "
+        "minimising the log loss; log-odds / T, contributions / T too) "
         "| platt (binary only: a·log-odds + b; contributions × a) | isotonic (binary only: a monotone map; "
         "contributions stay uncalibrated) | none")
     decision: str | dict[str, Any] = Field(

@@ -174,7 +174,7 @@ def test_plain_greedy_selection_never_scores_below_its_best_member():
     best_alone = max(selection_key(labels, z) for z in logits)
     assert selection_key(labels, weighted_sum(logits, weights)) >= best_alone
     assert trajectory[0]["picked"] in (0, 1) and weights[2] == 0.0
-    started, path = greedy_selection(logits, labels, 25, init_each_member=True)
+    started, path = greedy_selection(logits, labels, 25, init_picks=1)
     assert path[0]["picked"] is None and len(path) <= 26  # the equal start is a candidate, then ≤ 25 picks
     assert started.sum() == pytest.approx(1.0)
 
@@ -183,13 +183,24 @@ def test_bagged_initialised_selection_shrinks_a_noise_member_and_keeps_the_signa
     from bsmfusion.classical.ensemble import bagged_selection, selection_key, weighted_sum
 
     labels, logits = planted_logits()
-    weights, per_bag = bagged_selection(logits, labels, 25, bags=16, init_each_member=True, seed=3)
+    weights, per_bag = bagged_selection(logits, labels, 25, bags=16, init_picks=1, seed=3)
     assert len(per_bag) == 16 and weights.sum() == pytest.approx(1.0)
     assert weights[2] < 0.15 < min(weights[0], weights[1])  # noise shrunk, both informative members kept
     best_alone = max(selection_key(labels, z)[0] for z in logits)
     assert selection_key(labels, weighted_sum(logits, weights))[0] > best_alone  # two independent views beat one
-    again, _ = bagged_selection(logits, labels, 25, bags=16, init_each_member=True, seed=3)
+    again, _ = bagged_selection(logits, labels, 25, bags=16, init_picks=1, seed=3)
     assert np.array_equal(weights, again)  # seeded
+    # a stronger prior (the default 5 picks each) keeps the weights nearer 1/3: the noise member shrinks less
+    prior, _ = bagged_selection(logits, labels, 25, bags=16, init_picks=5, seed=3)
+    assert weights[2] < prior[2] < 1 / 3 and prior[2] >= 5 / (15 + 25) - 1e-12
+
+
+def test_old_bundles_init_each_member_reads_as_init_picks():
+    from bsmfusion.config import config_from_dict
+
+    assert config_from_dict({}).model.ensemble.init_picks == 5
+    for old, picks in ((True, 1), (False, 0)):
+        assert config_from_dict({"model": {"ensemble": {"init_each_member": old}}}).model.ensemble.init_picks == picks
 
 
 def test_member_holdout_and_cv_folds_keep_each_group_whole():

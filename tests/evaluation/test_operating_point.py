@@ -72,7 +72,7 @@ def test_evaluate_reports_the_operating_point_alternatives_and_calibration(bundl
     assert point["precision"]["value"] == pytest.approx(metrics["precision"])  # the same threshold as the table
     assert len(stored["alternatives"]) == 7 and stored["alternatives"][0]["chosen_on"] == "validation"
     calibration = stored["calibration"]
-    assert calibration["method"] == "temperature" and calibration["temperature"] > 0
+    assert calibration["method"] == "platt" and calibration["scale"] > 0  # auto: Platt for a binary model
     assert calibration["ece_after"] == pytest.approx(metrics["ece"])
     report = (tmp_path / "report" / "report.md").read_text()
     for section in ("## Operating point", "## Alternative policies", "## Calibration", "95% interval"):

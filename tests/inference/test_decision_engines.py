@@ -30,7 +30,7 @@ def bundle(tmp_path_factory):
 
 def test_the_bundle_stores_its_calibration_and_decision(bundle):
     meta = json.loads((bundle / "meta.json").read_text())
-    assert meta["calibration"]["method"] == "temperature" and meta["calibration"]["temperature"] != 1.0
+    assert meta["calibration"]["method"] == "platt" and (meta["calibration"]["scale"], meta["calibration"]["bias"]) != (1.0, 0.0)
     assert meta["decision"]["policy"] == {"review_budget": 0.25} and meta["decision"]["threshold"] == meta["threshold"]
     assert meta["decision"]["validation"]["flagged_fraction"] <= 0.25
     assert "validation_scores.json" in json.loads((bundle / "manifest.json").read_text())
@@ -59,7 +59,7 @@ def test_predict_onnx_and_serve_make_the_same_decisions(bundle, tmp_path):
     threshold = predictor.threshold
     assert info["decision"]["policy"] == {"recall_at_least": 0.8} and info["decision"]["source"] == "override"
     assert info["threshold"] == threshold != bsmfusion.load(bundle).threshold
-    assert info["calibration"]["method"] == "temperature"
+    assert info["calibration"]["method"] == "platt"
     # the validation rows fix the threshold: the same one in every engine
     probs = outputs["torch"]["prob_1"].to_numpy()
     clear = np.abs(probs - threshold) > 1e-4  # ONNX differs from torch by ~1e-6: rows on the threshold could flip

@@ -85,25 +85,25 @@ def weighted_sum(values: list[np.ndarray], weights) -> np.ndarray:
 
 
 def greedy_selection(logits: list[np.ndarray], labels: np.ndarray, iterations: int = 25, *,
-                     init_each_member: bool = False) -> tuple[np.ndarray, list[dict[str, Any]]]:
+                     init_picks: int = 0) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Ensemble selection with replacement over member logits (`M` arrays `N×K`).
 
     Args:
         logits: each member's validation logits.
         labels: the validation label ids.
         iterations: picks after the start.
-        init_each_member: start from one pick of every member (equal weights) instead of from nothing; the start
-            is a candidate too. Without it the first pick is the best member alone, so the result never scores
-            below it on these rows.
+        init_picks: start from this many picks of every member (equal weights, a prior whose strength is k·M picks
+            against the greedy ones); the start is a candidate too. With 0 the first pick is the best member alone,
+            so the result never scores below it on these rows.
 
     Returns:
         (weights `M`, summing to 1; the trajectory: per step the member picked and the combined key).
     """
     m_count = len(logits)
-    counts = np.ones(m_count) if init_each_member else np.zeros(m_count)
+    counts = np.full(m_count, float(init_picks))
     trajectory: list[dict[str, Any]] = []
     history: list[np.ndarray] = []
-    if init_each_member:
+    if init_picks:
         history.append(counts / counts.sum())
         trajectory.append({"step": 0, "picked": None, "key": list(selection_key(labels, weighted_sum(logits, history[0])))})
     for step in range(1, iterations + 1):
@@ -119,7 +119,7 @@ def greedy_selection(logits: list[np.ndarray], labels: np.ndarray, iterations: i
 
 
 def bagged_selection(logits: list[np.ndarray], labels: np.ndarray, iterations: int = 25, *, bags: int = 32,
-                     init_each_member: bool = True, seed: int = 0) -> tuple[np.ndarray, list[list[float]]]:
+                     init_picks: int = 5, seed: int = 0) -> tuple[np.ndarray, list[list[float]]]:
     """The mean of `bags` greedy selections, each on a bootstrap resample of the validation rows (Caruana et al.
     2006: bagging the selection curbs its overfitting to a small hill-climbing set). A resample with one class
     only is drawn again. Returns (weights `M`, each bag's weights)."""
@@ -129,8 +129,7 @@ def bagged_selection(logits: list[np.ndarray], labels: np.ndarray, iterations: i
         rows = rng.integers(0, len(labels), len(labels))
         if len(np.unique(labels[rows])) < len(np.unique(labels)):
             continue
-        weights, _ = greedy_selection([z[rows] for z in logits], labels[rows], iterations,
-                                      init_each_member=init_each_member)
+        weights, _ = greedy_selection([z[rows] for z in logits], labels[rows], iterations, init_picks=init_picks)
         per_bag.append(weights)
     return np.mean(per_bag, axis=0), [w.round(6).tolist() for w in per_bag]
 
@@ -141,14 +140,12 @@ def fit_weights(cfg: Config, logits: list[np.ndarray], labels: np.ndarray,
     what meta.json records of the selection. `benchmarks/quality.py --recombine` calls this on stored member scores."""
     settings = cfg.model.ensemble
     selection: dict[str, Any] = {"rows": "validation", "iterations": settings.iterations,
-                                 "init_each_member": settings.init_each_member, "bags": settings.bags}
+                                 "init_picks": settings.init_picks, "bags": settings.bags}
     if settings.bags:
         weights, selection["bag_weights"] = bagged_selection(logits, labels, settings.iterations, bags=settings.bags,
-                                                             init_each_member=settings.init_each_member,
-                                                             seed=cfg.train.seed)
+                                                             init_picks=settings.init_picks, seed=cfg.train.seed)
     else:
-        weights, trajectory = greedy_selection(logits, labels, settings.iterations,
-                                               init_each_member=settings.init_each_member)
+        weights, trajectory = greedy_selection(logits, labels, settings.iterations, init_picks=settings.init_picks)
         selection.update(picks=[None if t["picked"] is None else names[t["picked"]] for t in trajectory],
                          trajectory=trajectory)
     return weights, selection
