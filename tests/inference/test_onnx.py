@@ -16,7 +16,9 @@ pytest.importorskip("onnxruntime")
 @pytest.mark.parametrize("fusion", ["gate", "cross_attn", "tab_only"])
 def test_onnx_fp32_matches_pytorch_and_int8_runs(tmp_path, fusion, precision):
     out = tmp_path / "m"
-    train(fast_config(fusion, epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
+    cfg = fast_config(fusion, epochs=1)
+    cfg.train.calibration = "none"  # the graph's own outputs: a calibration scale would multiply bf16's rounding
+    train(cfg, planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
     frame = planted_frame(50, "text", 2)
     frame.loc[0, "dialogue"] = ""  # empty thread
     frame.loc[1, "dialogue"] = " <eos> ".join(["BUYER: " + "refund please " * 20] * 3)  # several chunks
