@@ -1,6 +1,8 @@
 """Quality benchmark: the three tasks of ../shared/benchmarks/TASKS.md × model variants × seeds, test ROC-AUC as
 mean ± sd over seeds with a bootstrap 95% CI, and the paired bootstrap difference to TF-IDF + numerics LR.
-Writes benchmarks/results/quality.json (every run, appended by key) and quality.md (the table).
+Writes benchmarks/results/quality.json (every run's summary, appended by key; committed), quality_rows.json (the
+per-row test/validation scores the bootstrap CIs and --recombine need; local, .gitignore'd: megabytes) and
+quality.md (the table).
 
     .venv/bin/python benchmarks/quality.py --tasks dnd_nodeal,cb_nosale,clothing_recommend \
         --variants tfidf_lr,gbdt,frozen_gate,ensemble_frozen --seeds 0,1,2 [--max-train-rows N] [--epochs E]
@@ -170,6 +172,33 @@ def recombine(task, source: dict, name: str, args) -> dict:
     return run
 
 
+ROW_KEYS = ("test_prob", "test_label", "member_scores")  # per-row scores: a local sidecar, never committed
+
+
+def _rows_path(results_path: Path) -> Path:
+    return results_path.with_name(results_path.stem + "_rows.json")  # .gitignore'd: megabytes of scores
+
+
+def load_runs(results_path: Path) -> list[dict]:
+    """The runs of `results_path`, with their per-row scores from the sidecar where this machine has it."""
+    runs = json.loads(results_path.read_text())["runs"] if results_path.is_file() else []
+    rows_path = _rows_path(results_path)
+    rows = json.loads(rows_path.read_text()) if rows_path.is_file() else {}
+    return [{**run, **rows.get(_run_key(run), {})} for run in runs]
+
+
+def save_runs(results_path: Path, runs: list[dict]) -> None:
+    """Summaries to `results_path` (committed, small); per-row scores to the sidecar (local)."""
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps({"runs": [{k: v for k, v in r.items() if k not in ROW_KEYS} for r in runs]}))
+    rows = {_run_key(r): {k: r[k] for k in ROW_KEYS if k in r} for r in runs}
+    _rows_path(results_path).write_text(json.dumps(rows))
+
+
+def _run_key(run: dict) -> str:
+    return f"{run['task']}/{run['variant']}/{run['seed']}"
+
+
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -185,12 +214,14 @@ def summarise(runs: list[dict], baseline: str = "tfidf_lr") -> list[dict]:
     for run in runs:
         by_key.setdefault((run["task"], run["variant"]), []).append(run)
     for (task, variant), group in sorted(by_key.items()):
-        labels = np.array(group[0]["test_label"])
-        probs = np.array([r["test_prob"] for r in group])  # seeds × N
-        base = by_key.get((task, baseline))
-        base_probs = np.array([r["test_prob"] for r in base]) if base else None
         samples, diffs = [], []
-        for _ in range(BOOTSTRAP):
+        scored = all("test_prob" in r for r in group)  # per-row scores: only where the local sidecar has them
+        labels = np.array(group[0]["test_label"]) if scored else None
+        probs = np.array([r["test_prob"] for r in group]) if scored else None  # seeds × N
+        base = by_key.get((task, baseline))
+        base_probs = (np.array([r["test_prob"] for r in base])
+                      if base and all("test_prob" in r for r in base) else None)
+        for _ in range(BOOTSTRAP if scored else 0):
             idx = rng.integers(0, len(labels), len(labels))
             if labels[idx].min() == labels[idx].max():
                 continue
@@ -202,7 +233,7 @@ def summarise(runs: list[dict], baseline: str = "tfidf_lr") -> list[dict]:
         rows.append({
             "task": task, "variant": variant, "seeds": len(group), "train_rows": group[0]["train_rows"],
             "roc_auc_mean": float(aucs.mean()), "roc_auc_sd": float(aucs.std(ddof=1)) if len(aucs) > 1 else 0.0,
-            "roc_auc_ci": [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))],
+            "roc_auc_ci": [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))] if samples else None,
             "diff_vs_baseline_ci": ([float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
                                     if diffs and variant != baseline else None),
             "pr_auc_mean": float(np.mean([r["pr_auc"] for r in group])),
@@ -220,8 +251,9 @@ def markdown(rows: list[dict], baseline: str = "tfidf_lr") -> str:
     for r in rows:
         diff = r["diff_vs_baseline_ci"]
         diff_text = f"{(diff[0] + diff[1]) / 2:+.3f} ({diff[0]:+.3f}, {diff[1]:+.3f})" if diff else "—"
+        ci_text = f"{r['roc_auc_ci'][0]:.3f}–{r['roc_auc_ci'][1]:.3f}" if r["roc_auc_ci"] else "—"
         lines.append(f"| {r['task']} | {r['variant']} | {r['seeds']} | {r['train_rows']:,} | {r['roc_auc_mean']:.3f} ± "
-                     f"{r['roc_auc_sd']:.3f} | {r['roc_auc_ci'][0]:.3f}–{r['roc_auc_ci'][1]:.3f} | {diff_text} | "
+                     f"{r['roc_auc_sd']:.3f} | {ci_text} | {diff_text} | "
                      f"{r['pr_auc_mean']:.3f} | {r['f1_mean']:.3f} | {r['val_roc_auc_mean']:.3f} | "
                      f"{r['fit_seconds_mean']:.0f} | {r['text_share_mean']:.2f} |")
     return "\n".join(lines) + "\n"
@@ -243,7 +275,7 @@ def main() -> None:
                              "member scores of their source variant (no training)")
     args = parser.parse_args()
     results_path = Path(args.results)
-    runs = json.loads(results_path.read_text())["runs"] if results_path.is_file() else []
+    runs = load_runs(results_path)
     machine = f"{cpu_capability()}, precision {resolve_precision('auto').describe()}, 2 CPU cores"
     for task_name in args.tasks.split(","):
         task = TASKS[task_name]()
@@ -263,8 +295,7 @@ def main() -> None:
             runs = [r for r in runs if (r["task"], r["variant"], r["seed"]) != (task_name, name, seed)] + [run]
             print(json.dumps({k: v for k, v in run.items() if not k.startswith("test_") and k != "member_scores"}),
                   flush=True)
-            results_path.parent.mkdir(parents=True, exist_ok=True)
-            results_path.write_text(json.dumps({"runs": runs}))
+            save_runs(results_path, runs)
     rows = summarise(runs)
     (results_path.with_suffix(".md")).write_text(f"Machine: {machine}\n\n" + markdown(rows))
     print(markdown(rows))
