@@ -27,12 +27,16 @@ def _key(value) -> str | None:
     return str(value)
 
 
+def _require_column(frame: pd.DataFrame, column: str) -> None:
+    if column not in frame.columns:
+        raise DataError(f"column '{column}' (data.group) is missing from the data; add it or unset data.group")
+
+
 def group_digests(frame: pd.DataFrame, column: str, salt: str = "") -> set[str]:
     """SHA-256 (first 16 hex digits) of `salt` + every distinct non-missing group value of `column`. A bundle uses a
     random salt of its own, so its digests cannot be matched against a list of hashed ids made elsewhere; low-entropy
     ids (numbers) can still be recovered by trying every value with that salt: this is not anonymisation."""
-    if column not in frame.columns:
-        raise DataError(f"column '{column}' (data.group) is missing from the data; add it or unset data.group")
+    _require_column(frame, column)
     keys = {_key(v) for v in frame[column]}
     return {hashlib.sha256((salt + k).encode("utf-8")).hexdigest()[:16] for k in keys if k is not None}
 
@@ -52,8 +56,7 @@ def warn_on_group_overlap(training_digests: set[str], frame: pd.DataFrame, colum
 def group_codes(frame: pd.DataFrame, column: str) -> np.ndarray:
     """`N` int64 group ids (0 … G−1, in order of first appearance) of `column`; a row without a group is a group of
     its own. What group-disjoint holdouts and cross-validation folds split on."""
-    if column not in frame.columns:
-        raise DataError(f"column '{column}' (data.group) is missing from the data; add it or unset data.group")
+    _require_column(frame, column)
     keys = [_key(v) for v in frame[column]]
     keys = [k if k is not None else f"\0row{i}" for i, k in enumerate(keys)]
     codes, _ = pd.factorize(pd.Series(keys, dtype=object))
