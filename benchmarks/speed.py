@@ -2,6 +2,7 @@
 packed, bucketed, bf16 and ONNX paths, in ONE run; each measurement in a fresh process for its peak memory.
 
     .venv/bin/python benchmarks/speed.py [--threads 256] [--out docs/performance.md]
+    .venv/bin/python benchmarks/speed.py --explore bf16,predict --threads 64   # a quick look, nothing written
 
 T=128, C=4, default encoder (MiniLM-L6), concat fusion. Texts: dnd_nodeal and cb_nosale test splits and the
 long-thread set (consecutive test threads joined until each has ≥ 4·T tokens).
@@ -57,6 +58,20 @@ def _score_worker(task_name: str, n: int, mode: str, bundle_dir: str, queue) -> 
     cfg, tokenizer, prep, frame = _setup(task_name, n)
     table = prep.encode(frame, with_labels=False)
     pad = int(tokenizer.pad_token_id or 0)
+    if mode in ("predict", "predict_compiled"):  # end to end as `bsmfusion predict` runs: DataFrame in, table out
+        import bsmfusion
+
+        started = time.perf_counter()
+        predictor = bsmfusion.load(bundle_dir, engine="auto", compile=mode == "predict_compiled")
+        load_seconds = time.perf_counter() - started
+        elapsed = _best_time(lambda: predictor.predict_frame(frame))
+        collator = Collator(pad, C, T)
+        queue.put({"threads_per_s": len(table) / elapsed, "seconds": elapsed,
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "computed_tokens": _computed_tokens(table, collator, None, bucketed=True, batch=predictor.scorer.uncalibrated.batch_size),
+                   "real_tokens": int(table.token_counts().sum()), "precision": predictor.describe_precision(),
+                   "load_seconds": load_seconds})
+        return
     if mode.startswith("onnx"):
         from bsmfusion.inference.onnx_export import OnnxModel, onnx_file
 
@@ -66,30 +81,48 @@ def _score_worker(task_name: str, n: int, mode: str, bundle_dir: str, queue) -> 
 
         model = load_bundle(bundle_dir).model
         model.text_subnetwork.encode_mode = "plain" if mode == "plain" else "packed"
+        if mode == "compiled":
+            from bsmfusion.inference.compiled import compile_backbone
+            from bsmfusion.precision import resolve_precision
+
+            print("compile", compile_backbone(model, resolve_precision("bf16"), torch.device("cpu")), flush=True)
     collator = Collator(pad, C, T, pad_to_max=(mode == "plain"))
     dataset = EncodedDataset(table)
-    precision = "bf16" if mode == "bf16" else "fp32"
-    started = time.perf_counter()
-    if mode in ("plain", "packed"):  # input order, no bucketing
-        from bsmfusion.precision import resolve_precision
+    precision = "bf16" if mode in ("bf16", "compiled") else "fp32"
 
-        with torch.inference_mode(), resolve_precision(precision).autocast("cpu"):
-            for start in range(0, len(dataset), 32):
-                model(collator([dataset[i] for i in range(start, min(start + 32, len(dataset)))]))
-        computed = _computed_tokens(table, collator, dataset, bucketed=False)
-    else:
-        score_table(model, table, collator, batch_size=32, precision=precision)
-        computed = _computed_tokens(table, collator, dataset, bucketed=True)
-    elapsed = time.perf_counter() - started
+    def score() -> None:
+        if mode in ("plain", "packed"):  # input order, no bucketing
+            from bsmfusion.precision import resolve_precision
+
+            with torch.inference_mode(), resolve_precision(precision).autocast("cpu"):
+                for start in range(0, len(dataset), 32):
+                    model(collator([dataset[i] for i in range(start, min(start + 32, len(dataset)))]))
+        else:
+            score_table(model, table, collator, batch_size=32, precision=precision)
+
+    elapsed = _best_time(score)
+    computed = _computed_tokens(table, collator, dataset, bucketed=mode not in ("plain", "packed"))
     queue.put({"threads_per_s": len(table) / elapsed, "seconds": elapsed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "computed_tokens": computed, "real_tokens": int(table.token_counts().sum())})
 
 
-def _computed_tokens(table, collator, dataset, bucketed: bool) -> int:
+def _best_time(run, passes: int = 3) -> float:
+    """Seconds of the fastest of `passes` timed calls after one warm-up call (oneDNN and ONNX Runtime set up
+    their kernels on first use; the best of several passes keeps other load on a shared machine out)."""
+    run()
+    best = float("inf")
+    for _ in range(passes):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _computed_tokens(table, collator, dataset, bucketed: bool, batch: int = 32) -> int:
     """Tokens the encoder actually processes (padding included) with this path's batching."""
     from bsmfusion.data.sampling import sorted_batches
 
-    batches = sorted_batches(table.token_counts(), 32) if bucketed else [list(range(s, min(s + 32, len(table)))) for s in range(0, len(table), 32)]
+    batches = sorted_batches(table.token_counts(), batch) if bucketed else [list(range(s, min(s + batch, len(table)))) for s in range(0, len(table), batch)]
     total = 0
     for rows in batches:
         if collator.pad_to_max:
@@ -151,17 +184,83 @@ def _run(target, *args) -> dict:
     return result
 
 
-def matmul_gflops(dtype_name: str, size: int = 1024, reps: int = 10) -> float:
+# Square matmuls and the encoder's own largest GEMMs (B·T = 16,384 rows through the FFN): the peak of a precision is
+# the fastest of these — on AMX the FFN shapes beat the square ones.
+PEAK_SHAPES = {"1024³": (1024, 1024, 1024), "2048³": (2048, 2048, 2048), "FFN up": (128 * T, 384, 1536),
+               "FFN down": (128 * T, 1536, 384)}
+
+
+def matmul_gflops(dtype_name: str, reps: int = 5) -> dict[str, float]:
+    """GFLOP/s of PyTorch matmuls in a precision, 2 threads, per shape of `PEAK_SHAPES` (best of 3 timings)."""
     import torch
 
     torch.set_num_threads(2)
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    a @ b
-    started = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return reps * 2 * size ** 3 / (time.perf_counter() - started) / 1e9
+    out = {}
+    for name, (m, k, n) in PEAK_SHAPES.items():
+        a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+        seconds = _best_time(lambda: [a @ b for _ in range(reps)])
+        out[name] = reps * 2 * m * k * n / seconds / 1e9
+    return out
+
+
+def _bare_worker(variant: str, queue) -> None:
+    """The bare MiniLM forward (no chunking, pooling or head) on 128 chunks × T random tokens, GFLOP/s; `variant`
+    is a precision, optionally with ` + --compile` (the TorchInductor backbone)."""
+    import torch
+
+    from bsmfusion.config import TextConfig
+    from bsmfusion.models.backbone import build_backbone
+    from bsmfusion.precision import resolve_precision
+
+    torch.set_num_threads(2)
+    backbone = build_backbone(TextConfig()).eval()
+    precision = variant.split()[0]
+    if variant.endswith("--compile"):
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+        backbone = torch.compile(backbone, dynamic=True)
+    ids = torch.randint(1000, 20000, (128, T))
+    mask = torch.ones_like(ids)
+    with torch.inference_mode(), resolve_precision(precision).autocast("cpu"):
+        seconds = _best_time(lambda: backbone(input_ids=ids, attention_mask=mask))
+    queue.put({"gflops": 128 * T * encoder_flops_per_token() / seconds / 1e9})
+
+
+def int8_matmul_gflops(reps: int = 5) -> dict[str, float]:
+    """The int8 peak of the engine that runs the int8 graph: ONNX Runtime's MatMulInteger (uint8 × int8 → int32,
+    the kernel dynamic quantisation uses), per shape of `PEAK_SHAPES`, 2 threads; GOP/s counted as GFLOP/s."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = {}
+    rng = np.random.default_rng(0)
+    for name, (m, k, n) in PEAK_SHAPES.items():
+        weight = numpy_helper.from_array(rng.integers(-127, 127, (k, n), dtype=np.int8), "B")
+        graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "int8_matmul",
+                                  [helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k])],
+                                  [helper.make_tensor_value_info("Y", TensorProto.INT32, [m, n])], initializer=[weight])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 2
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feed = {"A": rng.integers(0, 255, (m, k), dtype=np.uint8)}
+        seconds = _best_time(lambda: [session.run(None, feed) for _ in range(reps)])
+        out[name] = reps * 2 * m * k * n / seconds / 1e9
+    return out
+
+
+def cpu_flags() -> str:
+    """The CPU's model name and its matrix-math flags from /proc/cpuinfo (Linux), for the record."""
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "fma")
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown (no /proc/cpuinfo)"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    return f"{model}: {' '.join(f for f in wanted if f in flags)}"
 
 
 def encoder_flops_per_token(hidden=384, layers=6, ffn=1536, avg_len=128) -> float:
@@ -211,29 +310,45 @@ def batch_dependence(bundle_dir: Path, n: int = 128) -> dict:
 
 LABELS = {"plain": "plain design path (B×C×T fp32, padded to C=4·T=128)", "packed": "packed (real chunks, T_dyn)",
           "bucketed": "packed + length-bucketed", "bf16": "packed + bucketed + bf16 autocast",
-          "onnx_fp32": "ONNX Runtime fp32 (bucketed)", "onnx_int8": "ONNX Runtime int8 (bucketed)"}
+          "compiled": "packed + bucketed + bf16 + `--compile` (TorchInductor backbone)",
+          "onnx_fp32": "ONNX Runtime fp32 (bucketed)", "onnx_int8": "ONNX Runtime int8 (bucketed)",
+          "predict": "end to end: `bsmfusion predict` defaults + `--engine auto` (tokenising included)",
+          "predict_compiled": "end to end, as above + `--compile`"}
+# the precision each path's matrix work runs in: its GFLOP/s is set against this machine's peak in that precision
+PATH_PRECISION = {"plain": "fp32", "packed": "fp32", "bucketed": "fp32", "bf16": "bf16", "compiled": "bf16",
+                  "onnx_fp32": "fp32", "onnx_int8": "int8"}
+
+
+def _path_precision(mode: str, row: dict) -> str:
+    if mode in PATH_PRECISION:
+        return PATH_PRECISION[mode]
+    described = row["precision"]  # e.g. "auto → bf16: AMX; engine auto → torch: ..." or "ONNX int8; ..."
+    return next(p for p in ("int8", "bf16", "fp32") if p in described.split(";")[0])
 
 
 def render_markdown(results: dict) -> str:
     flops = encoder_flops_per_token()
-    peak = results["gflops"]["fp32_matmul"]
-    lines = ["## Scoring throughput (threads/s; ratio to the plain path; peak RSS of the scoring process)", ""]
+    peaks = {p: max(shapes.values()) for p, shapes in results["peaks"].items()}
+    lines = ["## Scoring throughput (threads/s; ratio to the plain path; peak RSS of the scoring process)", "",
+             "The last column sets the encoder's achieved GFLOP/s against this machine's measured matmul peak in the "
+             "precision the path computes in (\"This machine\" below).", ""]
     for task, rows in results["scoring"].items():
         plain = rows["plain"]["threads_per_s"]
         lines += [f"### {task} ({'joined threads ≥ 4·T tokens' if task == 'long' else 'test split'})", "",
-                  "| path | threads/s | × plain | peak RSS MB | tokens computed / real | encoder GFLOP/s | % of fp32 matmul peak |",
+                  "| path | threads/s | × plain | peak RSS MB | tokens computed / real | encoder GFLOP/s | % of matmul peak (precision) |",
                   "|---|---|---|---|---|---|---|"]
         for mode, r in rows.items():
             gflops = r["computed_tokens"] * flops / r["seconds"] / 1e9
+            precision = _path_precision(mode, r)
+            share = f"{100 * gflops / peaks[precision]:.0f}% ({precision})" if peaks.get(precision) else f"– ({precision})"
             lines.append(f"| {LABELS[mode]} | {r['threads_per_s']:.1f} | {r['threads_per_s'] / plain:.2f}× | "
-                         f"{r['peak_rss_mb']:.0f} | {r['computed_tokens'] / r['real_tokens']:.2f} | {gflops:.1f} | {100 * gflops / peak:.0f}% |")
+                         f"{r['peak_rss_mb']:.0f} | {r['computed_tokens'] / r['real_tokens']:.2f} | {gflops:.1f} | {share} |")
         lines.append("")
     lines += ["## Training throughput (forward + backward + AdamW step, batch 16, MiniLM-L6, concat)", "",
               "| task | plain samples/s | optimised samples/s | × plain | plain peak RSS MB | optimised peak RSS MB |", "|---|---|---|---|---|---|"]
     for task, r in results["training"].items():
         lines.append(f"| {task} | {r['plain']['samples_per_s']:.2f} | {r['optimised']['samples_per_s']:.2f} | "
                      f"{r['optimised']['samples_per_s'] / r['plain']['samples_per_s']:.2f}× | {r['plain']['peak_rss_mb']:.0f} | {r['optimised']['peak_rss_mb']:.0f} |")
-    g = results["gflops"]
     if "batch_dependence" in results:
         b = results["batch_dependence"]
         lines += ["", f"## Batch dependence ({b['bundle']}; 128 dnd_nodeal test rows scored alone vs in batches of 64)", "",
@@ -242,7 +357,17 @@ def render_markdown(results: dict) -> str:
     lines += ["", "## This machine", "",
               f"- CPU capability (torch's checks): {results.get('cpu_capability', 'unknown')}; `precision: auto` → "
               f"{results.get('auto_precision', 'unknown')}.",
-              f"- float32 matmul (1024², 2 threads): {g['fp32_matmul']:.1f} GFLOP/s; bfloat16: {g['bf16_matmul']:.1f} GFLOP/s.",
+              *[f"- Matmul {p} ({'ONNX Runtime MatMulInteger, GOP/s' if p == 'int8' else 'PyTorch'}, 2 threads): "
+                + ", ".join(f"{name} {v:.0f}" for name, v in shapes.items()) + f" GFLOP/s; the peak used above: {peaks[p]:.0f}."
+                for p, shapes in results["peaks"].items()],
+              f"- `--engine auto` here: {results.get('auto_engine', 'unknown')}.",
+              *[f"- Loading the {task} bundle for `predict` (compile included): "
+                + f"eager {rows['predict']['load_seconds']:.1f} s, with --compile {rows['predict_compiled']['load_seconds']:.1f} s."
+                for task, rows in results["scoring"].items() if "predict_compiled" in rows],
+              *[f"- Bare MiniLM forward, {p} (128 chunks × {T} tokens, no chunking/pooling/head): {b['gflops']:.0f} GFLOP/s = "
+                f"{100 * b['gflops'] / peaks[p.split()[0]]:.0f}% of the {p.split()[0]} peak."
+                for p, b in results.get("bare_forward", {}).items()],
+              f"- CPU flags: {results.get('cpu_flags', 'unknown')}.",
               f"- Encoder cost counted as {flops / 1e6:.1f} MFLOP per token (6 layers × 2 × (4·d² + 2·d·ffn + 2·T·d), d = 384, ffn = 1536, T = 128)."]
     if "quality" in results:
         q = results["quality"]
@@ -255,29 +380,56 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _bench_bundle(task_name: str, folder: Path) -> Path:
+    """An untrained concat bundle for the task (scoring cost does not depend on the weights), with its ONNX graphs."""
+    from bsmfusion.bundle import write_bundle
+    from bsmfusion.inference.onnx_export import export_onnx
+    from bsmfusion.models.classifier import build_model
+
+    cfg, tokenizer, prep, _ = _setup(task_name, 1)
+    prep.label_names = ["0", "1"]
+    model = build_model(cfg, prep.tabular.numeric_dim, prep.tabular.cardinalities).eval()
+    bundle = folder / task_name
+    write_bundle(bundle, cfg=cfg, preprocessor=prep, tokenizer=tokenizer, model=model, threshold=0.5, metrics={})
+    export_onnx(bundle, quantize="int8")
+    return bundle
+
+
+def explore(threads: int, modes: list[str]) -> None:
+    """Quick look while optimising: the given scoring paths on the three text sets, threads/s and % of peak."""
+    shapes = {"fp32": matmul_gflops("float32"), "bf16": matmul_gflops("bfloat16"), "int8": int8_matmul_gflops()}
+    print("matmul GFLOP/s", json.dumps({p: {k: round(v) for k, v in d.items()} for p, d in shapes.items()}), flush=True)
+    peaks = {p: max(d.values()) for p, d in shapes.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        for task_name in ("dnd_nodeal", "cb_nosale", "long"):
+            bundle = _bench_bundle(task_name, Path(tmp))
+            n = threads if task_name != "long" else max(8, threads // 2)
+            for mode in modes:
+                r = _run(_score_worker, task_name, n, mode, str(bundle))
+                precision = _path_precision(mode, r)
+                gflops = r["computed_tokens"] * encoder_flops_per_token() / r["seconds"] / 1e9
+                print(f"{task_name:10s} {mode:9s} {r['threads_per_s']:7.1f} threads/s {gflops:7.1f} GFLOP/s "
+                      f"{100 * gflops / peaks[precision]:4.0f}% of {precision} peak", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=256, help="threads scored per task")
     parser.add_argument("--trained-dnd", default="/tmp/bsmfusion-quality/dnd_nodeal_concat",
                         help="a trained dnd_nodeal bundle for the bf16/int8 quality checks")
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
+    parser.add_argument("--explore", metavar="MODES", help="comma-separated scoring paths only (e.g. bf16,predict), "
+                        f"printed, nothing written; paths: {', '.join(LABELS)}")
     args = parser.parse_args()
+    if args.explore:
+        return explore(args.threads, args.explore.split(","))
     results: dict = {"command": " ".join(["python", *sys.argv]), "scoring": {}, "training": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        from bsmfusion.bundle import write_bundle
-        from bsmfusion.inference.onnx_export import export_onnx
-        from bsmfusion.models.classifier import build_model
-
         for task_name in ("dnd_nodeal", "cb_nosale", "long"):
-            cfg, tokenizer, prep, _ = _setup(task_name, 1)
-            prep.label_names = ["0", "1"]
-            model = build_model(cfg, prep.tabular.numeric_dim, prep.tabular.cardinalities).eval()
-            bundle = Path(tmp) / task_name
-            write_bundle(bundle, cfg=cfg, preprocessor=prep, tokenizer=tokenizer, model=model, threshold=0.5, metrics={})
-            export_onnx(bundle, quantize="int8")
+            bundle = _bench_bundle(task_name, Path(tmp))
             n = args.threads if task_name != "long" else max(8, args.threads // 2)
             rows = {}
-            for mode in ("plain", "packed", "bucketed", "bf16", "onnx_fp32", "onnx_int8"):
+            for mode in LABELS:
                 rows[mode] = _run(_score_worker, task_name, n, mode, str(bundle))
                 print(task_name, mode, json.dumps(rows[mode]), flush=True)
             results["scoring"][task_name] = rows
@@ -293,7 +445,10 @@ def main() -> None:
 
     results["cpu_capability"] = cpu_capability()
     results["auto_precision"] = resolve_precision("auto").describe()
-    results["gflops"] = {"fp32_matmul": matmul_gflops("float32"), "bf16_matmul": matmul_gflops("bfloat16")}
+    results["peaks"] = {"fp32": matmul_gflops("float32"), "bf16": matmul_gflops("bfloat16"), "int8": int8_matmul_gflops()}
+    results["cpu_flags"] = cpu_flags()
+    results["bare_forward"] = {v: _run(_bare_worker, v) for v in ("fp32", "bf16", "bf16 + --compile")}
+    results["auto_engine"] = results["scoring"]["dnd_nodeal"]["predict"]["precision"]
     if Path(args.trained_dnd).is_dir():
         results["quality"] = quality_checks(Path(args.trained_dnd))
     out = Path(args.out)

@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def load(bundle_dir: str | Path, *, engine: str = "torch", precision: str | None = None, device: str = "cpu",
          batch_size: int = 64, quantized: bool = False, decision: Any = None, threshold: float | None = None,
-         option_names: tuple[str, str] = ("decision", "threshold"), chunk_cache_mb: float = 0) -> Predictor:
+         option_names: tuple[str, str] = ("decision", "threshold"), chunk_cache_mb: float = 0,
+         compile: bool = False) -> Predictor:
     """Load a bundle folder (written by `train` or `bsmfusion train --out`) for scoring.
 
     Every file is checked against the bundle's SHA-256 manifest first.
@@ -40,6 +41,9 @@ def load(bundle_dir: str | Path, *, engine: str = "torch", precision: str | None
         chunk_cache_mb: keep an LRU cache of this many MB of chunk vectors (neural bundles, torch engine; 0: off),
             for re-scoring growing threads: only the chunks a new message changed are encoded again
             (`predictor.chunk_cache.stats()` counts hits and encoded chunks).
+        compile: compile the BERT backbone with TorchInductor now (torch engine; about 30 s for MiniLM on 2 cores,
+            then 1.4–1.5× faster bf16 scoring on an AMX CPU); where compiling fails, scoring stays eager and
+            `describe_precision()` says why.
 
     Returns:
         A `Predictor` for the bundle's kind (a neural fusion, a classical member or an ensemble).
@@ -53,7 +57,7 @@ def load(bundle_dir: str | Path, *, engine: str = "torch", precision: str | None
 
     return load_predictor(bundle_dir, engine=engine, precision=precision, device=device, batch_size=batch_size,
                           quantized=quantized, decision=decision, threshold=threshold, option_names=option_names,
-                          chunk_cache_mb=chunk_cache_mb)
+                          chunk_cache_mb=chunk_cache_mb, compile=compile)
 
 
 def resolve_config(config: str | Path | dict[str, Any] | Config, overrides: dict[str, Any] | None = None) -> Config:

@@ -99,6 +99,16 @@ def test_ensemble_bundle_round_trip_and_exact_contributions(ensemble):
     assert "ensemble" == predictor.precision.requested and "×" in predictor.describe_precision()
 
 
+def test_compile_reaches_the_neural_member_only(ensemble, monkeypatch):
+    from bsmfusion.inference import compiled
+
+    calls = []
+    monkeypatch.setattr(compiled, "compile_backbone", lambda model, precision, device: calls.append(model) or "on: stub")
+    predictor = bsmfusion.load(ensemble[0], compile=True)
+    assert len(calls) == 1 and calls[0].text_subnetwork is not None  # the neural member's model, once
+    assert "neural" in predictor.describe_precision() and "compile on: stub" in predictor.describe_precision()
+
+
 def test_a_tampered_member_file_is_refused(ensemble, tmp_path):
     out, _ = ensemble
     copy = tmp_path / "copy"

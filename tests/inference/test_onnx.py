@@ -66,3 +66,55 @@ def test_onnx_model_has_the_torch_models_scoring_interface(tmp_path):
     torch.testing.assert_close(probs["onnx"], probs["torch"], atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="splits the predicted class only"):
         engines["onnx"].batch_scores(batch, torch.zeros(8, dtype=torch.long))
+
+
+@pytest.mark.parametrize("capability, vnni, expected", [
+    ("AMX", True, ("torch", False)),           # bf16 tiles beat the int8 graph
+    ("AVX-512-BF16", True, ("onnx", True)),    # VNNI int8, no AMX
+    ("AVX2", True, ("onnx", True)),            # AVX-VNNI
+    ("AVX2", False, ("torch", False)),         # no fast int8
+])
+def test_engine_auto_picks_the_int8_graph_only_where_int8_is_the_fast_path(tmp_path, monkeypatch, capability, vnni, expected):
+    from types import SimpleNamespace
+
+    import torch
+
+    from bsmfusion.inference import scorers
+
+    monkeypatch.setattr(scorers, "cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
+    bundle = SimpleNamespace(kind="neural", path=tmp_path)
+    # without an int8 graph in the bundle: always the torch engine, and it says how to get one
+    engine, quantized, why = scorers.choose_engine(bundle, "auto", False)
+    assert (engine, quantized) == ("torch", False) and "--quantize int8" in why
+    (tmp_path / "model.int8.onnx").write_bytes(b"")
+    assert scorers.choose_engine(bundle, "auto", False)[:2] == expected
+    assert scorers.choose_engine(bundle, "auto", False, device="cuda")[:2] == ("torch", False)
+    assert scorers.choose_engine(SimpleNamespace(kind="tfidf_lr", path=tmp_path), "auto", False)[:2] == ("torch", False)
+    assert scorers.choose_engine(bundle, "torch", False) == ("torch", False, "asked")  # explicit engines as asked
+    with pytest.raises(ValueError, match="unknown engine 'tvm'"):
+        scorers.choose_engine(bundle, "tvm", False)
+
+
+def test_engine_auto_scores_with_the_engine_it_names(tmp_path, monkeypatch):
+    """On a VNNI CPU without AMX, `--engine auto` scores with the bundle's int8 graph (the same numbers as
+    `--engine onnx --int8`) and says so; on AMX it scores as the torch engine."""
+    import torch
+
+    from bsmfusion.inference import scorers
+
+    out = tmp_path / "m"
+    train(fast_config("gate", epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
+    assert main(["export", "--model", str(out), "--format", "onnx", "--quantize", "int8"]) == 0
+    frame = planted_frame(20, "text", 2)
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: True)
+    monkeypatch.setattr(scorers, "cpu_capability", lambda: "AVX-512-BF16")
+    auto = bsmfusion.load(out, engine="auto", precision="fp32")
+    assert "engine auto → onnx int8" in auto.describe_precision()
+    int8 = bsmfusion.load(out, engine="onnx", quantized=True).predict_frame(frame)
+    np.testing.assert_array_equal(auto.predict_frame(frame)["prob_1"], int8["prob_1"])
+    monkeypatch.setattr(scorers, "cpu_capability", lambda: "AMX")
+    auto = bsmfusion.load(out, engine="auto", precision="fp32")
+    assert "engine auto → torch: AMX" in auto.describe_precision()
+    eager = bsmfusion.load(out, precision="fp32").predict_frame(frame)
+    np.testing.assert_array_equal(auto.predict_frame(frame)["prob_1"], eager["prob_1"])

@@ -37,14 +37,16 @@ class Predictor:
     through the same output code here. `decision` (a policy, see `bsmfusion.decision`) or `threshold` (shorthand
     for `{fixed: threshold}`) replaces the bundle's own decision; errors call those two `option_names`.
     `chunk_cache_mb` > 0 caches chunk vectors (neural bundles, torch engine): re-scoring a growing thread then
-    encodes only the chunks its new messages changed (`inference.chunk_cache`; `chunk_cache_info()` counts)."""
+    encodes only the chunks its new messages changed (`inference.chunk_cache`; `chunk_cache_info()` counts).
+    `compile` compiles the BERT backbone with TorchInductor when loading (`inference.compiled`)."""
 
     def __init__(self, bundle: Bundle, *, batch_size: int = 64, device: str = "cpu", precision: str | None = None,
                  engine: str = "torch", quantized: bool = False, decision=None, threshold: float | None = None,
-                 option_names: tuple[str, str] = ("decision", "threshold"), chunk_cache_mb: float = 0):
+                 option_names: tuple[str, str] = ("decision", "threshold"), chunk_cache_mb: float = 0,
+                 compile: bool = False):
         self.bundle = bundle
         self.scorer = build_scorer(bundle, batch_size=batch_size, device=device, precision=precision, engine=engine,
-                                   quantized=quantized, chunk_cache_mb=chunk_cache_mb)
+                                   quantized=quantized, chunk_cache_mb=chunk_cache_mb, compile=compile)
         self.decision: Decision = active_decision(bundle, decision, threshold, names=option_names)
 
     @property

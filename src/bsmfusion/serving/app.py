@@ -237,10 +237,11 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
 def serve(bundle_dir: str, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None,
           precision: str | None = None, decision=None, threshold: float | None = None,
           option_names: tuple[str, str] = ("decision", "threshold"),
-          chunk_cache_mb: float = DEFAULT_CHUNK_CACHE_MB, **settings) -> None:
+          chunk_cache_mb: float = DEFAULT_CHUNK_CACHE_MB, compile: bool = False, **settings) -> None:
     """Serve a bundle; `decision` / `threshold` replace its own decision policy (see `bsmfusion.decision`; errors
     call them `option_names`). `chunk_cache_mb` MB of chunk vectors are cached (0: off), so a thread re-scored
-    after each new message encodes about one chunk per request."""
+    after each new message encodes about one chunk per request; `compile` compiles the backbone before the server
+    listens (`inference.compiled`)."""
     import sys
 
     import uvicorn
@@ -248,7 +249,7 @@ def serve(bundle_dir: str, host: str = "127.0.0.1", port: int = 8080, api_key: s
     from .. import load
 
     predictor = load(bundle_dir, precision=precision, decision=decision, threshold=threshold, option_names=option_names,
-                     chunk_cache_mb=chunk_cache_mb)
+                     chunk_cache_mb=chunk_cache_mb, compile=compile)
     print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
     print(f"chunk cache: {predictor.chunk_cache_info()['description']}", file=sys.stderr)
     print(predictor.decision.summary(), file=sys.stderr)
