@@ -329,12 +329,12 @@ def _path_precision(mode: str, row: dict) -> str:
 def render_markdown(results: dict) -> str:
     flops = encoder_flops_per_token()
     peaks = {p: max(shapes.values()) for p, shapes in results["peaks"].items()}
-    lines = ["## Scoring throughput (threads/s; ratio to the plain path; peak RSS of the scoring process)", "",
+    lines = ["### Scoring throughput (threads/s; ratio to the plain path; peak RSS of the scoring process)", "",
              "The last column sets the encoder's achieved GFLOP/s against this machine's measured matmul peak in the "
              "precision the path computes in (\"This machine\" below).", ""]
     for task, rows in results["scoring"].items():
         plain = rows["plain"]["threads_per_s"]
-        lines += [f"### {task} ({'joined threads ≥ 4·T tokens' if task == 'long' else 'test split'})", "",
+        lines += [f"#### {task} ({'joined threads ≥ 4·T tokens' if task == 'long' else 'test split'})", "",
                   "| path | threads/s | × plain | peak RSS MB | tokens computed / real | encoder GFLOP/s | % of matmul peak (precision) |",
                   "|---|---|---|---|---|---|---|"]
         for mode, r in rows.items():
@@ -344,17 +344,17 @@ def render_markdown(results: dict) -> str:
             lines.append(f"| {LABELS[mode]} | {r['threads_per_s']:.1f} | {r['threads_per_s'] / plain:.2f}× | "
                          f"{r['peak_rss_mb']:.0f} | {r['computed_tokens'] / r['real_tokens']:.2f} | {gflops:.1f} | {share} |")
         lines.append("")
-    lines += ["## Training throughput (forward + backward + AdamW step, batch 16, MiniLM-L6, concat)", "",
+    lines += ["### Training throughput (forward + backward + AdamW step, batch 16, MiniLM-L6, concat)", "",
               "| task | plain samples/s | optimised samples/s | × plain | plain peak RSS MB | optimised peak RSS MB |", "|---|---|---|---|---|---|"]
     for task, r in results["training"].items():
         lines.append(f"| {task} | {r['plain']['samples_per_s']:.2f} | {r['optimised']['samples_per_s']:.2f} | "
                      f"{r['optimised']['samples_per_s'] / r['plain']['samples_per_s']:.2f}× | {r['plain']['peak_rss_mb']:.0f} | {r['optimised']['peak_rss_mb']:.0f} |")
     if "batch_dependence" in results:
         b = results["batch_dependence"]
-        lines += ["", f"## Batch dependence ({b['bundle']}; 128 dnd_nodeal test rows scored alone vs in batches of 64)", "",
+        lines += ["", f"### Batch dependence ({b['bundle']}; 128 dnd_nodeal test rows scored alone vs in batches of 64)", "",
                   "| precision | max abs Δ prob | max abs Δ log-odds |", "|---|---|---|"]
         lines += [f"| {p} | {b[p]['max_abs_prob']:.2e} | {b[p]['max_abs_log_odds']:.2e} |" for p in ("fp32", "bf16")]
-    lines += ["", "## This machine", "",
+    lines += ["", "### This machine", "",
               f"- CPU capability (torch's checks): {results.get('cpu_capability', 'unknown')}; `precision: auto` → "
               f"{results.get('auto_precision', 'unknown')}.",
               *[f"- Matmul {p} ({'ONNX Runtime MatMulInteger, GOP/s' if p == 'int8' else 'PyTorch'}, 2 threads): "
@@ -371,7 +371,7 @@ def render_markdown(results: dict) -> str:
               f"- Encoder cost counted as {flops / 1e6:.1f} MFLOP per token (6 layers × 2 × (4·d² + 2·d·ffn + 2·T·d), d = 384, ffn = 1536, T = 128)."]
     if "quality" in results:
         q = results["quality"]
-        lines += ["", "## Score agreement on dnd_nodeal (trained concat bundle, test split)", "",
+        lines += ["", "### Score agreement on dnd_nodeal (trained concat bundle, test split)", "",
                   "| engine | ROC-AUC | max abs Δ prob vs PyTorch fp32 |", "|---|---|---|",
                   f"| PyTorch fp32 | {q['torch_fp32']:.4f} | 0 |",
                   f"| PyTorch bf16 autocast | {q['torch_bf16']:.4f} | {q['max_abs_prob_diff_torch_bf16']:.2e} |",

@@ -115,7 +115,7 @@ def ray_predict(data: Any, bundle: str | Path, *, actors: int | None = None, gpu
                 cpus_per_actor: float | None = None, batch_size: int = 64, batch_rows: int = 2048,
                 precision: str | None = None, engine: str = "torch", quantized: bool = False, decision: Any = None,
                 threshold: float | None = None, chunk_cache_mb: float = 0, ship_bundle: bool = True,
-                filesystem: Any = None) -> Any:
+                filesystem: Any = None, compile: bool = False) -> Any:
     """Score a table, a folder or a glob of tables on a Ray cluster (Ray Data `map_batches` over an actor pool).
 
     Needs the optional extra: `pip install 'bsmfusion[ray]'`. Uses the Ray that is running in this process
@@ -135,7 +135,7 @@ def ray_predict(data: Any, bundle: str | Path, *, actors: int | None = None, gpu
         batch_size: rows per model batch inside an actor.
         batch_rows: rows per Ray batch handed to an actor (and per pandas frame when parsing CSV/JSONL).
         precision: "auto", "fp32" or "bf16"; None: the bundle's `train.precision`.
-        engine: "torch" or "onnx" (the graph `bsmfusion export` wrote into the bundle).
+        engine: "torch", "onnx" (the graph `bsmfusion export` wrote into the bundle) or "auto" (as `load`).
         quantized: with engine="onnx", the int8 graph.
         decision: replace the bundle's decision policy (as `bsmfusion.load`).
         threshold: shorthand for decision {"fixed": threshold}.
@@ -144,6 +144,7 @@ def ray_predict(data: Any, bundle: str | Path, *, actors: int | None = None, gpu
             False: every node loads `bundle` from the same path (a shared filesystem).
         filesystem: a `pyarrow.fs.FileSystem` to read `data` with (e.g. an `S3FileSystem` with explicit
             credentials or endpoint); None: inferred from the path.
+        compile: each actor compiles its backbone with TorchInductor when it loads the bundle (as `load`).
 
     Returns:
         A lazy `ray.data.Dataset` of the scores (nothing runs until it is written, iterated or materialised).
@@ -160,4 +161,4 @@ def ray_predict(data: Any, bundle: str | Path, *, actors: int | None = None, gpu
     return run(data, bundle, actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
                batch_size=batch_size, batch_rows=batch_rows, precision=precision, engine=engine, quantized=quantized,
                decision=decision, threshold=threshold, chunk_cache_mb=chunk_cache_mb, ship_bundle=ship_bundle,
-               filesystem=filesystem)
+               filesystem=filesystem, compile=compile)

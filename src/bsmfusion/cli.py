@@ -279,6 +279,7 @@ def cmd_predict_ray(args: argparse.Namespace) -> None:
         scores = ray_predict(args.data, args.model, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
                              batch_size=args.batch_size, batch_rows=args.batch_rows, precision=args.precision,
                              engine=args.engine, quantized=args.int8, chunk_cache_mb=args.chunk_cache_mb,
+                             compile=args.compile,
                              decision=args.decision, threshold=args.threshold,
                              option_names=("--decision", "--threshold"))
         rows, failed = write_predictions(scores, args.out, overwrite=args.overwrite, overwrite_flag="--overwrite")

@@ -361,7 +361,7 @@ def ray_predict(data, bundle: str | Path, *, actors: int | None = None, gpus_per
                 cpus_per_actor: float | None = None, batch_size: int = 64, batch_rows: int = 2048,
                 precision: str | None = None, engine: str = "torch", quantized: bool = False, decision: Any = None,
                 threshold: float | None = None, chunk_cache_mb: float = 0, ship_bundle: bool = True,
-                filesystem=None, option_names: tuple[str, str] = ("decision", "threshold")):
+                filesystem=None, option_names: tuple[str, str] = ("decision", "threshold"), compile: bool = False):
     """Score `data` with the bundle on a Ray actor pool; returns a lazy `ray.data.Dataset` (see the module doc).
     The arguments are those of `bsmfusion.ray_predict`, which documents them."""
     ray = require_ray()
@@ -384,7 +384,8 @@ def ray_predict(data, bundle: str | Path, *, actors: int | None = None, gpus_per
         ds = _numbered(ds)
     load_kwargs = {"batch_size": batch_size, "precision": precision, "engine": engine, "quantized": quantized,
                    "decision": decision, "threshold": threshold, "option_names": option_names,
-                   "chunk_cache_mb": chunk_cache_mb, "device": "cuda" if gpus_per_actor > 0 else "cpu"}
+                   "chunk_cache_mb": chunk_cache_mb, "device": "cuda" if gpus_per_actor > 0 else "cpu",
+                   "compile": compile}
     source = ray.put(bundle_files(info.path)) if ship_bundle else str(info.path.resolve())
     resources = {"num_gpus": gpus_per_actor} if gpus_per_actor > 0 else {"num_cpus": cpus_per_actor or 1}
     if gpus_per_actor > 0 and cpus_per_actor is not None:
