@@ -4,6 +4,7 @@ error; file, folder, glob and DataFrame inputs; rows numbered in read order with
 with 2 CPUs for the module."""
 import logging
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from bsmfusion.data.text import load_tokenizer, tokenizer_source
 from bsmfusion.errors import ConfigError, DataError
 from bsmfusion.inference.ray_predict import require_ray, resolve_inputs
 from bsmfusion.models.classifier import build_model
-from tests.conftest import make_frame, tiny_config
+from tests.conftest import SHARED_DATA, make_frame, tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")  # Ray's own DataContext deprecations
 
@@ -112,6 +113,32 @@ def test_cli_on_a_glob_of_csv_files_with_broken_rows_equals_the_local_predict(ra
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
     # a taken --out folder is refused before Ray runs, unless --overwrite
     assert main(argv[:-1]) == 2 and "pass --overwrite to replace it" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data folder {SHARED_DATA} is absent")
+@pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors")
+def test_cb_nosale_test_split_equals_the_local_predict(ray_local, tmp_path):
+    """The real task's 656 test threads (issue 10's check): same ids and columns, fp32 scores ≤ 1e-6."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from tasks import cb_nosale
+
+    task = cb_nosale()
+    cfg = tiny_config("gate", data=task.data, text={"max_chunks": 4, "chunk_tokens": 32},
+                      train={"precision": "fp32"})
+    tokenizer = load_tokenizer(tokenizer_source(cfg.text))
+    preprocessor = RowPreprocessor.fit(cfg, tokenizer, task.train)
+    torch.manual_seed(2)
+    model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities).eval()
+    bundle = write_bundle(tmp_path / "model", cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model,
+                          threshold=0.5, metrics={})
+    task.test.to_parquet(tmp_path / "test.parquet")
+    assert main(["predict", "--model", str(bundle), "--data", str(tmp_path / "test.parquet"), "--out",
+                 str(tmp_path / "local.parquet"), "--quiet"]) == 0
+    assert main(["predict", "--model", str(bundle), "--data", str(tmp_path / "test.parquet"), "--out",
+                 str(tmp_path / "ray"), "--ray", "--ray-actors", "1", "--batch-rows", "128", "--quiet"]) == 0
+    local = pd.read_parquet(tmp_path / "local.parquet")
+    assert len(local) == 656 and (local["error"].fillna("") == "").all()
+    assert_equal_scores(pd.read_parquet(tmp_path / "ray"), local, key="row_id")
 
 
 @pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors")
