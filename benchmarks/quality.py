@@ -48,6 +48,8 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "tuned_text_only": ({"fusion": "text_only"}, {}, TUNED),
     "ensemble_tuned": ({"fusion": "ensemble", "ensemble": {"neural": "gate"}}, {}, TUNED),
     "ensemble_default": ({"fusion": "ensemble"}, {}, {}),  # fine-tuned concat + tfidf_lr + gbdt, default settings
+    # the default ensemble with cross_attn as its fine-tuned member (frozen cross_attn led on clothing and cb_nosale)
+    "ensemble_cross_attn": ({"fusion": "ensemble", "ensemble": {"neural": "cross_attn"}}, {}, {}),
     "default": ({}, {}, {}),  # what `bsmfusion train` builds when the config names nothing
 }
 FULL_DATA = {"tfidf_lr", "gbdt", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",

@@ -142,11 +142,11 @@ def test_train_uses_lightnings_bar_on_a_terminal_and_lines_elsewhere(tmp_path, m
     cfg = fast_config("concat")
     for terminal, bar, lines in ((True, True, False), (False, False, True)):
         monkeypatch.setattr(training_progress, "use_terminal_bar", lambda terminal=terminal: terminal)
-        trainer, _, _ = build_trainer(cfg, tmp_path / "work", 10, progress=True, log_every=5)
+        trainer, *_ = build_trainer(cfg, tmp_path / "work", 10, progress=True, log_every=5)
         assert (trainer.progress_bar_callback is not None) == bar
         found = [c for c in trainer.callbacks if isinstance(c, LogProgress)]
         assert bool(found) == lines and all(c.log_every == 5 and c.monitor == "val_roc_auc" for c in found)
-    trainer, _, _ = build_trainer(cfg, tmp_path / "work", 10, progress=False)  # --quiet: neither
+    trainer, *_ = build_trainer(cfg, tmp_path / "work", 10, progress=False)  # --quiet: neither
     assert trainer.progress_bar_callback is None and not any(isinstance(c, LogProgress) for c in trainer.callbacks)
 
 

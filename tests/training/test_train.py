@@ -139,6 +139,19 @@ def test_bundle_records_the_precision_of_its_threshold(trained):
     assert bsmfusion.load(out).describe_precision() == "fp32 (asked)"
 
 
+def test_bundle_records_every_epochs_validation_metrics(trained):
+    """meta.json keeps the monitored metric of each epoch (3 epochs, patience 50: all run), and the best
+    checkpoint's score is the best of them."""
+    _, out, _ = trained
+    meta = json.loads((out / "meta.json").read_text())
+    history = meta["validation_history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert [row["step"] for row in history] == [19, 38, 57]  # 300 rows / 16 per batch = 19 steps an epoch
+    monitored = [row[meta["monitor"]] for row in history]
+    assert meta["best_score"] == pytest.approx(max(monitored), abs=1e-6)
+    assert all("val_loss" in row for row in history)
+
+
 def _write_inputs(tmp_path, cfg):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     write_table(planted_frame(160, "text", 0), tmp_path / "train.csv")
@@ -181,6 +194,12 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
     resumed = _cli(tmp_path, tmp_path / "run", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_validation_metrics(tmp_path / "ref", tmp_path / "run")
+    # the epoch finished before the kill is in the resumed bundle's history, with the uninterrupted run's value
+    ref_history, run_history = (json.loads((tmp_path / name / "meta.json").read_text())["validation_history"]
+                                for name in ("ref", "run"))
+    assert [r["epoch"] for r in run_history] == [r["epoch"] for r in ref_history] == [1, 2, 3]
+    for ref_row, run_row in zip(ref_history, run_history):
+        assert run_row["val_roc_auc"] == pytest.approx(ref_row["val_roc_auc"], abs=1e-6)
 
 
 def test_ddp_two_cpu_processes_identical_weights_and_one_bundle(tmp_path):

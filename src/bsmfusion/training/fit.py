@@ -167,10 +167,12 @@ def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame):
 
 def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool, *,
                   log_every: float = DEFAULT_LOG_EVERY,
-                  callbacks: Sequence[pl.Callback] = ()) -> tuple[pl.Trainer, Any, str]:
-    """The Lightning trainer with best/last checkpoints (atomic writes), early stopping and the run's strategy.
+                  callbacks: Sequence[pl.Callback] = ()) -> tuple[pl.Trainer, Any, Any, str]:
+    """The Lightning trainer with best/last checkpoints (atomic writes), early stopping, the per-epoch validation
+    history and the run's strategy. Returns (trainer, best checkpoint callback, `ValidationHistory`, monitor).
     `progress`: Lightning's live bar on a terminal, else `LogProgress` lines every `log_every` seconds (stderr).
     `callbacks` are added after the trainer's own (tests pass fault injectors here)."""
+    from .history import ValidationHistory
     from .progress import LogProgress, use_terminal_bar
 
     monitor, mode = monitor_for(cfg)
@@ -179,8 +181,9 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool,
     last = pl.callbacks.ModelCheckpoint(dirpath=work / "last", filename="last", save_top_k=1,
                                         every_n_train_steps=max(1, cfg.train.checkpoint_every_steps),
                                         enable_version_counter=False)
+    history = ValidationHistory()
     own: list[pl.Callback] = [best, last, pl.callbacks.EarlyStopping(monitor=monitor, mode=mode,
-                                                                      patience=cfg.train.patience)]
+                                                                      patience=cfg.train.patience), history]
     terminal_bar = progress and use_terminal_bar()
     if progress and not terminal_bar:
         own.append(LogProgress(monitor, log_every=log_every))
@@ -205,7 +208,7 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool,
         default_root_dir=str(work),
         plugins=[AtomicCheckpointIO()],
     )
-    return trainer, best, monitor
+    return trainer, best, history, monitor
 
 
 def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Path | pd.DataFrame,
@@ -253,8 +256,8 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
         steps_per_epoch = min(steps_per_epoch, -(-cfg.train.limit_train_batches // cfg.train.accumulate_grad_batches))
     module = FusionLitModule(model, cfg.train, total_steps=steps_per_epoch * cfg.train.epochs)
 
-    trainer, best, monitor = build_trainer(cfg, work, steps_per_epoch, progress, log_every=log_every,
-                                           callbacks=callbacks)
+    trainer, best, history, monitor = build_trainer(cfg, work, steps_per_epoch, progress, log_every=log_every,
+                                                    callbacks=callbacks)
     last_ckpt = work / "last" / "last.ckpt"
     ckpt_path = str(last_ckpt) if resume and last_ckpt.is_file() else None
     if resume and ckpt_path is None:
@@ -295,6 +298,7 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
     epochs_run = trainer.current_epoch
     extra = {"epochs_run": epochs_run, "train_rows": len(train_table), "val_rows": len(val_table),
              "monitor": monitor, "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
+             "validation_history": history.rows,
              "training_precision": resolve_precision(cfg.train.precision, training_device(cfg)).to_json(),
              "validation_precision": scoring_precision.to_json()}
     extra.update(split_meta(train_df, cfg))  # `evaluate` warns about test groups seen in training
