@@ -50,6 +50,8 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "ensemble_default": ({"fusion": "ensemble"}, {}, {}),  # fine-tuned concat + tfidf_lr + gbdt, default settings
     # the default ensemble with cross_attn as its fine-tuned member (frozen cross_attn led on clothing and cb_nosale)
     "ensemble_cross_attn": ({"fusion": "ensemble", "ensemble": {"neural": "cross_attn"}}, {}, {}),
+    # the default ensemble whose neural member is refitted on all training rows for its best holdout epoch count
+    "ensemble_refit": ({"fusion": "ensemble", "ensemble": {"refit_neural": True}}, {}, {}),
     "default": ({}, {}, {}),  # what `bsmfusion train` builds when the config names nothing
 }
 FULL_DATA = {"tfidf_lr", "gbdt", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",

@@ -161,6 +161,10 @@ class EnsembleConfig(_Section):
         "for the neural member's own choices (early stopping, best checkpoint), so the validation rows that fit the "
         "weights and the threshold are untouched by them; 0: it chooses on the validation rows too (optimistic "
         "validation predictions: a member that early-stopped on them gets too much weight)")
+    refit_neural: bool = Field(False, description="true: once the neural member has early-stopped on the holdout, "
+        "train it again from scratch on all training rows for the epoch count that scored best there (its last "
+        "weights kept; AutoGluon's refit_full): it learns from the holdout rows too, for about 1 + best epochs / "
+        "epochs times the training time")
 
     @model_validator(mode="before")
     @classmethod
@@ -261,6 +265,9 @@ class TrainConfig(_Section):
     monitor: str | None = Field(None, description="validation metric for early stopping and the best checkpoint: "
         "roc_auc, pr_auc, f1, accuracy, log_loss; null: roc_auc")
     patience: int = Field(2, ge=1, description="epochs without improvement before early stopping")
+    keep_weights: Literal["best", "last"] = Field("best", description="the weights the bundle keeps: best (the epoch "
+        "with the best monitored validation score; early stopping on) | last (the last epoch's; no early stopping: "
+        "a refit for a fixed number of epochs, whose validation rows choose nothing)")
     seed: int = Field(42, description="seeds weights, batch order and dropout: a run is reproducible")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto (bf16 where the hardware computes it natively: AMX, AVX-512-BF16, CUDA) | fp32 | "

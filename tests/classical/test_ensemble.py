@@ -71,6 +71,31 @@ def test_no_member_chooses_on_the_validation_rows_that_fit_the_weights(ensemble)
     assert json.loads((out / "metrics.json").read_text())["validation"]["roc_auc"] == result.val_metrics["roc_auc"]
 
 
+def test_refit_neural_retrains_on_all_training_rows_for_the_holdouts_best_epoch_count(tmp_path):
+    """`model.ensemble.refit_neural`: the holdout run picks the epoch count, the member in the bundle is a fresh run
+    on all 240 training rows for that many epochs, its last weights kept."""
+    from bsmfusion.bundle import load_bundle
+    from bsmfusion.training.history import best_epoch
+
+    cfg = ensemble_config(members=("neural", "tfidf_lr"))
+    cfg.train.epochs = 3
+    cfg.model.ensemble.refit_neural = True
+    out = tmp_path / "model"
+    train(cfg, mixed(240, 0), mixed(160, 1), out, progress=False)
+    meta = json.loads((out / "meta.json").read_text())
+    refit = meta["members"][0]["refit"]
+    assert [row["epoch"] for row in refit["holdout_history"]] == [1, 2, 3]
+    assert refit["epochs"] == best_epoch(refit["holdout_history"], "val_roc_auc")
+    neural = json.loads((out / "members" / "neural" / "meta.json").read_text())
+    assert neural["train_rows"] == 240 and neural["epochs_run"] == refit["epochs"]
+    member_cfg = load_bundle(out / "members" / "neural").cfg
+    assert (member_cfg.train.keep_weights, member_cfg.train.epochs) == ("last", refit["epochs"])
+    assert meta["member_rows"]["fit"].startswith("neural: all training rows, refitted")
+    assert "refit" not in meta["members"][1]
+    predictor = bsmfusion.load(out)
+    assert predictor.predict_proba(mixed(20, 2)).shape[0] == 20
+
+
 def test_ensemble_bundle_round_trip_and_exact_contributions(ensemble):
     out, result = ensemble
     members = sorted(p.name for p in (out / "members").iterdir())

@@ -152,6 +152,41 @@ def test_bundle_records_every_epochs_validation_metrics(trained):
     assert all("val_loss" in row for row in history)
 
 
+def test_keep_weights_last_runs_every_epoch_and_keeps_the_last_weights(tmp_path):
+    """`train.keep_weights: last` (a refit for a fixed epoch count): no early stopping even with patience 1, and the
+    bundle holds the last epoch's weights, not the best checkpoint's."""
+    import torch
+    from safetensors.torch import load_file
+
+    from bsmfusion.training.history import best_epoch
+
+    cfg = fast_config("concat", epochs=3, patience=1, keep_weights="last", checkpoint_every_steps=1)
+    out = tmp_path / "model"
+    flipped = planted_frame(64, "text", 1)
+    flipped["label"] = 1 - flipped["label"]  # the better it learns, the worse validation gets: the best epoch is early
+    result = train(cfg, planted_frame(160, "text", 0), flipped, out, progress=False, keep_work=True)
+    meta = json.loads((out / "meta.json").read_text())
+    assert [row["epoch"] for row in meta["validation_history"]] == [1, 2, 3] and meta["epochs_run"] == 3
+    assert best_epoch(meta["validation_history"], meta["monitor"]) < 3  # so best and last weights differ
+    last = torch.load(result.work_dir / "last" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    weights = load_file(str(out / "model.safetensors"))
+    compared = [name for name in weights if f"model.{name}" in last and "baseline" not in name]
+    assert len(compared) > 20
+    for name in compared:
+        assert torch.equal(weights[name], last[f"model.{name}"].float()), name
+
+
+def test_best_epoch_is_the_earliest_best_row():
+    from bsmfusion.training.history import best_epoch
+
+    rows = [{"epoch": 1, "val_roc_auc": 0.7, "val_loss": 0.6}, {"epoch": 2, "val_roc_auc": 0.9, "val_loss": 0.5},
+            {"epoch": 3, "val_roc_auc": 0.9, "val_loss": 0.4}]
+    assert best_epoch(rows, "val_roc_auc") == 2
+    assert best_epoch(rows, "val_loss") == 3  # a loss is minimised
+    with pytest.raises(ValueError, match="val_f1"):
+        best_epoch(rows, "val_f1")
+
+
 def _write_inputs(tmp_path, cfg):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     write_table(planted_frame(160, "text", 0), tmp_path / "train.csv")

@@ -3,7 +3,8 @@
 Which rows serve what:
 
 * the neural member fits on the training rows minus a seeded holdout (`model.ensemble.member_holdout`, 15%),
-  which serves its early stopping and best checkpoint; tfidf_lr and gbdt, cheap enough to refit k times, fit on
+  which serves its early stopping and best checkpoint (`refit_neural`: then trained again on all training rows for
+  the epoch count that scored best there, last weights kept); tfidf_lr and gbdt, cheap enough to refit k times, fit on
   all training rows and choose C / boosting rounds by `member_cv_folds`-fold (5) cross-validation on them. The
   validation rows, untouched by any of those choices, then fit the member weights, the calibration and the
   threshold. (Measured on cb_nosale: tfidf_lr's C chosen on an 82-row holdout gave 0.841 test ROC-AUC against
@@ -254,8 +255,28 @@ def member_rows(cfg: Config) -> dict[str, str]:
     classical = f"tfidf_lr, gbdt: all training rows, choices by {settings.member_cv_folds}-fold CV on them{whole}"
     if not settings.member_holdout:
         return {"fit": f"neural: all training rows; {classical}", "choices": "neural: validation"}
+    if settings.refit_neural:
+        return {"fit": f"neural: all training rows, refitted for the epoch count chosen on the holdout; {classical}",
+                "choices": f"neural: {settings.member_holdout:.0%} of the training rows{whole} (its epoch count)"}
     return {"fit": f"neural: training rows minus the holdout; {classical}",
             "choices": f"neural: {settings.member_holdout:.0%} of the training rows{whole}"}
+
+
+def refit_neural(cfg: Config, holdout_bundle, train_df: pd.DataFrame, val_df: pd.DataFrame, work: Path,
+                 **train_kwargs):
+    """`model.ensemble.refit_neural`: the neural member again, from scratch on all training rows for the epoch count
+    that scored best on the holdout, keeping its last weights (so the validation rows choose nothing).
+    Returns (TrainResult, meta to record: the epoch count and the holdout run's per-epoch history)."""
+    from ..training.fit import train
+    from ..training.history import best_epoch
+
+    history = holdout_bundle.meta["validation_history"]
+    epochs = best_epoch(history, holdout_bundle.meta["monitor"])
+    refit = member_config(cfg, "neural")
+    refit.train.epochs, refit.train.keep_weights = epochs, "last"
+    log.info("ensemble: refitting the neural member on all %d training rows for %d epoch(s)", len(train_df), epochs)
+    result = train(refit, train_df, val_df, work, keep_work=True, **train_kwargs)
+    return result, {"epochs": epochs, "holdout_history": history}
 
 
 def split_member_holdout(train_df: pd.DataFrame, val_df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -290,14 +311,17 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     k = cfg.model.num_classes
     member_train, member_val = split_member_holdout(train_df, val_df, cfg)
     settings = cfg.model.ensemble
-    fitted = []
+    fitted, refits = [], {}
     for name in settings.members:
         log.info("ensemble: training member %s", name)
         # keep_work: the member's checkpoints stay for --resume until the ensemble's bundle is written
         rows = (member_train, member_val) if name == "neural" else (train_df, val_df)  # val_df: reported only
-        result = train(member_config(cfg, name), *rows, work / name, resume=resume,
-                       progress=progress, keep_work=True, log_every=log_every, callbacks=callbacks)
+        run = dict(resume=resume, progress=progress, log_every=log_every, callbacks=callbacks)
+        result = train(member_config(cfg, name), *rows, work / name, keep_work=True, **run)
         bundle = load_bundle(result.bundle_dir)
+        if name == "neural" and settings.refit_neural and settings.member_holdout:
+            result, refits[name] = refit_neural(cfg, bundle, train_df, val_df, work / f"{name}_refit", **run)
+            bundle = load_bundle(result.bundle_dir)
         scores = build_scorer(bundle).score_frame(val_df)
         fitted.append((name, bundle, scores, result))
     logits = [member_logits(s, k) for _, _, s, _ in fitted]
@@ -309,7 +333,8 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     val_metrics = classification_metrics(y_val, decided.scores.probs, threshold)
     members_meta = [{"name": name, "fusion": bundle.cfg.model.fusion, "weight": float(w),
                      "validation": {m: result.val_metrics.get(m) for m in SUMMARY_METRICS},
-                     "selection_key": list(selection_key(y_val, z))}  # the member alone, as selection saw it
+                     "selection_key": list(selection_key(y_val, z)),  # the member alone, as selection saw it
+                     **({"refit": refits[name]} if name in refits else {})}
                     for w, z, (name, bundle, _, result) in zip(weights, logits, fitted)]
     meta = {"kind": "ensemble", "combine": "weighted sum of member log-odds (multiclass: log-probabilities)",
             "weights": {name: float(w) for name, w in zip(names, weights)}, "members": members_meta,

@@ -168,8 +168,9 @@ def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame):
 def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool, *,
                   log_every: float = DEFAULT_LOG_EVERY,
                   callbacks: Sequence[pl.Callback] = ()) -> tuple[pl.Trainer, Any, Any, str]:
-    """The Lightning trainer with best/last checkpoints (atomic writes), early stopping, the per-epoch validation
-    history and the run's strategy. Returns (trainer, best checkpoint callback, `ValidationHistory`, monitor).
+    """The Lightning trainer with best/last checkpoints (atomic writes), early stopping (unless
+    `train.keep_weights: last`), the per-epoch validation history and the run's strategy. Returns (trainer, best
+    checkpoint callback, `ValidationHistory`, monitor).
     `progress`: Lightning's live bar on a terminal, else `LogProgress` lines every `log_every` seconds (stderr).
     `callbacks` are added after the trainer's own (tests pass fault injectors here)."""
     from .history import ValidationHistory
@@ -182,8 +183,9 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool,
                                         every_n_train_steps=max(1, cfg.train.checkpoint_every_steps),
                                         enable_version_counter=False)
     history = ValidationHistory()
-    own: list[pl.Callback] = [best, last, pl.callbacks.EarlyStopping(monitor=monitor, mode=mode,
-                                                                      patience=cfg.train.patience), history]
+    own: list[pl.Callback] = [best, last, history]
+    if cfg.train.keep_weights == "best":  # `last`: a fixed-length refit, nothing is chosen on its validation rows
+        own.append(pl.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience))
     terminal_bar = progress and use_terminal_bar()
     if progress and not terminal_bar:
         own.append(LogProgress(monitor, log_every=log_every))
@@ -281,7 +283,7 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
     if not trainer.is_global_zero:
         return TrainResult(None, None, {}, trainer.current_epoch)
 
-    if best.best_model_path and Path(best.best_model_path).is_file():
+    if cfg.train.keep_weights == "best" and best.best_model_path and Path(best.best_model_path).is_file():
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     model = module.model.to("cpu").float().eval()

@@ -27,3 +27,13 @@ class ValidationHistory(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict.get("rows", []))
+
+
+def best_epoch(rows: list[dict[str, Any]], monitor: str) -> int:
+    """The 1-based epoch whose `monitor` (e.g. `val_roc_auc`; a `*loss*` is minimised) is best; the earliest on a
+    tie, as the best checkpoint keeps it. What a refit for a fixed number of epochs trains for."""
+    scored = [row for row in rows if row.get(monitor) is not None]
+    if not scored:
+        raise ValueError(f"no validation row holds {monitor!r}: train at least one epoch with validation first")
+    sign = 1.0 if "loss" in monitor else -1.0
+    return min(scored, key=lambda row: (sign * row[monitor], row["epoch"]))["epoch"]
