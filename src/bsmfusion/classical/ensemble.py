@@ -312,11 +312,11 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     member_train, member_val = split_member_holdout(train_df, val_df, cfg)
     settings = cfg.model.ensemble
     fitted, refits = [], {}
+    run = dict(resume=resume, progress=progress, log_every=log_every, callbacks=callbacks)
     for name in settings.members:
         log.info("ensemble: training member %s", name)
         # keep_work: the member's checkpoints stay for --resume until the ensemble's bundle is written
         rows = (member_train, member_val) if name == "neural" else (train_df, val_df)  # val_df: reported only
-        run = dict(resume=resume, progress=progress, log_every=log_every, callbacks=callbacks)
         result = train(member_config(cfg, name), *rows, work / name, keep_work=True, **run)
         bundle = load_bundle(result.bundle_dir)
         if name == "neural" and settings.refit_neural and settings.member_holdout:

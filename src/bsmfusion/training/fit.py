@@ -33,6 +33,7 @@ from ..progress import DEFAULT_LOG_EVERY
 from ..resources import cache_root
 from .baseline import embedding_means
 from .checkpoint_io import AtomicCheckpointIO
+from .history import ValidationHistory, monitor_mode
 from .lit_module import FusionLitModule
 
 log = logging.getLogger("bsmfusion.train")
@@ -99,7 +100,7 @@ def lightning_precision(cfg: Config) -> str:
 def monitor_for(cfg: Config) -> tuple[str, str]:
     name = cfg.train.monitor or "val_roc_auc"
     name = name if name.startswith("val_") else f"val_{name}"
-    return name, ("min" if "loss" in name else "max")
+    return name, monitor_mode(name)
 
 
 def build_strategy(cfg: Config):
@@ -173,7 +174,6 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool,
     checkpoint callback, `ValidationHistory`, monitor).
     `progress`: Lightning's live bar on a terminal, else `LogProgress` lines every `log_every` seconds (stderr).
     `callbacks` are added after the trainer's own (tests pass fault injectors here)."""
-    from .history import ValidationHistory
     from .progress import LogProgress, use_terminal_bar
 
     monitor, mode = monitor_for(cfg)

@@ -29,11 +29,17 @@ class ValidationHistory(pl.Callback):
         self.rows = list(state_dict.get("rows", []))
 
 
+def monitor_mode(monitor: str) -> str:
+    """`min` for a loss, `max` for every other validation metric: how early stopping, the best checkpoint and
+    `best_epoch` rank epochs."""
+    return "min" if "loss" in monitor else "max"
+
+
 def best_epoch(rows: list[dict[str, Any]], monitor: str) -> int:
     """The 1-based epoch whose `monitor` (e.g. `val_roc_auc`; a `*loss*` is minimised) is best; the earliest on a
     tie, as the best checkpoint keeps it. What a refit for a fixed number of epochs trains for."""
     scored = [row for row in rows if row.get(monitor) is not None]
     if not scored:
         raise ValueError(f"no validation row holds {monitor!r}: train at least one epoch with validation first")
-    sign = 1.0 if "loss" in monitor else -1.0
+    sign = 1.0 if monitor_mode(monitor) == "min" else -1.0
     return min(scored, key=lambda row: (sign * row[monitor], row["epoch"]))["epoch"]
