@@ -1,8 +1,9 @@
 """Quality benchmark: the three tasks of ../shared/benchmarks/TASKS.md × model variants × seeds, test ROC-AUC as
 mean ± sd over seeds with a bootstrap 95% CI, and the paired bootstrap difference to TF-IDF + numerics LR.
-Writes benchmarks/results/quality.json (every run's summary, appended by key; committed), quality_rows.json (the
-per-row test/validation scores the bootstrap CIs and --recombine need; local, .gitignore'd: megabytes) and
-quality.md (the table).
+Writes benchmarks/results/quality.json (every run's summary, appended by key), quality_rows/ (one gzip JSON a
+run: the per-row test/validation probabilities of the model and its members that the bootstrap CIs and
+--recombine need, without the labels, which are read from the task again; 10–80 KB a run) and quality.md (the
+table); all three are committed, so a later session can re-combine or bootstrap runs it did not train.
 
     .venv/bin/python benchmarks/quality.py --tasks dnd_nodeal,cb_nosale,clothing_recommend \
         --variants tfidf_lr,gbdt,frozen_gate,ensemble_frozen --seeds 0,1,2 [--max-train-rows N] [--epochs E]
@@ -14,6 +15,7 @@ A benchmark, not a test: hours on two CPU cores at full size; CI does not run it
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 import time
@@ -176,27 +178,64 @@ def recombine(task, source: dict, name: str, args) -> dict:
     return run
 
 
-ROW_KEYS = ("test_prob", "test_label", "member_scores")  # per-row scores: a local sidecar, never committed
+ROW_KEYS = ("test_prob", "test_label", "member_scores")  # per-row: in the rows files, not quality.json
 
 
-def _rows_path(results_path: Path) -> Path:
-    return results_path.with_name(results_path.stem + "_rows.json")  # .gitignore'd: megabytes of scores
+def _rows_dir(results_path: Path) -> Path:
+    return results_path.with_name(results_path.stem + "_rows")
+
+
+def _rows_file(results_path: Path, run: dict) -> Path:
+    return _rows_dir(results_path) / (_run_key(run).replace("/", "__") + ".json.gz")
+
+
+def _task_labels(task_name: str) -> dict[str, list[int]]:
+    """The validation and test label ids of a task (0/1: its label column), the labels the rows files leave out."""
+    task = TASKS[task_name]()
+    labels = {}
+    for split, frame in (("val_label", task.val), ("test_label", task.test)):
+        values = frame[task.data["label"]].to_numpy()
+        assert set(np.unique(values)) <= {0, 1}, f"{task_name}: labels are not 0/1"
+        labels[split] = values.astype(int).tolist()
+    return labels
 
 
 def load_runs(results_path: Path) -> list[dict]:
-    """The runs of `results_path`, with their per-row scores from the sidecar where this machine has it."""
+    """The runs of `results_path`, with their per-row scores and labels where a rows file (or the sidecar
+    `quality_rows.json` of earlier versions, local) has them."""
     runs = json.loads(results_path.read_text())["runs"] if results_path.is_file() else []
-    rows_path = _rows_path(results_path)
-    rows = json.loads(rows_path.read_text()) if rows_path.is_file() else {}
+    legacy = results_path.with_name(results_path.stem + "_rows.json")
+    rows = json.loads(legacy.read_text()) if legacy.is_file() else {}
+    labels: dict[str, dict[str, list[int]]] = {}
+    for run in runs:
+        path = _rows_file(results_path, run)
+        if path.is_file():
+            stored = json.loads(gzip.decompress(path.read_bytes()))
+            if run["task"] not in labels:
+                labels[run["task"]] = _task_labels(run["task"])
+            stored["test_label"] = labels[run["task"]]["test_label"]
+            if "member_scores" in stored:
+                stored["member_scores"]["val_label"] = labels[run["task"]]["val_label"]
+            rows[_run_key(run)] = stored
     return [{**run, **rows.get(_run_key(run), {})} for run in runs]
 
 
 def save_runs(results_path: Path, runs: list[dict]) -> None:
-    """Summaries to `results_path` (committed, small); per-row scores to the sidecar (local)."""
+    """Summaries to `results_path`; each run's per-row probabilities (labels left out) to its rows file, written
+    byte-identically when unchanged (gzip without a timestamp)."""
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps({"runs": [{k: v for k, v in r.items() if k not in ROW_KEYS} for r in runs]}))
-    rows = {_run_key(r): {k: r[k] for k in ROW_KEYS if k in r} for r in runs}
-    _rows_path(results_path).write_text(json.dumps(rows))
+    for run in runs:
+        if "test_prob" not in run:
+            continue
+        stored = {"test_prob": run["test_prob"]}
+        if run.get("member_scores"):
+            stored["member_scores"] = {k: v for k, v in run["member_scores"].items() if k != "val_label"}
+        path = _rows_file(results_path, run)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = gzip.compress(json.dumps(stored).encode(), mtime=0)
+        if not path.is_file() or path.read_bytes() != data:
+            path.write_bytes(data)
 
 
 def _run_key(run: dict) -> str:
