@@ -201,11 +201,9 @@ def _task_labels(task_name: str) -> dict[str, list[int]]:
 
 
 def load_runs(results_path: Path) -> list[dict]:
-    """The runs of `results_path`, with their per-row scores and labels where a rows file (or the sidecar
-    `quality_rows.json` of earlier versions, local) has them."""
+    """The runs of `results_path`, with their per-row scores and labels where a rows file has them."""
     runs = json.loads(results_path.read_text())["runs"] if results_path.is_file() else []
-    legacy = results_path.with_name(results_path.stem + "_rows.json")
-    rows = json.loads(legacy.read_text()) if legacy.is_file() else {}
+    rows: dict[str, dict] = {}
     labels: dict[str, dict[str, list[int]]] = {}
     for run in runs:
         path = _rows_file(results_path, run)
