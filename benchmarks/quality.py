@@ -54,6 +54,11 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "ensemble_cross_attn": ({"fusion": "ensemble", "ensemble": {"neural": "cross_attn"}}, {}, {}),
     # the default ensemble whose neural member is refitted on all training rows for its best holdout epoch count
     "ensemble_refit": ({"fusion": "ensemble", "ensemble": {"refit_neural": True}}, {}, {}),
+    # the default ensemble with two fine-tuned neural members (seeds s and s + 1, each its own holdout)
+    "ensemble_neural_seeds2": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2}}, {}, {}),
+    # the default ensemble's neural member alone (weight 1): the same member `ensemble_default` trains for that seed,
+    # without the classical members' cost — what `neural_seeds2_recombined` borrows for seed s + 1
+    "ensemble_neural_only": ({"fusion": "ensemble", "ensemble": {"members": ["neural"]}}, {}, {}),
     "default": ({}, {}, {}),  # what `bsmfusion train` builds when the config names nothing
 }
 FULL_DATA = {"tfidf_lr", "gbdt", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",
@@ -63,6 +68,10 @@ BOOTSTRAP = 1000
 # threshold refitted on the stored validation scores by the library's own code (`fit_weights`, `fit_decision`),
 # the members unchanged — what training with these settings would give, without fine-tuning the members again
 RECOMBINED: dict[str, tuple[str, dict]] = {
+    # `ensemble_neural_seeds2` without training: its neural_2 (seed s + 1, holdout drawn with s + 1) is exactly the
+    # neural member of `ensemble_default` seed s + 1 (tests/classical/test_ensemble.py), taken from that run
+    # (see BORROWED); the seed means are then correlated (seeds s and s + 1 share a member)
+    "neural_seeds2_recombined": ("ensemble_default", {"model": {"ensemble": {"neural_seeds": 2}}}),
     # today's defaults (init_picks 5, calibration auto → platt) on members trained by `ensemble_default`
     "default_recombined": ("ensemble_default", {}),
     # what `ensemble_default` was trained with before: one initial pick each, temperature scaling
@@ -75,6 +84,12 @@ RECOMBINED: dict[str, tuple[str, dict]] = {
     "ensemble_plain_greedy": ("ensemble_default", {"model": {"ensemble": {"bags": 0, "init_picks": 0}}}),
     "ensemble_equal_weights": ("ensemble_default", {"model": {"ensemble": {"iterations": 1, "init_picks": 1000,
                                                                             "bags": 0}}}),
+}
+
+
+# recombined variant → {member it adds: [(variant, seed offset, that run's member), ...]}: the first stored one is used
+BORROWED: dict[str, dict[str, list[tuple[str, int, str]]]] = {
+    "neural_seeds2_recombined": {"neural_2": [("ensemble_default", 1, "neural"), ("ensemble_neural_only", 1, "neural")]},
 }
 
 
@@ -147,17 +162,33 @@ def _member_scores(probs) -> "Scores":
     return Scores(np.stack([1 - p, p], axis=1), np.zeros_like(z), np.zeros_like(z), z)
 
 
-def recombine(task, source: dict, name: str, args) -> dict:
+def borrowed_members(runs: list[dict], task_name: str, name: str, seed: int) -> tuple[dict, dict] | None:
+    """BORROWED[name]'s members for `seed`: (member name → stored scores, member name → summary), or None when a
+    run they come from is not stored."""
+    scores, summaries = {}, {}
+    for member, sources in BORROWED.get(name, {}).items():
+        found = [(r, as_member) for variant, offset, as_member in sources for r in runs
+                 if (r["task"], r["variant"], r["seed"]) == (task_name, variant, seed + offset) and r.get("member_scores")]
+        if not found:
+            return None
+        run, as_member = found[0]
+        scores[member], summaries[member] = run["member_scores"][as_member], run["members"][as_member]
+    return scores, summaries
+
+
+def recombine(task, source: dict, name: str, args, borrowed: tuple[dict, dict] = ({}, {})) -> dict:
     """`source` (a stored ensemble run with member scores) with RECOMBINED[name]'s settings: the member subset, the
-    weights, the calibration and the threshold refitted on the stored validation scores, then scored on test."""
+    weights, the calibration and the threshold refitted on the stored validation scores, then scored on test.
+    `borrowed`: members taken from other stored runs (`borrowed_members`)."""
     from bsmfusion.classical.ensemble import combine, fit_weights, member_logits
     from bsmfusion.decision import fit_decision
 
     base, overrides = RECOMBINED[name]
     raw = _merge(variant_config(task, base, source["seed"], args), overrides)
     cfg = config_from_dict(raw, source=f"{task.name}/{name}")
-    stored = source["member_scores"]
-    names = [m for m in cfg.model.ensemble.members if m in stored]
+    stored = {**source["member_scores"], **borrowed[0]}
+    summaries = {**source["members"], **borrowed[1]}
+    names = [m for m in cfg.model.ensemble.member_names if m in stored]
     y_val, y_test = np.array(stored["val_label"]), np.array(source["test_label"])
     val = [_member_scores(stored[m]["val_prob"]) for m in names]
     test = [_member_scores(stored[m]["test_prob"]) for m in names]
@@ -170,7 +201,7 @@ def recombine(task, source: dict, name: str, args) -> dict:
     run.update(variant=name, recombined_from=base, roc_auc=metrics["roc_auc"], pr_auc=metrics["pr_auc"],
                f1=metrics["f1"], accuracy=metrics["accuracy"],
                val_roc_auc=classification_metrics(y_val, decided.scores.probs, None)["roc_auc"],
-               members={m: {**source["members"][m], "weight": float(w)} for m, w in zip(names, weights)},
+               members={m: {**summaries[m], "weight": float(w)} for m, w in zip(names, weights)},
                calibration={k: calibration[k] for k in ("method", "temperature", "scale", "bias", "ece_before",
                                                         "ece_after", "log_loss_before", "log_loss_after",
                                                         "ece_if_perfectly_calibrated") if k in calibration},
@@ -327,9 +358,10 @@ def main() -> None:
             if args.recombine:
                 key = (task_name, RECOMBINED[name][0], seed)
                 source = [r for r in runs if (r["task"], r["variant"], r["seed"]) == key and r.get("member_scores")]
-                if not source:
+                borrowed = borrowed_members(runs, task_name, name, seed)
+                if not source or borrowed is None:
                     continue
-                run = recombine(task, source[0], name, args)
+                run = recombine(task, source[0], name, args, borrowed)
             else:
                 run = run_one(task, name, seed, args, Path(args.work))
                 run["machine"] = machine

@@ -152,3 +152,13 @@ def test_config_validation_imports_no_torch():
             "print(cfg.model.uses_text, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False"]
+
+
+def test_neural_seeds_expands_the_neural_member_in_place():
+    ensemble = config_from_dict({"model": {"ensemble": {"neural_seeds": 3, "members": ["tfidf_lr", "neural", "gbdt"]}}})
+    settings = ensemble.model.ensemble
+    assert settings.member_names == ["tfidf_lr", "neural", "neural_2", "neural_3", "gbdt"]
+    assert [settings.neural_index(n) for n in settings.member_names] == [None, 1, 2, 3, None]
+    assert config_from_dict({}).model.ensemble.member_names == ["neural", "tfidf_lr", "gbdt"]
+    with pytest.raises(ConfigError, match=r"neural_seeds \(2\) needs 'neural' in model\.ensemble\.members"):
+        config_from_dict({"model": {"ensemble": {"neural_seeds": 2, "members": ["tfidf_lr"]}}})

@@ -141,8 +141,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         from pathlib import Path
 
         work = Path(args.out).with_name(Path(args.out).name + ".work")
-        # a neural model's own checkpoints, or an ensemble's neural member's (classical.ensemble.train_ensemble)
-        kept = [str(w) for w in (work, work / "members" / "neural.work") if (w / "last" / "last.ckpt").is_file()]
+        # a neural model's own checkpoints, or an ensemble's neural members' (classical.ensemble.train_ensemble)
+        members = sorted((work / "members").glob("*.work"))
+        kept = [str(w) for w in (work, *members) if (w / "last" / "last.ckpt").is_file()]
         if kept:
             print(f"checkpoints kept in {', '.join(kept)}; rerun the same command with --resume to continue",
                   file=sys.stderr)

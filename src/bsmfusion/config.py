@@ -138,6 +138,9 @@ class ClassicalConfig(_Section):
         "averaged) for the text/tabular split; a single mean row is a poor baseline for trees")
 
 
+NEURAL_MEMBER = "neural"  # the ensemble's fine-tuned member; neural_2, neural_3, ... with model.ensemble.neural_seeds
+
+
 class EnsembleConfig(_Section):
     """`model.fusion: ensemble`: which members are trained and how their weights are chosen."""
 
@@ -161,10 +164,29 @@ class EnsembleConfig(_Section):
         "for the neural member's own choices (early stopping, best checkpoint), so the validation rows that fit the "
         "weights and the threshold are untouched by them; 0: it chooses on the validation rows too (optimistic "
         "validation predictions: a member that early-stopped on them gets too much weight)")
+    neural_seeds: int = Field(1, ge=1, le=8, description="fine-tuned neural members (the 'neural' entry of members "
+        "repeated): member k (neural, neural_2, ...) trains with seed train.seed + k - 1 and its own seeded holdout, "
+        "and enters the weight selection as a member of its own; each one adds the neural member's training and "
+        "scoring time")
     refit_neural: bool = Field(False, description="true: once the neural member has early-stopped on the holdout, "
         "train it again from scratch on all training rows for the epoch count that scored best there (its last "
         "weights kept; AutoGluon's refit_full): it learns from the holdout rows too, for about 1 + best epochs / "
         "epochs times the training time")
+
+    @property
+    def member_names(self) -> list[str]:
+        """The members trained, in order, with 'neural' expanded to neural, neural_2, ... (`neural_seeds`)."""
+        return [n for m in self.members
+                for n in ([NEURAL_MEMBER] + [f"{NEURAL_MEMBER}_{k}" for k in range(2, self.neural_seeds + 1)]
+                          if m == NEURAL_MEMBER else [m])]
+
+    @staticmethod
+    def neural_index(name: str) -> int | None:
+        """k of member neural_k (1 for 'neural'); None for a classical member."""
+        if name == NEURAL_MEMBER:
+            return 1
+        prefix = NEURAL_MEMBER + "_"
+        return int(name[len(prefix):]) if name.startswith(prefix) and name[len(prefix):].isdigit() else None
 
     @model_validator(mode="before")
     @classmethod
@@ -190,6 +212,13 @@ class EnsembleConfig(_Section):
         if len(set(value)) != len(value):
             raise ValueError("list each member once")
         return value
+
+    @model_validator(mode="after")
+    def _seeds_need_the_neural_member(self) -> "EnsembleConfig":
+        if self.neural_seeds > 1 and NEURAL_MEMBER not in self.members:
+            raise ValueError(f"model.ensemble.neural_seeds ({self.neural_seeds}) needs 'neural' in "
+                             "model.ensemble.members; add it or set neural_seeds: 1")
+        return self
 
 
 class ModelConfig(_Section):

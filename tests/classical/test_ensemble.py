@@ -264,3 +264,32 @@ def test_member_holdout_and_cv_folds_keep_each_group_whole():
         split_pairs = sum(len(set(codes[fit]) & set(codes[held])) for fit, held in folds)
         assert (split_pairs == 0) == (groups is not None)
         assert all(abs(labels[held].mean() - labels.mean()) < 0.12 for _, held in folds)  # still stratified
+
+
+def test_neural_seeds_adds_members_each_the_first_member_of_the_next_seed(tmp_path):
+    """`neural_seeds: 2`: neural_2 trains with seed + 1 and its own holdout, i.e. it is exactly the neural member an
+    ensemble seeded one higher trains (what lets the benchmark re-combine stored runs); both enter the selection."""
+    from bsmfusion.bundle import load_bundle
+    from bsmfusion.bundle import sha256_file
+
+    cfg = ensemble_config(members=("neural", "tfidf_lr"))
+    cfg.model.ensemble.neural_seeds = 2
+    train_df, val_df = mixed(240, 0), mixed(160, 1)
+    train(cfg, train_df, val_df, tmp_path / "two", progress=False)
+    meta = json.loads((tmp_path / "two" / "meta.json").read_text())
+    assert [m["name"] for m in meta["members"]] == ["neural", "neural_2", "tfidf_lr"]
+    assert set(meta["weights"]) == {"neural", "neural_2", "tfidf_lr"} and meta["members"][1]["fusion"] == "gate"
+    assert meta["member_rows"]["choices"].startswith("neural..neural_2 (seeds train.seed..+1, each its own holdout)")
+    members = {n: load_bundle(tmp_path / "two" / "members" / n) for n in ("neural", "neural_2")}
+    assert (members["neural"].cfg.train.seed, members["neural_2"].cfg.train.seed) == (cfg.train.seed, cfg.train.seed + 1)
+
+    next_seed = ensemble_config(members=("neural",))
+    next_seed.train.seed = cfg.train.seed + 1
+    train(next_seed, train_df, val_df, tmp_path / "next", progress=False)
+    same = [sha256_file(tmp_path / d / "members" / n / "model.safetensors")
+            for d, n in (("two", "neural_2"), ("next", "neural"))]
+    assert same[0] == same[1]
+    first = sha256_file(tmp_path / "two" / "members" / "neural" / "model.safetensors")
+    assert first != same[0]
+    probs = bsmfusion.load(tmp_path / "two").predict_proba(mixed(30, 2))
+    assert probs.shape[0] == 30 and np.isfinite(np.asarray(probs, dtype=float)).all()
