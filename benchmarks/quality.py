@@ -68,9 +68,9 @@ BOOTSTRAP = 1000
 # threshold refitted on the stored validation scores by the library's own code (`fit_weights`, `fit_decision`),
 # the members unchanged — what training with these settings would give, without fine-tuning the members again
 RECOMBINED: dict[str, tuple[str, dict]] = {
-    # `ensemble_neural_seeds2` without training: its neural_2 (seed s + 1, holdout drawn with s + 1) is exactly the
-    # neural member of `ensemble_default` seed s + 1 (tests/classical/test_ensemble.py), taken from that run
-    # (see BORROWED); the seed means are then correlated (seeds s and s + 1 share a member)
+    # `ensemble_neural_seeds2` without training: its neural_2 (seed s + 1, holdout drawn with s + 1) is the neural
+    # member of `ensemble_default` seed s + 1 (bit-identical on one machine: tests/classical/test_ensemble.py), taken
+    # from that run (see BORROWED); the seed means are then correlated (seeds s and s + 1 share a member)
     "neural_seeds2_recombined": ("ensemble_default", {"model": {"ensemble": {"neural_seeds": 2}}}),
     # today's defaults (init_picks 5, calibration auto → platt) on members trained by `ensemble_default`
     "default_recombined": ("ensemble_default", {}),
@@ -162,32 +162,40 @@ def _member_scores(probs) -> "Scores":
     return Scores(np.stack([1 - p, p], axis=1), np.zeros_like(z), np.zeros_like(z), z)
 
 
-def borrowed_members(runs: list[dict], task_name: str, name: str, seed: int) -> tuple[dict, dict] | None:
-    """BORROWED[name]'s members for `seed`: (member name → stored scores, member name → summary), or None when a
-    run they come from is not stored."""
-    scores, summaries = {}, {}
+def stored_run(runs: list[dict], task_name: str, variant: str, seed: int) -> dict | None:
+    """The stored run of (task, variant, seed) that kept its members' scores, or None."""
+    found = [r for r in runs if (r["task"], r["variant"], r["seed"]) == (task_name, variant, seed) and r.get("member_scores")]
+    return found[0] if found else None
+
+
+def borrowed_members(runs: list[dict], source: dict, name: str) -> dict[str, tuple[dict, str]] | None:
+    """BORROWED[name]'s members for `source`'s seed: member name → (the run it comes from, its name there), or None
+    when no such run is stored (or it trained on other rows than `source`, e.g. under --max-train-rows)."""
+    borrowed = {}
     for member, sources in BORROWED.get(name, {}).items():
-        found = [(r, as_member) for variant, offset, as_member in sources for r in runs
-                 if (r["task"], r["variant"], r["seed"]) == (task_name, variant, seed + offset) and r.get("member_scores")]
+        found = [(run, as_member) for variant, offset, as_member in sources
+                 if (run := stored_run(runs, source["task"], variant, source["seed"] + offset))
+                 and run["train_rows"] == source["train_rows"]]
         if not found:
             return None
-        run, as_member = found[0]
-        scores[member], summaries[member] = run["member_scores"][as_member], run["members"][as_member]
-    return scores, summaries
+        borrowed[member] = found[0]
+    return borrowed
 
 
-def recombine(task, source: dict, name: str, args, borrowed: tuple[dict, dict] = ({}, {})) -> dict:
+def recombine(task, source: dict, name: str, args, borrowed: dict[str, tuple[dict, str]] | None = None) -> dict:
     """`source` (a stored ensemble run with member scores) with RECOMBINED[name]'s settings: the member subset, the
     weights, the calibration and the threshold refitted on the stored validation scores, then scored on test.
-    `borrowed`: members taken from other stored runs (`borrowed_members`)."""
+    `borrowed`: members taken from other stored runs (`borrowed_members`); their runs' fit time is added (an upper
+    bound: a borrowed ensemble run's classical members are counted too)."""
+    borrowed = borrowed or {}
     from bsmfusion.classical.ensemble import combine, fit_weights, member_logits
     from bsmfusion.decision import fit_decision
 
     base, overrides = RECOMBINED[name]
     raw = _merge(variant_config(task, base, source["seed"], args), overrides)
     cfg = config_from_dict(raw, source=f"{task.name}/{name}")
-    stored = {**source["member_scores"], **borrowed[0]}
-    summaries = {**source["members"], **borrowed[1]}
+    stored = {**source["member_scores"], **{m: run["member_scores"][there] for m, (run, there) in borrowed.items()}}
+    summaries = {**source["members"], **{m: run["members"][there] for m, (run, there) in borrowed.items()}}
     names = [m for m in cfg.model.ensemble.member_names if m in stored]
     y_val, y_test = np.array(stored["val_label"]), np.array(source["test_label"])
     val = [_member_scores(stored[m]["val_prob"]) for m in names]
@@ -198,6 +206,9 @@ def recombine(task, source: dict, name: str, args, borrowed: tuple[dict, dict] =
     metrics = classification_metrics(y_test, scores.probs, decided.threshold)
     calibration = calibration_report(y_test, scores, decided.calibration)
     run = {k: v for k, v in source.items() if k not in ("member_scores", "calibration")}
+    if borrowed:
+        run["borrowed"] = {m: f"{r['variant']}/{r['seed']}/{there}" for m, (r, there) in borrowed.items()}
+        run["fit_seconds"] = source["fit_seconds"] + sum(r["fit_seconds"] for r, _ in borrowed.values())
     run.update(variant=name, recombined_from=base, roc_auc=metrics["roc_auc"], pr_auc=metrics["pr_auc"],
                f1=metrics["f1"], accuracy=metrics["accuracy"],
                val_roc_auc=classification_metrics(y_val, decided.scores.probs, None)["roc_auc"],
@@ -356,12 +367,13 @@ def main() -> None:
                 [(name, seed) for name in args.variants.split(",") for seed in (int(s) for s in args.seeds.split(","))])
         for name, seed in jobs:
             if args.recombine:
-                key = (task_name, RECOMBINED[name][0], seed)
-                source = [r for r in runs if (r["task"], r["variant"], r["seed"]) == key and r.get("member_scores")]
-                borrowed = borrowed_members(runs, task_name, name, seed)
-                if not source or borrowed is None:
+                source = stored_run(runs, task_name, RECOMBINED[name][0], seed)
+                borrowed = borrowed_members(runs, source, name) if source else None
+                if borrowed is None:
+                    print(f"{task_name} {name} seed {seed}: skipped, a run it re-combines is not stored "
+                          f"({RECOMBINED[name][0]}{' and ' + str(BORROWED[name]) if name in BORROWED else ''})")
                     continue
-                run = recombine(task, source[0], name, args, borrowed)
+                run = recombine(task, source, name, args, borrowed)
             else:
                 run = run_one(task, name, seed, args, Path(args.work))
                 run["machine"] = machine

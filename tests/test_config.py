@@ -162,3 +162,6 @@ def test_neural_seeds_expands_the_neural_member_in_place():
     assert config_from_dict({}).model.ensemble.member_names == ["neural", "tfidf_lr", "gbdt"]
     with pytest.raises(ConfigError, match=r"neural_seeds \(2\) needs 'neural' in model\.ensemble\.members"):
         config_from_dict({"model": {"ensemble": {"neural_seeds": 2, "members": ["tfidf_lr"]}}})
+    assert settings.neural_index("neural_0") is None and settings.neural_index("neural_02") is None
+    with pytest.raises(ConfigError, match=r"seeds run from train\.seed \(4294967295\) to 4294967296"):
+        config_from_dict({"model": {"ensemble": {"neural_seeds": 2}}, "train": {"seed": 2**32 - 1}})

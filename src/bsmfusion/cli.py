@@ -90,9 +90,9 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from .errors import ConfigError
     from .models.kinds import is_neural
 
-    if cfg.model.fusion == "ensemble":  # the only torch model inside it
-        cfg.model.fusion = cfg.model.ensemble.neural
-        print(f"model.fusion is ensemble: counting its neural member ({cfg.model.fusion})")
+    if cfg.model.fusion == "ensemble":  # the only torch model inside it (× model.ensemble.neural_seeds)
+        cfg.model.fusion, copies = cfg.model.ensemble.neural, cfg.model.ensemble.neural_seeds
+        print(f"model.fusion is ensemble: counting one of its {copies} neural member(s) ({cfg.model.fusion})")
     if not is_neural(cfg.model.fusion):
         raise ConfigError(f"model.fusion '{cfg.model.fusion}' is a classical member, not a torch model: summary counts "
                           "torch parameters; pick a neural fusion with --fusion")

@@ -185,8 +185,8 @@ class EnsembleConfig(_Section):
         """k of member neural_k (1 for 'neural'); None for a classical member."""
         if name == NEURAL_MEMBER:
             return 1
-        prefix = NEURAL_MEMBER + "_"
-        return int(name[len(prefix):]) if name.startswith(prefix) and name[len(prefix):].isdigit() else None
+        suffix = name.removeprefix(NEURAL_MEMBER + "_")
+        return int(suffix) if suffix != name and suffix.isdigit() and suffix[0] != "0" and int(suffix) >= 2 else None
 
     @model_validator(mode="before")
     @classmethod
@@ -258,7 +258,7 @@ class ModelConfig(_Section):
         from .models.kinds import ENSEMBLE, kind_uses_text
 
         if self.fusion == ENSEMBLE:
-            return any(kind_uses_text(self.ensemble.neural if m == "neural" else m) for m in self.ensemble.members)
+            return any(kind_uses_text(self.ensemble.neural if m == NEURAL_MEMBER else m) for m in self.ensemble.members)
         return kind_uses_text(self.fusion)
 
     @property
@@ -378,6 +378,14 @@ class Config(_Section):
         if not self.data.text and self.model.uses_text:
             raise ValueError(f"data.text is empty but model.fusion '{self.model.fusion}' reads the dialogue; list the "
                              "text column(s) under data.text, or use model.fusion: tab_only")
+        return self
+
+    @model_validator(mode="after")
+    def _member_seeds_fit(self) -> "Config":
+        last = self.train.seed + self.model.ensemble.neural_seeds - 1  # neural_k's seed (classical.ensemble)
+        if self.model.ensemble.neural_seeds > 1 and last > 2**32 - 1:
+            raise ValueError(f"the neural members' seeds run from train.seed ({self.train.seed}) to {last}, past "
+                             "4294967295; choose a smaller train.seed")
         return self
 
     @model_validator(mode="after")

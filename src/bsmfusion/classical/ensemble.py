@@ -245,9 +245,9 @@ def member_config(cfg: Config, name: str) -> Config:
     `member_cv_folds`-fold CV on the training rows, not on the validation rows."""
     member = cfg.model_copy(deep=True)
     k = EnsembleConfig.neural_index(name)
-    member.model.fusion = cfg.model.ensemble.neural if k else name
+    member.model.fusion = cfg.model.ensemble.neural if k is not None else name
     member.train.calibration, member.train.decision = "none", "max_f1"  # the ensemble calibrates the combined score
-    if k:
+    if k is not None:
         member.train.seed = cfg.train.seed + k - 1
     else:
         member.model.classical.cv_folds = cfg.model.ensemble.member_cv_folds
@@ -260,7 +260,8 @@ def member_rows(cfg: Config) -> dict[str, str]:
     whole = f", each '{cfg.data.group}' group on one side" if cfg.data.group else ""
     classical = f"tfidf_lr, gbdt: all training rows, choices by {settings.member_cv_folds}-fold CV on them{whole}"
     n = settings.neural_seeds
-    neural = "neural" if n == 1 else f"neural..neural_{n} (seeds train.seed..+{n - 1}, each its own holdout)"
+    holdouts = ", each its own holdout" if settings.member_holdout else ""
+    neural = "neural" if n == 1 else f"neural..neural_{n} (seeds train.seed..+{n - 1}{holdouts})"
     if not settings.member_holdout:
         return {"fit": f"{neural}: all training rows; {classical}", "choices": f"{neural}: validation"}
     if settings.refit_neural:
@@ -360,6 +361,6 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     write_classical_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
                            meta=meta, payload=payload, files=decided.files())
     log.info("ensemble weights %s, validation ROC-AUC %.4f", meta["weights"], val_metrics.get("roc_auc", float("nan")))
-    neural_epochs = [result.epochs_run for name, _, _, result in fitted if settings.neural_index(name)]
+    neural_epochs = [result.epochs_run for name, _, _, result in fitted if settings.neural_index(name) is not None]
     epochs = max(neural_epochs, default=1)
     return TrainResult(out_dir, threshold, val_metrics, epochs)

@@ -110,10 +110,10 @@ def train_classical(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, o
         train_df: training rows (fit everything).
         val_df: validation rows (C, early stopping, ensemble weights, calibration, threshold).
         out_dir: the bundle folder to write.
-        resume: ensemble only: resume the neural member from its last checkpoint.
-        progress: ensemble only: the neural member's progress (`training.fit.train`).
-        log_every: ensemble only: seconds between the neural member's progress lines when not on a terminal.
-        callbacks: ensemble only: extra Lightning callbacks for the neural member's training.
+        resume: ensemble only: resume the neural members from their last checkpoints.
+        progress: ensemble only: the neural members' progress (`training.fit.train`).
+        log_every: ensemble only: seconds between the neural members' progress lines when not on a terminal.
+        callbacks: ensemble only: extra Lightning callbacks for the neural members' training.
 
     Returns:
         `training.fit.TrainResult` (`epochs_run`: 1 for tfidf_lr, the boosting rounds kept for gbdt).
