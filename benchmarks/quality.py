@@ -49,16 +49,18 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "tuned_gate": ({"fusion": "gate"}, {}, TUNED),
     "tuned_text_only": ({"fusion": "text_only"}, {}, TUNED),
     "ensemble_tuned": ({"fusion": "ensemble", "ensemble": {"neural": "gate"}}, {}, TUNED),
-    "ensemble_default": ({"fusion": "ensemble"}, {}, {}),  # fine-tuned concat + tfidf_lr + gbdt, default settings
+    # fine-tuned concat + tfidf_lr + gbdt, default settings but ONE neural member: the default until neural_seeds
+    # became 2 (its stored runs are the members the re-combinations below start from)
+    "ensemble_default": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 1}}, {}, {}),
     # the default ensemble with cross_attn as its fine-tuned member (frozen cross_attn led on clothing and cb_nosale)
     "ensemble_cross_attn": ({"fusion": "ensemble", "ensemble": {"neural": "cross_attn"}}, {}, {}),
     # the default ensemble whose neural member is refitted on all training rows for its best holdout epoch count
     "ensemble_refit": ({"fusion": "ensemble", "ensemble": {"refit_neural": True}}, {}, {}),
-    # the default ensemble with two fine-tuned neural members (seeds s and s + 1, each its own holdout)
+    # the default ensemble: two fine-tuned neural members (seeds s and s + 1, each its own holdout), trained directly
     "ensemble_neural_seeds2": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2}}, {}, {}),
     # the default ensemble's neural member alone (weight 1): the same member `ensemble_default` trains for that seed,
     # without the classical members' cost — what `neural_seeds2_recombined` borrows for seed s + 1
-    "ensemble_neural_only": ({"fusion": "ensemble", "ensemble": {"members": ["neural"]}}, {}, {}),
+    "ensemble_neural_only": ({"fusion": "ensemble", "ensemble": {"members": ["neural"], "neural_seeds": 1}}, {}, {}),
     "default": ({}, {}, {}),  # what `bsmfusion train` builds when the config names nothing
 }
 FULL_DATA = {"tfidf_lr", "gbdt", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",
@@ -72,7 +74,8 @@ RECOMBINED: dict[str, tuple[str, dict]] = {
     # member of `ensemble_default` seed s + 1 (bit-identical on one machine: tests/classical/test_ensemble.py), taken
     # from that run (see BORROWED); the seed means are then correlated (seeds s and s + 1 share a member)
     "neural_seeds2_recombined": ("ensemble_default", {"model": {"ensemble": {"neural_seeds": 2}}}),
-    # today's defaults (init_picks 5, calibration auto → platt) on members trained by `ensemble_default`
+    # the combination defaults (init_picks 5, calibration auto → platt) on members trained by `ensemble_default`
+    # (one neural member)
     "default_recombined": ("ensemble_default", {}),
     # what `ensemble_default` was trained with before: one initial pick each, temperature scaling
     "ensemble_init1_temperature": ("ensemble_default", {"model": {"ensemble": {"init_picks": 1}},

@@ -159,9 +159,15 @@ def test_neural_seeds_expands_the_neural_member_in_place():
     settings = ensemble.model.ensemble
     assert settings.member_names == ["tfidf_lr", "neural", "neural_2", "neural_3", "gbdt"]
     assert [settings.neural_index(n) for n in settings.member_names] == [None, 1, 2, 3, None]
-    assert config_from_dict({}).model.ensemble.member_names == ["neural", "tfidf_lr", "gbdt"]
-    with pytest.raises(ConfigError, match=r"neural_seeds \(2\) needs 'neural' in model\.ensemble\.members"):
-        config_from_dict({"model": {"ensemble": {"neural_seeds": 2, "members": ["tfidf_lr"]}}})
+    # the default: two fine-tuned members beside the classical ones (README "The default model")
+    assert config_from_dict({}).model.ensemble.member_names == ["neural", "neural_2", "tfidf_lr", "gbdt"]
+    with pytest.raises(ConfigError, match=r"neural_seeds \(3\) needs 'neural' in model\.ensemble\.members"):
+        config_from_dict({"model": {"ensemble": {"neural_seeds": 3, "members": ["tfidf_lr"]}}})
+    # the default count is moot without the neural member, written out (a bundle's config.yaml) or not
+    for ensemble in ({"members": ["tfidf_lr", "gbdt"]}, {"members": ["tfidf_lr", "gbdt"], "neural_seeds": 2}):
+        assert config_from_dict({"model": {"ensemble": ensemble}}).model.ensemble.member_names == ["tfidf_lr", "gbdt"]
     assert settings.neural_index("neural_0") is None and settings.neural_index("neural_02") is None
     with pytest.raises(ConfigError, match=r"seeds run from train\.seed \(4294967295\) to 4294967296"):
-        config_from_dict({"model": {"ensemble": {"neural_seeds": 2}}, "train": {"seed": 2**32 - 1}})
+        config_from_dict({"train": {"seed": 2**32 - 1}})
+    # ... and their seeds matter only where an ensemble trains them
+    assert config_from_dict({"model": {"fusion": "gate"}, "train": {"seed": 2**32 - 1}}).train.seed == 2**32 - 1

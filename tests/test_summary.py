@@ -34,6 +34,14 @@ def test_summary_table_prints_megabytes(fusion, capsys):
     assert f"{EXPECTED[fusion][1]:,} total params" in out
 
 
+def test_summary_of_an_ensemble_counts_one_neural_member_and_says_so_on_stderr(capsys):
+    assert main(["summary", "--config", SEED, "--fusion", "ensemble", "--json"]) == 0
+    out, err = capsys.readouterr()
+    modules, total, _ = EXPECTED["concat"]  # the ensemble's default neural member
+    assert json.loads(out) == {"modules": modules, "total": total}
+    assert err == "model.fusion is ensemble with 2 neural member(s): counting one (concat)\n"
+
+
 def test_cli_user_error_is_one_line_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {fusoin: gate}\n")

@@ -91,8 +91,11 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from .models.kinds import is_neural
 
     if cfg.model.fusion == "ensemble":  # the only torch model inside it (× model.ensemble.neural_seeds)
-        cfg.model.fusion, copies = cfg.model.ensemble.neural, cfg.model.ensemble.neural_seeds
-        print(f"model.fusion is ensemble: counting one of its {copies} neural member(s) ({cfg.model.fusion})")
+        settings = cfg.model.ensemble
+        copies = sum(settings.neural_index(name) is not None for name in settings.member_names)
+        cfg.model.fusion = settings.neural
+        print(f"model.fusion is ensemble with {copies} neural member(s): counting one ({cfg.model.fusion})",
+              file=sys.stderr)  # stdout stays the table / the JSON
     if not is_neural(cfg.model.fusion):
         raise ConfigError(f"model.fusion '{cfg.model.fusion}' is a classical member, not a torch model: summary counts "
                           "torch parameters; pick a neural fusion with --fusion")
