@@ -45,23 +45,26 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "frozen_concat": ({"fusion": "concat"}, {}, FROZEN),
     "frozen_cross_attn": ({"fusion": "cross_attn"}, {}, FROZEN),
     "frozen_text_only": ({"fusion": "text_only"}, {}, FROZEN),
-    "ensemble_frozen": ({"fusion": "ensemble", "ensemble": {"neural": "gate"}}, {}, FROZEN),
+    # ensembles measured with ONE neural member (before neural_seeds: 2): pinned so stored runs keep their meaning
+    "ensemble_frozen": ({"fusion": "ensemble", "ensemble": {"neural": "gate", "neural_seeds": 1}}, {}, FROZEN),
     "tuned_gate": ({"fusion": "gate"}, {}, TUNED),
     "tuned_text_only": ({"fusion": "text_only"}, {}, TUNED),
-    "ensemble_tuned": ({"fusion": "ensemble", "ensemble": {"neural": "gate"}}, {}, TUNED),
+    "ensemble_tuned": ({"fusion": "ensemble", "ensemble": {"neural": "gate", "neural_seeds": 1}}, {}, TUNED),
     # fine-tuned concat + tfidf_lr + gbdt, default settings but ONE neural member: the default until neural_seeds
     # became 2 (its stored runs are the members the re-combinations below start from)
     "ensemble_default": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 1}}, {}, {}),
     # the default ensemble with cross_attn as its fine-tuned member (frozen cross_attn led on clothing and cb_nosale)
-    "ensemble_cross_attn": ({"fusion": "ensemble", "ensemble": {"neural": "cross_attn"}}, {}, {}),
+    "ensemble_cross_attn": ({"fusion": "ensemble", "ensemble": {"neural": "cross_attn", "neural_seeds": 1}}, {}, {}),
     # the default ensemble whose neural member is refitted on all training rows for its best holdout epoch count
-    "ensemble_refit": ({"fusion": "ensemble", "ensemble": {"refit_neural": True}}, {}, {}),
+    "ensemble_refit": ({"fusion": "ensemble", "ensemble": {"refit_neural": True, "neural_seeds": 1}}, {}, {}),
     # the default ensemble: two fine-tuned neural members (seeds s and s + 1, each its own holdout), trained directly
     "ensemble_neural_seeds2": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2}}, {}, {}),
     # the default ensemble's neural member alone (weight 1): the same member `ensemble_default` trains for that seed,
     # without the classical members' cost — what `neural_seeds2_recombined` borrows for seed s + 1
     "ensemble_neural_only": ({"fusion": "ensemble", "ensemble": {"members": ["neural"], "neural_seeds": 1}}, {}, {}),
-    "default": ({}, {}, {}),  # what `bsmfusion train` builds when the config names nothing
+    # what `bsmfusion train` builds when the config names nothing (its stored cb_nosale / dnd_nodeal seed-0 rows
+    # predate the ensemble default: one concat model)
+    "default": ({}, {}, {}),
 }
 FULL_DATA = {"tfidf_lr", "gbdt", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",
              "frozen_text_only", "ensemble_frozen"}

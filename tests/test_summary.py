@@ -42,6 +42,15 @@ def test_summary_of_an_ensemble_counts_one_neural_member_and_says_so_on_stderr(c
     assert err == "model.fusion is ensemble with 2 neural member(s): counting one (concat)\n"
 
 
+def test_summary_of_an_ensemble_without_a_neural_member_is_a_one_line_error(tmp_path, capsys):
+    classical = tmp_path / "classical.yaml"
+    classical.write_text("model: {ensemble: {members: [tfidf_lr, gbdt]}}\n")
+    assert main(["summary", "--config", str(classical)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert "model.ensemble.members (tfidf_lr, gbdt) has no neural member" in err
+
+
 def test_cli_user_error_is_one_line_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {fusoin: gate}\n")

@@ -93,6 +93,9 @@ def cmd_summary(args: argparse.Namespace) -> None:
     if cfg.model.fusion == "ensemble":  # the only torch model inside it (× model.ensemble.neural_seeds)
         settings = cfg.model.ensemble
         copies = sum(settings.neural_index(name) is not None for name in settings.member_names)
+        if not copies:
+            raise ConfigError(f"model.ensemble.members ({', '.join(settings.members)}) has no neural member, so this "
+                              "ensemble holds no torch model to count; pick a neural fusion with --fusion")
         cfg.model.fusion = settings.neural
         print(f"model.fusion is ensemble with {copies} neural member(s): counting one ({cfg.model.fusion})",
               file=sys.stderr)  # stdout stays the table / the JSON

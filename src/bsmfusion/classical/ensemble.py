@@ -16,9 +16,9 @@ Which rows serve what:
   times add the member (again, possibly) that gives the best combined validation score — binary: ROC-AUC, log
   loss breaking ties; multiclass: log loss — and keep the prefix of picks with the best score. Two guards from
   Caruana et al. 2006 against fitting ~100 validation rows: every selection starts from `init_picks` (5) picks of
-  each member (equal weights are the prior, worth 15 picks against 25 greedy ones), and the weights are the mean
-  over `bags` (32) selections on bootstrap resamples of the validation rows. Measured with the fine-tuned members
-  (3 seeds, test ROC-AUC / PR-AUC): cb_nosale plain greedy 0.874 / 0.712, one initial pick 0.881 / 0.731, five
+  each member (equal weights are the prior, worth 20 picks for the default four members against 25 greedy ones),
+  and the weights are the mean over `bags` (32) selections on bootstrap resamples of the validation rows. Measured
+  with one fine-tuned member (3 seeds, test ROC-AUC / PR-AUC): cb_nosale plain greedy 0.874 / 0.712, one initial pick 0.881 / 0.731, five
   0.883 / 0.747; dnd_nodeal 0.867 / 0.808, 0.866 / 0.806, 0.866 / 0.807 (on cb_nosale's 96 validation rows the
   fine-tuned member looks best and is the weakest on test). With `bags: 0` and `init_picks: 0` it is the plain
   selection, which never scores below its best member on validation.

@@ -4,7 +4,7 @@ gbdt) on one dataset in minutes; `ensemble` on request (`--models`).
 Uses the frozen-encoder path: thread vectors (chunk vectors for ``text.chunk_reduce: attention``) are computed
 once per split (and cached), then each model trains only its tabular encoder, fusion and head (and the attention). The leaderboard is printed and written as markdown and JSON.
 The classical members train as `bsmfusion train` trains them (their `epochs` column: 1 for tfidf_lr, the boosting
-rounds kept for gbdt); an ensemble's neural member uses the frozen encoder too.
+rounds kept for gbdt); an ensemble's neural members use the frozen encoder too.
 """
 from __future__ import annotations
 
