@@ -159,6 +159,7 @@ def test_neural_seeds_expands_the_neural_member_in_place():
     settings = ensemble.model.ensemble
     assert settings.member_names == ["tfidf_lr", "neural", "neural_2", "neural_3", "gbdt"]
     assert [settings.neural_index(n) for n in settings.member_names] == [None, 1, 2, 3, None]
+    assert settings.neural_member_names == ["neural", "neural_2", "neural_3"]
     # the default: two fine-tuned members beside the classical ones (README "The default model")
     assert config_from_dict({}).model.ensemble.member_names == ["neural", "neural_2", "tfidf_lr", "gbdt"]
     with pytest.raises(ConfigError, match=r"neural_seeds \(3\) needs 'neural' in model\.ensemble\.members"):

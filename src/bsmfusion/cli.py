@@ -92,7 +92,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
     if cfg.model.fusion == "ensemble":  # the only torch model inside it (× model.ensemble.neural_seeds)
         settings = cfg.model.ensemble
-        copies = sum(settings.neural_index(name) is not None for name in settings.member_names)
+        copies = len(settings.neural_member_names)
         if not copies:
             raise ConfigError(f"model.ensemble.members ({', '.join(settings.members)}) has no neural member, so this "
                               "ensemble holds no torch model to count; pick a neural fusion with --fusion")

@@ -180,6 +180,11 @@ class EnsembleConfig(_Section):
                 for n in ([NEURAL_MEMBER] + [f"{NEURAL_MEMBER}_{k}" for k in range(2, self.neural_seeds + 1)]
                           if m == NEURAL_MEMBER else [m])]
 
+    @property
+    def neural_member_names(self) -> list[str]:
+        """The fine-tuned members among `member_names` (neural, neural_2, ...)."""
+        return [name for name in self.member_names if self.neural_index(name) is not None]
+
     @staticmethod
     def neural_index(name: str) -> int | None:
         """k of member neural_k (1 for 'neural'); None for a classical member."""

@@ -323,7 +323,7 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     run = dict(resume=resume, progress=progress, log_every=log_every, callbacks=callbacks)
     for name in settings.member_names:
         log.info("ensemble: training member %s", name)
-        neural = settings.neural_index(name) is not None
+        neural = name in settings.neural_member_names
         member_cfg = member_config(cfg, name)
         # neural_k's own seed draws its own holdout; classical members: val_df is reported only
         rows = split_member_holdout(train_df, val_df, member_cfg) if neural else (train_df, val_df)
@@ -361,6 +361,6 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     write_classical_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
                            meta=meta, payload=payload, files=decided.files())
     log.info("ensemble weights %s, validation ROC-AUC %.4f", meta["weights"], val_metrics.get("roc_auc", float("nan")))
-    neural_epochs = [result.epochs_run for name, _, _, result in fitted if settings.neural_index(name) is not None]
+    neural_epochs = [result.epochs_run for name, _, _, result in fitted if name in settings.neural_member_names]
     epochs = max(neural_epochs, default=1)
     return TrainResult(out_dir, threshold, val_metrics, epochs)
