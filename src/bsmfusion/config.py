@@ -232,9 +232,10 @@ class ModelConfig(_Section):
     """Sizes of the tabular encoder and the fusion head (H, F in the design)."""
 
     fusion: str = Field("ensemble", description="ensemble (the default, chosen by measurement: model.ensemble.neural "
-                        "fine-tuned with 2 seeds + tfidf_lr + gbdt, README 'Benchmark') | a registered fusion: concat | gate | moe | "
-                        "cross_attn | text_only | tab_only, or any class registered with @register_fusion(name) | a "
-                        "classical member: tfidf_lr | gbdt (see model.classical, model.ensemble)")
+                        "fine-tuned with 2 seeds + tfidf_lr + gbdt, README 'Benchmark') | a registered fusion: concat | "
+                        "gate | moe | cross_attn | text_only | tab_only, or any class registered with "
+                        "@register_fusion(name) | a classical member: tfidf_lr | gbdt (see model.classical, "
+                        "model.ensemble)")
     hidden_dim: int = Field(100, ge=1, description="H: size of the text and tabular embeddings")
     fusion_dim: int | None = Field(None, ge=1, description="F: width inside the fusion; null: hidden_dim")
     num_classes: int = Field(2, ge=2, description="number of label classes")
@@ -389,10 +390,9 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _member_seeds_fit(self) -> "Config":
-        ensemble = self.model.ensemble
-        last = self.train.seed + ensemble.neural_seeds - 1  # neural_k's seed (classical.ensemble)
-        trains_copies = self.model.fusion == "ensemble" and NEURAL_MEMBER in ensemble.members
-        if trains_copies and ensemble.neural_seeds > 1 and last > 2**32 - 1:
+        trained = len(self.model.ensemble.neural_member_names) if self.model.fusion == "ensemble" else 0
+        last = self.train.seed + trained - 1  # neural_k's seed (classical.ensemble)
+        if trained > 1 and last > 2**32 - 1:
             raise ValueError(f"the neural members' seeds run from train.seed ({self.train.seed}) to {last}, past "
                              "4294967295; choose a smaller train.seed")
         return self

@@ -18,8 +18,8 @@ Which rows serve what:
   Caruana et al. 2006 against fitting ~100 validation rows: every selection starts from `init_picks` (5) picks of
   each member (equal weights are the prior, worth 20 picks for the default four members against 25 greedy ones),
   and the weights are the mean over `bags` (32) selections on bootstrap resamples of the validation rows. Measured
-  with one fine-tuned member (3 seeds, test ROC-AUC / PR-AUC): cb_nosale plain greedy 0.874 / 0.712, one initial pick 0.881 / 0.731, five
-  0.883 / 0.747; dnd_nodeal 0.867 / 0.808, 0.866 / 0.806, 0.866 / 0.807 (on cb_nosale's 96 validation rows the
+  with one fine-tuned member (3 seeds, test ROC-AUC / PR-AUC): cb_nosale plain greedy 0.874 / 0.712, one initial
+  pick 0.881 / 0.731, five 0.883 / 0.747; dnd_nodeal 0.867 / 0.808, 0.866 / 0.806, 0.866 / 0.807 (on cb_nosale's 96 validation rows the
   fine-tuned member looks best and is the weakest on test). With `bags: 0` and `init_picks: 0` it is the plain
   selection, which never scores below its best member on validation.
 * calibration and threshold: `train.calibration` is fitted on the combined validation score, then
@@ -319,11 +319,12 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     preprocessor, _, y_val = prepare_labels(cfg, train_df, val_df)
     k = cfg.model.num_classes
     settings = cfg.model.ensemble
+    neural_names = settings.neural_member_names
     fitted, refits = [], {}
     run = dict(resume=resume, progress=progress, log_every=log_every, callbacks=callbacks)
     for name in settings.member_names:
         log.info("ensemble: training member %s", name)
-        neural = name in settings.neural_member_names
+        neural = name in neural_names
         member_cfg = member_config(cfg, name)
         # neural_k's own seed draws its own holdout; classical members: val_df is reported only
         rows = split_member_holdout(train_df, val_df, member_cfg) if neural else (train_df, val_df)
@@ -361,6 +362,6 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     write_classical_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
                            meta=meta, payload=payload, files=decided.files())
     log.info("ensemble weights %s, validation ROC-AUC %.4f", meta["weights"], val_metrics.get("roc_auc", float("nan")))
-    neural_epochs = [result.epochs_run for name, _, _, result in fitted if name in settings.neural_member_names]
+    neural_epochs = [result.epochs_run for name, _, _, result in fitted if name in neural_names]
     epochs = max(neural_epochs, default=1)
     return TrainResult(out_dir, threshold, val_metrics, epochs)
