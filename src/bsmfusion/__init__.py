@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .api import load, ray_predict, train
+from .version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config, load_config
     from .inference.predictor import Predictor
-
-__version__ = "0.1.0"
 
 _LAZY = {"Config": "config", "load_config": "config", "Predictor": "inference.predictor"}
 

@@ -15,49 +15,47 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .config import Config
     from .inference.predictor import Predictor
+    from .scoring.options import ScoringOptions
 
 
-def load(bundle_dir: str | Path, *, engine: str = "torch", precision: str | None = None, device: str = "cpu",
-         batch_size: int = 64, quantized: bool = False, decision: Any = None, threshold: float | None = None,
-         option_names: tuple[str, str] = ("decision", "threshold"), chunk_cache_mb: float = 0,
-         compile: bool = False) -> Predictor:
+def load(bundle_dir: str | Path, options: ScoringOptions | None = None, **settings) -> Predictor:
     """Load a bundle folder (written by `train` or `bsmfusion train --out`) for scoring.
 
     Every file is checked against the bundle's SHA-256 manifest first.
 
     Args:
         bundle_dir: the bundle folder.
-        engine: "torch", or "onnx" to run the graph written by `bsmfusion export` (neural bundles only).
-        precision: "auto" (bf16 where the hardware computes it natively), "fp32" or "bf16"; None: the bundle's
-            `train.precision`, the one its validation metrics and decision threshold were computed with.
-        device: a torch device for the torch engine ("cpu", "cuda", "cuda:1").
-        batch_size: rows per model batch.
-        quantized: with engine="onnx", run the int8 graph (`bsmfusion export --quantize int8`).
-        decision: replace the bundle's decision policy (`train.decision`): "max_f1", "precision_at_least=0.9",
-            {"costs": {"false_positive": 1, "false_negative": 20}}, ... (see `bsmfusion.decision`).
-        threshold: shorthand for decision {"fixed": threshold}.
-        option_names: what error messages call `decision` and `threshold` (the CLI passes its flags,
-            ("--decision", "--threshold")).
-        chunk_cache_mb: keep an LRU cache of this many MB of chunk vectors (neural bundles, torch engine; 0: off),
-            for re-scoring growing threads: only the chunks a new message changed are encoded again
-            (`predictor.chunk_cache.stats()` counts hits and encoded chunks).
-        compile: compile the BERT backbone with TorchInductor now (torch engine; about 30 s for MiniLM on 2 cores,
-            then 1.4–1.5× faster bf16 scoring on an AMX CPU); where compiling fails, scoring stays eager and
-            `describe_precision()` says why.
+        options: how to score, as one `bsmfusion.ScoringOptions` value (reuse it for many bundles).
+        **settings: single `ScoringOptions` fields, on top of `options`:
+            engine: "torch"; "onnx" runs the graphs `bsmfusion export` wrote (every neural member's, in an
+                ensemble); "auto" picks the faster engine per neural model on this machine.
+            precision: "auto" (bf16 where the hardware computes it natively), "fp32" or "bf16"; None: the
+                bundle's `train.precision`, the one its validation metrics and decision threshold were computed with.
+            device: a torch device for the torch engine ("cpu", "cuda", "cuda:1").
+            batch_size: rows per model batch.
+            quantized: with engine "onnx", run the int8 graphs (`bsmfusion export --quantize int8`).
+            chunk_cache_mb: keep an LRU cache of this many MB of chunk vectors (torch engine; 0: off; an ensemble
+                splits it among its neural members), for re-scoring growing threads: only the chunks a new message
+                changed are encoded again (`predictor.chunk_cache.stats()` counts hits and encoded chunks).
+            compile: compile the BERT backbone(s) with TorchInductor now (torch engine; about 30 s for MiniLM on 2
+                cores per neural model, then faster bf16 scoring on an AMX CPU); where compiling fails, scoring
+                stays eager and `describe_precision()` says why.
+            decision: replace the bundle's decision policy (`train.decision`): "max_f1", "precision_at_least=0.9",
+                {"costs": {"false_positive": 1, "false_negative": 20}}, ... (see `bsmfusion.decision`).
+            threshold: shorthand for decision {"fixed": threshold}.
 
     Returns:
         A `Predictor` for the bundle's kind (a neural fusion, a classical member or an ensemble).
 
     Raises:
         BundleError: the folder is missing, not a bundle, modified, or lacks the ONNX graph asked for.
-        ConfigError: `decision` is malformed, binary-only on a multiclass model, or unreachable on the bundle's
-            validation scores (the message says the best achievable value).
+        OptionError (a ConfigError): an unknown or invalid option; `decision` malformed, binary-only on a
+            multiclass model, or unreachable on the bundle's validation scores (the message says the best
+            achievable value).
     """
     from .inference.predictor import load as load_predictor
 
-    return load_predictor(bundle_dir, engine=engine, precision=precision, device=device, batch_size=batch_size,
-                          quantized=quantized, decision=decision, threshold=threshold, option_names=option_names,
-                          chunk_cache_mb=chunk_cache_mb, compile=compile)
+    return load_predictor(bundle_dir, options, **settings)
 
 
 def resolve_config(config: str | Path | dict[str, Any] | Config, overrides: dict[str, Any] | None = None) -> Config:
@@ -105,17 +103,15 @@ def train(config: str | Path | dict[str, Any] | Config, train: str | Path | pd.D
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="bsmfusion-")) / "model"
     check_out_folder(out, overwrite)
-    from .training.fit import train as fit
+    from .workflows.train import train as fit
 
     result = fit(cfg, train, val, out, resume=resume, progress=progress, log_every=log_every)
     return None if result.bundle_dir is None else load(result.bundle_dir)
 
 
-def ray_predict(data: Any, bundle: str | Path, *, actors: int | None = None, gpus_per_actor: float = 0,
-                cpus_per_actor: float | None = None, batch_size: int = 64, batch_rows: int = 2048,
-                precision: str | None = None, engine: str = "torch", quantized: bool = False, decision: Any = None,
-                threshold: float | None = None, chunk_cache_mb: float = 0, ship_bundle: bool = True,
-                filesystem: Any = None, compile: bool = False) -> Any:
+def ray_predict(data: Any, bundle: str | Path, options: ScoringOptions | None = None, *, actors: int | None = None,
+                gpus_per_actor: float = 0, cpus_per_actor: float | None = None, batch_rows: int = 2048,
+                ship_bundle: bool = True, filesystem: Any = None, **settings) -> Any:
     """Score a table, a folder or a glob of tables on a Ray cluster (Ray Data `map_batches` over an actor pool).
 
     Needs the optional extra: `pip install 'bsmfusion[ray]'`. Uses the Ray that is running in this process
@@ -129,22 +125,17 @@ def ray_predict(data: Any, bundle: str | Path, *, actors: int | None = None, gpu
             .jsonl files, local or any URI pyarrow has a filesystem for (`s3://bucket/scores/in/*.parquet`,
             `gs://...`). CSV and JSONL are parsed with pandas, as the local predict does.
         bundle: the bundle folder on this machine (the driver).
+        options: how each actor scores (`bsmfusion.ScoringOptions`, as `load`); `settings` replace single fields
+            (engine, precision, batch_size, quantized, chunk_cache_mb — per actor —, compile, decision, threshold).
+            `device` is set by `gpus_per_actor`.
         actors: a fixed pool of this many actors; None: a pool that grows with the cluster's free resources.
         gpus_per_actor: GPUs per actor (fractions share a GPU: 0.5 puts two actors on one); > 0 scores on CUDA.
         cpus_per_actor: CPUs per actor (default 1 on CPU actors; unset on GPU actors).
-        batch_size: rows per model batch inside an actor.
         batch_rows: rows per Ray batch handed to an actor (and per pandas frame when parsing CSV/JSONL).
-        precision: "auto", "fp32" or "bf16"; None: the bundle's `train.precision`.
-        engine: "torch", "onnx" (the graph `bsmfusion export` wrote into the bundle) or "auto" (as `load`).
-        quantized: with engine="onnx", the int8 graph.
-        decision: replace the bundle's decision policy (as `bsmfusion.load`).
-        threshold: shorthand for decision {"fixed": threshold}.
-        chunk_cache_mb: chunk-vector cache per actor (0: off; helps only when threads repeat as they grow).
         ship_bundle: send the bundle's files to the actors through Ray's object store (no shared disk needed);
             False: every node loads `bundle` from the same path (a shared filesystem).
         filesystem: a `pyarrow.fs.FileSystem` to read `data` with (e.g. an `S3FileSystem` with explicit
             credentials or endpoint); None: inferred from the path.
-        compile: each actor compiles its backbone with TorchInductor when it loads the bundle (as `load`).
 
     Returns:
         A lazy `ray.data.Dataset` of the scores (nothing runs until it is written, iterated or materialised).
@@ -157,8 +148,7 @@ def ray_predict(data: Any, bundle: str | Path, *, actors: int | None = None, gpu
         DataError: an input path does not exist, matches no table file, or mixes formats.
     """
     from .inference.ray_predict import ray_predict as run
+    from .scoring.options import ScoringOptions
 
-    return run(data, bundle, actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
-               batch_size=batch_size, batch_rows=batch_rows, precision=precision, engine=engine, quantized=quantized,
-               decision=decision, threshold=threshold, chunk_cache_mb=chunk_cache_mb, ship_bundle=ship_bundle,
-               filesystem=filesystem, compile=compile)
+    return run(data, bundle, ScoringOptions.of(options, **settings), actors=actors, gpus_per_actor=gpus_per_actor,
+               cpus_per_actor=cpus_per_actor, batch_rows=batch_rows, ship_bundle=ship_bundle, filesystem=filesystem)

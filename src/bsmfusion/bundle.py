@@ -70,7 +70,7 @@ def package_versions(*extra: str) -> dict[str, str]:
     import numpy
     import transformers
 
-    from . import __version__
+    from .version import __version__
 
     versions = {"bsmfusion": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                 "numpy": numpy.__version__, "python": platform.python_version()}
@@ -182,13 +182,9 @@ def verify_manifest(path: Path) -> None:
 
 
 def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
-    """Rebuild preprocessing and model from the bundle alone (no encoder folder or network needed)."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModel
-
-    from .data.preprocess import RowPreprocessor
-    from .data.text import load_tokenizer
-    from .models.classifier import build_model
+    """Rebuild preprocessing and model from the bundle alone (no encoder folder or network needed); the kind in
+    meta.json picks the loader (`kinds.loader_for`)."""
+    from .kinds import loader_for
 
     path = Path(path)
     if not path.is_dir():
@@ -202,11 +198,19 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     raw_cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
     cfg = config_from_dict(raw_cfg, source=str(path / "config.yaml"))
     metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    if meta.get("kind", "neural") != "neural":
-        from .classical.storage import load_classical
+    preprocessor, model = loader_for(str(meta.get("kind", "neural")), path)(path, cfg, meta)
+    return Bundle(path=path, cfg=cfg, preprocessor=preprocessor, model=model, meta=meta, metrics=metrics)
 
-        preprocessor, model = load_classical(path, cfg, meta)
-        return Bundle(path=path, cfg=cfg, preprocessor=preprocessor, model=model, meta=meta, metrics=metrics)
+
+def load_neural(path: Path, cfg: Config, meta: dict[str, Any]):
+    """(preprocessor, model) of a torch fusion's bundle: tokenizer, encoder config and safetensors weights."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel
+
+    from .data.preprocess import RowPreprocessor
+    from .data.text import load_tokenizer
+    from .models.classifier import build_model
+
     tokenizer = load_tokenizer(path / "tokenizer")
     preprocessor = RowPreprocessor.from_json(cfg, tokenizer, (path / "preprocessing.json").read_text(encoding="utf-8"))
     backbone = None
@@ -220,4 +224,4 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     if missing or unexpected:
         raise BundleError(f"bundle '{path}': weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.eval()
-    return Bundle(path=path, cfg=cfg, preprocessor=preprocessor, model=model, meta=meta, metrics=metrics)
+    return preprocessor, model

@@ -1,6 +1,6 @@
 """Calibrated probabilities: Platt scaling (binary default), one temperature (multiclass default) or an isotonic
 map, fitted on the validation predictions the decision threshold is then chosen on, stored in the bundle's
-meta.json (`calibration`) and applied to every scorer's output in one place (`inference.scorers.build_scorer`), so
+meta.json (`calibration`) and applied to every scorer's output in one place (`scoring.scorers.build_scorer`), so
 predict, serve, evaluate and the ONNX engine agree.
 
 The score calibrated is the exact one the contributions split (`models.contributions`): binary, the positive
@@ -192,7 +192,7 @@ class Calibration:
 def fit_calibration(method: str, labels: np.ndarray, scores: Scores) -> Calibration:
     """Fit `method` (auto | temperature | platt | isotonic | none) on held-out `labels` and the model's uncalibrated
     `scores`; the returned map names the method it resolved to."""
-    from .decision import check_binary
+    from .policy import check_binary
 
     if method not in METHODS:
         raise ValueError(f"train.calibration '{method}' is not one of {', '.join(METHODS)}")

@@ -11,8 +11,8 @@ import json
 import sys
 from typing import Callable
 
-from . import __version__
-from .errors import BsmFusionError
+from .version import __version__
+from .errors import BsmFusionError, OptionError
 
 EXAMPLES = {
     "summary": "bsmfusion summary --config my.yaml --fusion gate",
@@ -88,7 +88,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from .models.summary import summarize
 
     from .errors import ConfigError
-    from .models.kinds import is_neural
+    from .kinds import is_neural
 
     if cfg.model.fusion == "ensemble":  # the only torch model inside it (× model.ensemble.neural_seeds)
         settings = cfg.model.ensemble
@@ -138,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.precision:
         overrides["train.precision"] = args.precision
     cfg = load_config(args.config, overrides)  # config errors before Lightning is imported
-    from .training.fit import train
+    from .workflows.train import train
 
     try:
         result = train(cfg, args.train, args.val, args.out, resume=args.resume, progress=not args.quiet,
@@ -147,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         from pathlib import Path
 
         work = Path(args.out).with_name(Path(args.out).name + ".work")
-        # a neural model's own checkpoints, or an ensemble's neural members' (classical.ensemble.train_ensemble)
+        # a neural model's own checkpoints, or an ensemble's neural members' (ensemble.train.train_ensemble)
         members = sorted((work / "members").glob("*.work"))
         kept = [str(w) for w in (work, *members) if (w / "last" / "last.ckpt").is_file()]
         if kept:
@@ -204,15 +204,27 @@ def _add_log_every(p: argparse.ArgumentParser) -> None:
                         "gets a live bar")
 
 
-def _decision_options(args: argparse.Namespace) -> dict:
-    return {"decision": args.decision, "threshold": args.threshold, "option_names": ("--decision", "--threshold")}
+# The flag of each `ScoringOptions` field: library errors name the field (`errors.OptionError`), the CLI its flag.
+OPTION_FLAGS = {"batch_size": "--batch-size", "device": "--device", "precision": "--precision", "engine": "--engine",
+                "quantized": "--int8", "chunk_cache_mb": "--chunk-cache-mb", "compile": "--compile",
+                "decision": "--decision", "threshold": "--threshold"}
+
+
+def _scoring_options(args: argparse.Namespace):
+    """The `ScoringOptions` a scoring command's flags ask for (fields whose flag the command lacks keep defaults)."""
+    from .scoring.options import ScoringOptions
+
+    names = {"batch_size": "batch_size", "device": "device", "precision": "precision", "engine": "engine",
+             "quantized": "int8", "chunk_cache_mb": "chunk_cache_mb", "compile": "compile", "decision": "decision",
+             "threshold": "threshold"}
+    return ScoringOptions(**{field: getattr(args, flag) for field, flag in names.items() if hasattr(args, flag)})
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from . import load
+    from .api import load
     from .evaluation.report import evaluate
 
-    predictor = load(args.model, batch_size=args.batch_size, precision=args.precision, **_decision_options(args))
+    predictor = load(args.model, _scoring_options(args))
     print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
     print(predictor.decision.summary(), file=sys.stderr)
     metrics = evaluate(predictor, args.data, args.out, progress=True, log_every=args.log_every)
@@ -223,11 +235,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     if args.ray is not None:
         return cmd_predict_ray(args)
-    from . import load
+    from .api import load
 
-    predictor = load(args.model, batch_size=args.batch_size, engine=args.engine, quantized=args.int8,
-                     precision=args.precision, chunk_cache_mb=args.chunk_cache_mb, device=args.device,
-                     compile=args.compile, **_decision_options(args))
+    predictor = load(args.model, _scoring_options(args))
     if not args.quiet:
         print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
         if args.chunk_cache_mb:
@@ -259,7 +269,8 @@ def cmd_predict_ray(args: argparse.Namespace) -> None:
         resolve_inputs(args.data)  # a missing path or mixed formats: one line, before Ray starts
     if args.engine == "onnx" and args.ray_gpus_per_actor:
         raise ConfigError("--ray-gpus-per-actor needs --engine torch (the ONNX engine runs on CPU)")
-    info = bundle_info(args.model, args.decision, args.threshold, ("--decision", "--threshold"))
+    options = _scoring_options(args)  # a bad option: one line, before Ray starts
+    info = bundle_info(args.model, options.decision, options.threshold)
     ray = require_ray()
     started = False
     if not ray.is_initialized():
@@ -283,12 +294,8 @@ def cmd_predict_ray(args: argparse.Namespace) -> None:
         print(f"scoring on {where}: {pool}{gpus}; precision per actor: {precision}", file=sys.stderr)
         print(info.decision.summary(), file=sys.stderr)
     try:
-        scores = ray_predict(args.data, args.model, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
-                             batch_size=args.batch_size, batch_rows=args.batch_rows, precision=args.precision,
-                             engine=args.engine, quantized=args.int8, chunk_cache_mb=args.chunk_cache_mb,
-                             compile=args.compile,
-                             decision=args.decision, threshold=args.threshold,
-                             option_names=("--decision", "--threshold"))
+        scores = ray_predict(args.data, args.model, options, actors=args.ray_actors,
+                             gpus_per_actor=args.ray_gpus_per_actor, batch_rows=args.batch_rows)
         rows, failed = write_predictions(scores, args.out, overwrite=args.overwrite, overwrite_flag="--overwrite")
     except Exception as err:  # a bsmfusion error inside a Ray task arrives wrapped: print its one line
         cause = user_error(err)
@@ -310,7 +317,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from .config import load_config
 
     cfg = load_config(args.config, _overrides(args.set))
-    from .training.compare import compare, leaderboard_markdown
+    from .workflows.compare import compare, leaderboard_markdown
 
     models = args.models.split(",") if args.models else None
     rows = compare(cfg, args.train, args.val, args.test, args.out, models=models, epochs=args.epochs)
@@ -350,9 +357,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is unset or empty; export it first")
-    serve(args.model, host=args.host, port=args.port, api_key=api_key, max_records=args.max_records,
-          max_body_bytes=args.max_body_bytes, precision=args.precision, chunk_cache_mb=args.chunk_cache_mb,
-          compile=args.compile, **_decision_options(args))
+    serve(args.model, _scoring_options(args), host=args.host, port=args.port, api_key=api_key,
+          max_records=args.max_records, max_body_bytes=args.max_body_bytes)
 
 
 def cmd_split(args: argparse.Namespace) -> None:
@@ -524,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_inputs(args)
         handler(args)
+    except OptionError as err:  # the library names the option's field; say the flag
+        print(f"error: {err.render(OPTION_FLAGS)}", file=sys.stderr)
+        return 2
     except BsmFusionError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -146,9 +146,11 @@ class EnsembleConfig(_Section):
 
     neural: str = Field("concat", description="the neural member: a registered torch fusion (trained with this "
         "config's text, model and train settings)")
-    members: list[Literal["neural", "tfidf_lr", "gbdt"]] = Field(
+    members: list[str] = Field(
         default_factory=lambda: ["neural", "tfidf_lr", "gbdt"], min_length=1,
-        description="members trained; weights by greedy selection with replacement on validation predictions")
+        description="members trained: 'neural' (the fine-tuned fusion model.ensemble.neural, neural_seeds times) and "
+        "classical members (tfidf_lr, gbdt, or any registered with kinds.register_kind); weights by greedy selection "
+        "with replacement on validation predictions")
     iterations: int = Field(25, ge=1, description="greedy selection steps per selection; a selection's weights = "
         "its picks (the best prefix) / their count")
     init_picks: int = Field(5, ge=0, description="picks of every member each selection starts from (Caruana's "
@@ -205,7 +207,7 @@ class EnsembleConfig(_Section):
     @field_validator("neural")
     @classmethod
     def _neural_fusion(cls, value: str) -> str:
-        from .models.kinds import is_neural, neural_kinds  # not models.fusion: config validation imports no torch
+        from .kinds import is_neural, neural_kinds  # not models.fusion: config validation imports no torch
 
         if not is_neural(value):
             raise ValueError(f"not a neural fusion; choose one of {', '.join(neural_kinds())}")
@@ -214,6 +216,12 @@ class EnsembleConfig(_Section):
     @field_validator("members")
     @classmethod
     def _members_once(cls, value: list[str]) -> list[str]:
+        from .kinds import classical_kinds
+
+        choices = [NEURAL_MEMBER, *classical_kinds()]
+        unknown = [m for m in value if m not in choices]
+        if unknown:
+            raise ValueError(f"unknown member '{unknown[0]}'; choose from {', '.join(choices)}")
         if len(set(value)) != len(value):
             raise ValueError("list each member once")
         return value
@@ -253,7 +261,7 @@ class ModelConfig(_Section):
     @field_validator("fusion")
     @classmethod
     def _registered_fusion(cls, value: str) -> str:
-        from .models.kinds import model_kinds  # imported here, not at module level: `import bsmfusion.config` stays light
+        from .kinds import model_kinds  # imported here, not at module level: `import bsmfusion.config` stays light
 
         if value not in model_kinds():
             raise ValueError(f"unknown fusion; choose one of {', '.join(model_kinds())}")
@@ -263,7 +271,7 @@ class ModelConfig(_Section):
     def uses_text(self) -> bool:
         """Whether the model reads the dialogue (False for tab_only: text columns are neither needed nor tokenised;
         an ensemble reads it when any member does)."""
-        from .models.kinds import ENSEMBLE, kind_uses_text
+        from .kinds import ENSEMBLE, kind_uses_text
 
         if self.fusion == ENSEMBLE:
             return any(kind_uses_text(self.ensemble.neural if m == NEURAL_MEMBER else m) for m in self.ensemble.members)
@@ -342,14 +350,14 @@ class TrainConfig(_Section):
     @field_validator("decision", mode="before")
     @classmethod
     def _known_policy(cls, value: Any) -> Any:
-        from .decision import parse_policy
+        from .policy import parse_policy
 
         return parse_policy(value).to_config()
 
     @property
     def policy(self):
         """`train.decision` as a `decision.Policy`."""
-        from .decision import parse_policy
+        from .policy import parse_policy
 
         return parse_policy(self.decision)
 
@@ -391,7 +399,7 @@ class Config(_Section):
     @model_validator(mode="after")
     def _member_seeds_fit(self) -> "Config":
         trained = len(self.model.ensemble.neural_member_names) if self.model.fusion == "ensemble" else 0
-        last = self.train.seed + trained - 1  # neural_k's seed (classical.ensemble)
+        last = self.train.seed + trained - 1  # neural_k's seed (ensemble.train)
         if trained > 1 and last > 2**32 - 1:
             raise ValueError(f"the neural members' seeds run from train.seed ({self.train.seed}) to {last}, past "
                              "4294967295; choose a smaller train.seed")
@@ -399,7 +407,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _binary_only_decisions(self) -> "Config":
-        from .decision import check_binary
+        from .policy import check_binary
 
         check_binary(self.model.num_classes, "train.decision", self.train.policy.name)
         check_binary(self.model.num_classes, "train.calibration", self.train.calibration)

@@ -33,108 +33,13 @@ from typing import Any
 import numpy as np
 
 from . import strict_json
-from .errors import BundleError, ConfigError
+from .errors import ConfigError, OptionError
+from .policy import BINARY_ONLY, CLI_SYNTAX, POLICIES, Policy, check_binary, parse_policy  # noqa: F401
 
 log = logging.getLogger("bsmfusion.train")
-POLICIES = ("max_f1", "fixed", "precision_at_least", "recall_at_least", "review_budget", "costs")
 VALIDATION_FILE = "validation_scores.json"
-CLI_SYNTAX = ("max_f1 | fixed=T | precision_at_least=P | recall_at_least=R | review_budget=F | costs=FP,FN "
-              "(or a YAML mapping such as '{costs: {false_positive: 1, false_negative: 20}}')")
 
 
-@dataclass(frozen=True)
-class Policy:
-    """One decision rule: `name` from `POLICIES`; `value` for fixed / precision / recall / budget; the two costs."""
-
-    name: str = "max_f1"
-    value: float | None = None
-    false_positive: float | None = None
-    false_negative: float | None = None
-
-    def to_config(self) -> str | dict[str, Any]:
-        """The canonical config value (`max_f1`, `{fixed: 0.3}`, `{costs: {false_positive: 1, ...}}`)."""
-        if self.name == "max_f1":
-            return "max_f1"
-        if self.name == "costs":
-            return {"costs": {"false_positive": self.false_positive, "false_negative": self.false_negative}}
-        return {self.name: self.value}
-
-    def describe(self) -> str:
-        if self.name == "max_f1":
-            return "max F1 on validation"
-        if self.name == "costs":
-            return f"least expected cost (false positive {self.false_positive:g}, false negative {self.false_negative:g})"
-        if self.name == "review_budget":
-            return f"review budget: the top {self.value * 100:.4g}% of the validation scores"
-        return {"fixed": "fixed threshold", "precision_at_least": "precision ≥",
-                "recall_at_least": "recall ≥"}[self.name] + f" {self.value:g}" + ("" if self.name == "fixed" else
-                                                                                 " on validation")
-
-
-def _number(name: str, value: Any, low: float, high: float, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} needs a number, got {value!r}")
-    value = float(value)
-    if not (low < value and (value < high if high_open else value <= high)):
-        raise ValueError(f"{name} must be in ({low:g}, {high:g}{')' if high_open else ']'}, got {value:g}")
-    return value
-
-
-def _costs(value: Any) -> Policy:
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        value = {"false_positive": value[0], "false_negative": value[1]}
-    if not isinstance(value, dict) or set(value) != {"false_positive", "false_negative"}:
-        raise ValueError("costs needs {false_positive: A, false_negative: B}")
-    a, b = (_number(f"costs.{k}", value[k], 0.0, math.inf, high_open=True)
-            for k in ("false_positive", "false_negative"))
-    return Policy("costs", false_positive=a, false_negative=b)
-
-
-def parse_policy(value: Any) -> Policy:
-    """A policy from a config value or a command-line string (see `CLI_SYNTAX`); `ValueError` with one line."""
-    if isinstance(value, Policy):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("{"):
-            import yaml
-
-            try:
-                value = yaml.safe_load(text)
-            except yaml.YAMLError:
-                raise ValueError(f"'{text}' is not a YAML mapping; use {CLI_SYNTAX}") from None
-        elif "=" in text:
-            name, _, raw = text.partition("=")
-            raw = raw.strip()
-            if name.strip() == "costs":
-                value = {"costs": [_float_text(part) for part in raw.split(",")]}
-            else:
-                value = {name.strip(): _float_text(raw)}
-        elif text == "max_f1":
-            return Policy()
-        else:
-            raise ValueError(f"unknown decision policy '{text}'; use {CLI_SYNTAX}")
-    if not isinstance(value, dict) or len(value) != 1:
-        raise ValueError(f"a decision policy is max_f1 or a mapping with exactly one of {', '.join(POLICIES[1:])}, "
-                         f"got {value!r}")
-    (name, inner), = value.items()
-    if name == "costs":
-        return _costs(inner)
-    if name == "fixed":
-        return Policy("fixed", _number("fixed", inner, 0.0, 1.0, high_open=True))
-    if name in ("precision_at_least", "recall_at_least", "review_budget"):
-        return Policy(name, _number(name, inner, 0.0, 1.0))
-    raise ValueError(f"unknown decision policy '{name}'; choose one of {', '.join(POLICIES)}")
-
-
-def _float_text(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-# ------------------------------------------------------------------------------------- thresholds from validation
 def threshold_curve(labels: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
     """Every distinct score as a threshold, highest first, with the true and false positives flagged at it."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -236,18 +141,6 @@ class Decision:
         return f"decision: {self.describe()} ({self.source})"
 
 
-BINARY_ONLY = (*POLICIES[1:], "platt", "isotonic")  # every decision policy but max_f1; platt, isotonic calibration
-
-
-def check_binary(num_classes: int, key: str, name: str) -> None:
-    """The binary-only rule, in one wording for the config, training and scoring-time overrides: `name` (a decision
-    policy or a calibration method) set under `key` needs a binary model when it is in `BINARY_ONLY`."""
-    if num_classes == 2 or name not in BINARY_ONLY:
-        return
-    instead = "temperature" if name in ("platt", "isotonic") else "max_f1 (the default: the argmax class)"
-    raise ConfigError(f"{key} '{name}' is for binary tasks, not a model with {num_classes} classes; use {instead}")
-
-
 def decide(policy: Policy, labels: np.ndarray, probs: np.ndarray, source: str, key: str) -> Decision:
     """Resolve `policy` on validation `labels` and calibrated `probs` (`N×K`) into a `Decision`."""
     check_binary(probs.shape[1], key, policy.name)
@@ -266,25 +159,31 @@ def validation_scores(bundle) -> tuple[np.ndarray, np.ndarray] | None:
     return np.asarray(stored["label"], dtype=np.int64), np.asarray(stored["probability"], dtype=np.float64)
 
 
-def active_decision(bundle, decision: Any = None, threshold: float | None = None, *,
-                    names: tuple[str, str] = ("decision", "threshold")) -> Decision:
+def active_decision(bundle, decision: Any = None, threshold: float | None = None) -> Decision:
     """The bundle's own decision, or the one `decision` (a policy) or `threshold` (shorthand for fixed) asks for;
-    a searched policy is resolved on the validation scores stored in the bundle. Errors call the two options
-    `names` (the CLI passes `("--decision", "--threshold")`)."""
-    decision_name, threshold_name = names
-    fixed = f"{threshold_name} T" if threshold_name.startswith("-") else f"{threshold_name}=T"
+    a searched policy is resolved on the validation scores stored in the bundle. Errors are `OptionError`s that
+    name the two options as templates (the CLI says `--decision`, Python `decision`)."""
+    try:
+        return _active_decision(bundle, decision, threshold)
+    except OptionError:
+        raise
+    except ConfigError as err:  # choose_threshold / check_binary name the option by the key given them
+        raise OptionError(str(err)) from None
+
+
+def _active_decision(bundle, decision: Any, threshold: float | None) -> Decision:
     if decision is not None and threshold is not None:
-        raise ConfigError(f"pass {decision_name} or {threshold_name}, not both ({fixed} is {decision_name} fixed=T)")
+        raise OptionError("pass {decision} or {threshold}, not both ({threshold}=T is {decision} fixed=T)")
     num_classes = len(bundle.label_names)
     if decision is None and threshold is None:
         stored = bundle.meta.get("decision")
         policy = parse_policy(stored["policy"]) if stored else bundle.cfg.train.policy
         return Decision(policy, bundle.threshold, "bundle", dict(stored.get("validation", {})) if stored else {})
-    key = threshold_name if threshold is not None else decision_name
+    key = "{threshold}" if threshold is not None else "{decision}"
     try:
         policy = parse_policy({"fixed": threshold} if threshold is not None else decision)
     except ValueError as err:
-        raise ConfigError(f"{key}: {err}") from None
+        raise OptionError(f"{key}: {err}") from None
     check_binary(num_classes, key, policy.name)
     if num_classes != 2:
         return Decision(policy, None, "override")
@@ -292,8 +191,8 @@ def active_decision(bundle, decision: Any = None, threshold: float | None = None
         return Decision(policy, choose_threshold(policy, [], [], key), "override")
     stored = validation_scores(bundle)
     if stored is None:
-        raise BundleError(f"bundle '{bundle.path}' has no {VALIDATION_FILE} (trained before decision policies): "
-                          f"{key} {policy.name} needs it; retrain, or pass {fixed}")
+        raise OptionError(f"bundle '{bundle.path}' has no {VALIDATION_FILE} (trained before decision policies): "
+                          f"{key} {policy.name} needs it; retrain, or pass {{threshold}}=T")
     labels, probs = stored
     chosen = choose_threshold(policy, labels, probs, key)
     return Decision(policy, chosen, "override", rates_at(labels, probs, chosen, policy))
@@ -306,7 +205,7 @@ class FittedDecision:
 
     calibration: Any  # calibration.Calibration
     decision: Decision
-    scores: Any  # inference.scoring.Scores, calibrated
+    scores: Any  # models.scores.Scores, calibrated
     labels: np.ndarray
     calibration_report: dict[str, float]
 

@@ -64,9 +64,9 @@ def split(frame: pd.DataFrame, train_rows: int, seed: int = 0) -> tuple[pd.DataF
 
 
 def run_demo(out_dir: str | Path = "demo_out", train_rows: int = 2000, epochs: int = 2) -> None:
-    from . import load
+    from .api import load
     from .evaluation.report import evaluate
-    from .training.fit import train
+    from .workflows.train import train
 
     started = time.perf_counter()
     out_dir = Path(out_dir)

@@ -30,3 +30,20 @@ def show(value) -> str:
             pass
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+class OptionError(ConfigError):
+    """A scoring or training option has a bad value. The message names each option as `{name}` in its template, so
+    every front end says it its own way: Python keeps the keyword (`threshold`), the CLI shows its flag
+    (`--threshold`, via `render`). `str(err)` is the Python wording."""
+
+    def __init__(self, template: str):
+        self.template = template
+        super().__init__(self.render())
+
+    def render(self, names: dict[str, str] | None = None) -> str:
+        """The message with each `{option}` replaced by `names[option]` (default: the option itself)."""
+        import re
+
+        names = names or {}
+        return re.sub(r"\{([a-z_]+)\}", lambda m: names.get(m[1], m[1]), self.template)

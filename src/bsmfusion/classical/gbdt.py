@@ -27,7 +27,7 @@ import pandas as pd
 from ..config import Config
 from ..data.tabular import TabularPreprocessor
 from ..precision import Precision
-from .member import ClassicalMember, cv_folds
+from .member import ClassicalData, ClassicalMember, cv_folds, sample_weights
 from .tab_features import tab_matrix
 from .text_features import TextFeaturizer, render_frame
 
@@ -93,6 +93,12 @@ class GBDT(ClassicalMember):
         real = self.raw_scores(np.hstack([text, tab]))
         return (real, self._averaged(text, tab, replace_text=True), self._averaged(text, tab, replace_text=False),
                 np.broadcast_to(self.both_baseline(), real.shape))
+
+    @classmethod
+    def fit(cls, cfg: Config, data: ClassicalData) -> tuple["GBDT", dict[str, Any]]:
+        return fit_gbdt(cfg, data.preprocessor.tabular, data.train_texts, data.train_tab, data.y_train,
+                        data.val_texts, data.val_tab, data.y_val, sample_weight=sample_weights(cfg, data.y_train),
+                        groups=data.train_groups)
 
     # ------------------------------------------------------------------ storage
     def arrays(self) -> dict[str, np.ndarray]:

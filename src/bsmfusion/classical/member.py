@@ -11,8 +11,9 @@ text + tab + s(t̄,ū) = s(t,u).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,45 @@ from ..models.scores import Scores
 from ..precision import Precision
 
 FP64 = Precision("fp64", "fp64", "NumPy float64 on CPU; --precision applies to neural models only")
+
+
+@dataclass
+class ClassicalData:
+    """Both splits, featurised as far as every member shares: rendered threads, tabular matrices, label ids."""
+
+    preprocessor: RowPreprocessor
+    train_texts: list[str]
+    val_texts: list[str]
+    train_tab: np.ndarray
+    val_tab: np.ndarray
+    y_train: np.ndarray
+    y_val: np.ndarray
+    train_groups: np.ndarray | None = None  # `data.group` codes: cross-validation folds keep each group whole
+
+
+def class_weight_dict(setting, num_classes: int) -> dict[int, float] | str | None:
+    """`train.class_weight` for scikit-learn: None, "balanced", or {class id: weight}."""
+    from ..errors import ConfigError
+
+    if setting in ("none", "balanced"):
+        return None if setting == "none" else "balanced"
+    if len(setting) != num_classes:
+        raise ConfigError(f"train.class_weight has {len(setting)} weights but there are {num_classes} classes; "
+                          "give one per class")
+    return {k: float(w) for k, w in enumerate(setting)}
+
+
+def sample_weights(cfg: Config, labels: np.ndarray) -> np.ndarray | None:
+    """Per-row weights from `train.class_weight` (for fitters that take row weights rather than class weights)."""
+    setting = class_weight_dict(cfg.train.class_weight, cfg.model.num_classes)
+    if setting is None:
+        return None
+    if setting == "balanced":
+        counts = np.bincount(labels, minlength=cfg.model.num_classes).astype(np.float64)
+        per_class = len(labels) / (cfg.model.num_classes * np.maximum(counts, 1.0))
+    else:
+        per_class = np.array([setting[k] for k in range(cfg.model.num_classes)])
+    return per_class[labels]
 
 
 def table_preprocessor(cfg: Config, train: pd.DataFrame | None = None, state: str | None = None) -> RowPreprocessor:
@@ -73,8 +113,11 @@ def split_scores(real: np.ndarray, text_base: np.ndarray, tab_base: np.ndarray, 
 
 
 class ClassicalMember:
-    """Base of the classical members. Subclasses implement `four_logits(frame)` (the four `N×K` logit sets) and
-    their storage (`arrays`, `save_extra`, classmethod `from_arrays`); scoring and the scorer interface live here."""
+    """Base of the classical members. Subclasses implement `fit` (classmethod: the prepared splits → the fitted
+    member and what its search saw), `four_logits(frame)` (the four `N×K` logit sets) and their storage (`arrays`,
+    `save_extra`, classmethod `from_arrays`; a member with a `text` attribute, a `TextFeaturizer`, has it stored
+    too); scoring and the scorer interface live here. Registering one: `kinds.register_kind` with
+    `family="classical"` and `member=` the subclass (docs/architecture.md)."""
 
     kind: ClassVar[str] = ""
     precision: Precision = FP64
@@ -93,8 +136,14 @@ class ClassicalMember:
     def describe_precision(self) -> str:
         return self.precision.describe()
 
-    def scorer(self, **_options) -> "ClassicalMember":
-        """The member scores itself; batch size, device and precision are neural options."""
+    @classmethod
+    def fit(cls, cfg: Config, data: ClassicalData) -> tuple["ClassicalMember", dict[str, Any]]:
+        """Fit on `data.train_*` (choices by `model.classical.cv_folds`-fold CV on them, or on `data.val_*` without
+        CV); returns the member and what training saw, for meta.json (`rounds` there is reported as epochs)."""
+        raise NotImplementedError
+
+    def scorer(self, options=None) -> "ClassicalMember":
+        """The member scores itself; every `scoring.ScoringOptions` field is a neural option."""
         return self
 
     def four_logits(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -108,8 +157,9 @@ class ClassicalMember:
     def save_extra(self, folder: Path) -> None:
         """Files other than arrays (gbdt: the booster in LightGBM's text format)."""
 
-    def score_frame(self, frame: pd.DataFrame, targets: np.ndarray | None = None) -> Scores:
-        """Probabilities `N×K` and the split of each row's decision (or of class `targets`' logit, multiclass)."""
+    def score_frame(self, frame: pd.DataFrame, targets: np.ndarray | None = None, memo: dict | None = None) -> Scores:
+        """Probabilities `N×K` and the split of each row's decision (or of class `targets`' logit, multiclass);
+        `memo` (the scorer interface's per-frame dict) is not needed here."""
         if len(frame) == 0:
             empty = np.zeros(0)
             return Scores(np.zeros((0, self.num_classes)), empty, empty.copy(), empty.copy())

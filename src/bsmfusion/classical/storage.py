@@ -8,7 +8,7 @@ and versions, metrics.json, manifest.json with the SHA-256 of every file), plus 
   `intercept`, `feature_mean`; gbdt: `svd_components`, `text_mean`, `tab_mean`);
 * `lightgbm.txt` (gbdt) — the booster in LightGBM's text model format.
 
-An ensemble holds each member as a complete bundle under `members/<name>/` (see `classical.ensemble`).
+An ensemble holds each member as a complete bundle under `members/<name>/` (see `ensemble`).
 """
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ import numpy as np
 
 from ..bundle import write_bundle_folder
 from ..config import Config
-from ..errors import BundleError
-from ..models.kinds import ENSEMBLE
+from ..kinds import get_kind
 from .member import ClassicalMember, table_preprocessor
 from .text_features import TextFeaturizer
 
@@ -30,23 +29,16 @@ ARRAYS_FILE = "weights.safetensors"
 EXTRA_VERSIONS = ["sklearn", "lightgbm", "scipy"]
 
 
-def member_class(kind: str, path: Path) -> type[ClassicalMember]:
-    from .gbdt import GBDT
-    from .tfidf_lr import TfidfLR
-
-    classes = {"tfidf_lr": TfidfLR, "gbdt": GBDT}
-    if kind not in classes:
-        raise BundleError(f"bundle '{path}': meta.json kind '{kind}' is not one this bsmfusion can load; upgrade bsmfusion")
-    return classes[kind]
-
-
 def save_member(model: ClassicalMember, folder: Path) -> None:
     """Write a fitted member's files into `folder`."""
     from safetensors.numpy import save_file
 
-    spec, arrays = model.text.state()
-    (folder / TFIDF_FILE).write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
-    arrays = {**arrays, **model.arrays()}
+    arrays = dict(model.arrays())
+    text = getattr(model, "text", None)
+    if isinstance(text, TextFeaturizer):
+        spec, text_arrays = text.state()
+        (folder / TFIDF_FILE).write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        arrays.update(text_arrays)
     save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, str(folder / ARRAYS_FILE))
     model.save_extra(folder)
 
@@ -59,17 +51,15 @@ def write_classical_bundle(out_dir: str | Path, *, cfg: Config, preprocessor, th
                                meta={**meta, "versions": EXTRA_VERSIONS}, payload=payload, files=files)
 
 
-def load_classical(path: Path, cfg: Config, meta: dict[str, Any]):
-    """(preprocessor, model) of a classical bundle whose manifest was checked."""
+def load_member(path: Path, cfg: Config, meta: dict[str, Any]):
+    """(preprocessor, model) of a classical member's bundle whose manifest was checked: its registered class
+    (`kinds.get_kind(meta kind).member_class()`) rebuilt from the arrays (and the TF-IDF featurizer, if stored)."""
     from safetensors.numpy import load_file
 
     preprocessor = table_preprocessor(cfg, state=(path / "preprocessing.json").read_text(encoding="utf-8"))
-    kind = meta["kind"]
-    if kind == ENSEMBLE:
-        from .ensemble import EnsembleModel
-
-        return preprocessor, EnsembleModel.load(path, cfg, meta)
-    cls = member_class(kind, path)
-    arrays = load_file(str(path / ARRAYS_FILE))
-    text = TextFeaturizer.from_state(json.loads((path / TFIDF_FILE).read_text(encoding="utf-8")), arrays)
+    cls = get_kind(meta["kind"]).member_class()
+    arrays = load_file(str(path / ARRAYS_FILE)) if (path / ARRAYS_FILE).is_file() else {}
+    text = None
+    if (path / TFIDF_FILE).is_file():
+        text = TextFeaturizer.from_state(json.loads((path / TFIDF_FILE).read_text(encoding="utf-8")), arrays)
     return preprocessor, cls.from_arrays(cfg, text, preprocessor.tabular, arrays, path)

@@ -17,10 +17,9 @@ from sklearn.linear_model import LogisticRegression
 
 from ..config import Config
 from ..data.tabular import TabularPreprocessor
-from ..errors import ConfigError
 from ..evaluation.metrics import classification_metrics
 from ..precision import Precision
-from .member import ClassicalMember, cv_folds
+from .member import ClassicalData, ClassicalMember, class_weight_dict, cv_folds
 from .tab_features import tab_matrix
 from .text_features import TextFeaturizer, render_frame
 
@@ -59,6 +58,11 @@ class TfidfLR(ClassicalMember):
         """Binary `N×1` log-odds → `N×2` logits [0, s]; multiclass unchanged."""
         return np.hstack([np.zeros_like(z), z]) if z.shape[1] == 1 else z
 
+    @classmethod
+    def fit(cls, cfg: Config, data: ClassicalData) -> tuple["TfidfLR", dict[str, Any]]:
+        return fit_tfidf_lr(cfg, data.preprocessor.tabular, data.train_texts, data.train_tab, data.y_train,
+                            data.val_texts, data.val_tab, data.y_val, groups=data.train_groups)
+
     # ------------------------------------------------------------------ storage
     def arrays(self) -> dict[str, np.ndarray]:
         return {"coef": self.coef, "intercept": self.intercept, "feature_mean": self.feature_mean}
@@ -67,16 +71,6 @@ class TfidfLR(ClassicalMember):
     def from_arrays(cls, cfg: Config, text: TextFeaturizer, tabular: TabularPreprocessor,
                     arrays: dict[str, np.ndarray], folder) -> "TfidfLR":
         return cls(cfg, text, tabular, arrays["coef"], arrays["intercept"], arrays["feature_mean"])
-
-
-def class_weight_dict(setting, num_classes: int) -> dict[int, float] | str | None:
-    """`train.class_weight` for scikit-learn: None, "balanced", or {class id: weight}."""
-    if setting in ("none", "balanced"):
-        return None if setting == "none" else "balanced"
-    if len(setting) != num_classes:
-        raise ConfigError(f"train.class_weight has {len(setting)} weights but there are {num_classes} classes; "
-                          "give one per class")
-    return {k: float(w) for k, w in enumerate(setting)}
 
 
 def selection_key(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:

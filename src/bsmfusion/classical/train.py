@@ -1,50 +1,33 @@
-"""`bsmfusion train` for `model.fusion: tfidf_lr | gbdt | ensemble` (called by `training.fit.train`).
+"""`bsmfusion train` for a classical member (`model.fusion: tfidf_lr | gbdt`, or any registered classical kind).
 
 Rows: the featurizers (TF-IDF, SVD), the tabular preprocessing and the models are fitted on the training rows
-only; the validation rows choose tfidf_lr's C, stop gbdt's boosting, and give the calibration and the decision
-threshold (`decision.fit_decision`, the same helper as the neural models) and the validation metrics stored in the
-bundle.
+only; the validation rows choose tfidf_lr's C, stop gbdt's boosting (unless `model.classical.cv_folds` chooses on
+the training rows), and give the calibration and the decision threshold (`decision.fit_decision`, the same helper
+as the neural models) and the validation metrics stored in the bundle.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..config import Config
-from ..data.preprocess import RowPreprocessor
 from ..data.groups import group_codes
+from ..data.preprocess import RowPreprocessor
 from ..data.tabular import require_columns
 from ..data.validation import split_meta
-from ..errors import DataError
 from ..decision import fit_decision
+from ..errors import DataError
 from ..evaluation.metrics import classification_metrics
-from ..models.kinds import ENSEMBLE
-from ..progress import DEFAULT_LOG_EVERY
-from .member import ClassicalMember, table_preprocessor
+from ..kinds import TrainResult, TrainRun, get_kind
+from .member import ClassicalData, ClassicalMember, table_preprocessor
 from .storage import save_member, write_classical_bundle
 from .tab_features import tab_matrix
 from .text_features import render_frame
 
 log = logging.getLogger("bsmfusion.train")
-
-
-@dataclass
-class ClassicalData:
-    """Both splits, featurised as far as every member shares: rendered threads, tabular matrices, label ids."""
-
-    preprocessor: RowPreprocessor
-    train_texts: list[str]
-    val_texts: list[str]
-    train_tab: np.ndarray
-    val_tab: np.ndarray
-    y_train: np.ndarray
-    y_val: np.ndarray
-    train_groups: np.ndarray | None = None  # `data.group` codes: cross-validation folds keep each group whole
 
 
 def prepare_labels(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> tuple[RowPreprocessor, np.ndarray, np.ndarray]:
@@ -73,58 +56,19 @@ def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> ClassicalDat
                          groups)
 
 
-def sample_weights(cfg: Config, labels: np.ndarray) -> np.ndarray | None:
-    """Per-row weights from `train.class_weight` (gbdt; tfidf_lr passes the setting to scikit-learn)."""
-    from .tfidf_lr import class_weight_dict
-
-    setting = class_weight_dict(cfg.train.class_weight, cfg.model.num_classes)
-    if setting is None:
-        return None
-    if setting == "balanced":
-        counts = np.bincount(labels, minlength=cfg.model.num_classes).astype(np.float64)
-        per_class = len(labels) / (cfg.model.num_classes * np.maximum(counts, 1.0))
-    else:
-        per_class = np.array([setting[k] for k in range(cfg.model.num_classes)])
-    return per_class[labels]
+def fit_member(cfg: Config, data: ClassicalData) -> tuple[ClassicalMember, dict]:
+    """Fit the classical member `cfg.model.fusion` names (its registered `ClassicalMember` class) on the splits."""
+    return get_kind(cfg.model.fusion).member_class().fit(cfg, data)
 
 
-def fit_member(cfg: Config, data: ClassicalData) -> tuple[ClassicalMember, dict[str, Any]]:
-    """Fit `cfg.model.fusion` (tfidf_lr or gbdt) on the prepared splits."""
-    args = (cfg, data.preprocessor.tabular, data.train_texts, data.train_tab, data.y_train, data.val_texts,
-            data.val_tab, data.y_val)
-    if cfg.model.fusion == "tfidf_lr":
-        from .tfidf_lr import fit_tfidf_lr
-
-        return fit_tfidf_lr(*args, groups=data.train_groups)
-    from .gbdt import fit_gbdt
-
-    return fit_gbdt(*args, sample_weight=sample_weights(cfg, data.y_train), groups=data.train_groups)
-
-
-def train_classical(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: str | Path, *,
-                    resume: bool = False, progress: bool = False, log_every: float = DEFAULT_LOG_EVERY, callbacks=()):
-    """Train a classical member (or an ensemble) and write its bundle to `out_dir`.
-
-    Args:
-        cfg: the config; `model.fusion` is `tfidf_lr`, `gbdt` or `ensemble`.
-        train_df: training rows (fit everything).
-        val_df: validation rows (C, early stopping, ensemble weights, calibration, threshold).
-        out_dir: the bundle folder to write.
-        resume: ensemble only: resume the neural members from their last checkpoints.
-        progress: ensemble only: the neural members' progress (`training.fit.train`).
-        log_every: ensemble only: seconds between the neural members' progress lines when not on a terminal.
-        callbacks: ensemble only: extra Lightning callbacks for the neural members' training.
+def train_member(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: str | Path,
+                 run: TrainRun = TrainRun()) -> TrainResult:
+    """Train the classical member `cfg.model.fusion` and write its bundle to `out_dir` (the registry's trainer for
+    the classical family; `run` is not used: a member fits in one go, with nothing to resume or show).
 
     Returns:
-        `training.fit.TrainResult` (`epochs_run`: 1 for tfidf_lr, the boosting rounds kept for gbdt).
+        `TrainResult` (`epochs_run`: 1 for tfidf_lr, the boosting rounds kept for gbdt).
     """
-    from ..training.fit import TrainResult
-
-    if cfg.model.fusion == ENSEMBLE:
-        from .ensemble import train_ensemble
-
-        return train_ensemble(cfg, train_df, val_df, out_dir, resume=resume, progress=progress, log_every=log_every,
-                              callbacks=callbacks)
     data = prepare(cfg, train_df, val_df)
     model, info = fit_member(cfg, data)
     log.info("%s: %s", cfg.model.fusion, {k: v for k, v in info.items() if not isinstance(v, list)})

@@ -86,7 +86,7 @@ class ChunkPacker:
         Stable under appending: each decision depends only on the messages before it, so appending messages
         leaves every body but the last one unchanged (the last one may grow), and adds bodies after it. A
         thread re-scored after each new message therefore changes about one chunk per message (what the chunk
-        vector cache, `inference.chunk_cache`, relies on).
+        vector cache, `scoring.chunk_cache`, relies on).
 
         `role_prefixes[i]` holds the ids of message i's role prefix (``buyer :``; empty for none), which
         `message_ids[i]` already starts with. When message i is split, every continuation chunk starts with those

@@ -94,14 +94,19 @@ class RowPreprocessor:
         require_columns(frame, [column], "input data")
         return frame[column].tolist()
 
-    def encode(self, frame: pd.DataFrame, *, with_labels: bool = True) -> EncodedTable:
+    def encode_text(self, frame: pd.DataFrame) -> list | None:
+        """The frame's chunked threads (`ChunkedThread` per row); None without a text pipeline (tab_only)."""
+        if self.text is None:
+            return None
+        require_columns(frame, self.text_columns, "input data")
+        return self.text.encode(list(frame[self.text_columns].itertuples(index=False, name=None)))
+
+    def encode(self, frame: pd.DataFrame, *, with_labels: bool = True, threads: list | None = None) -> EncodedTable:
         """Tokenise and transform a frame (text is tokenised once here, not per epoch; not at all without a text
-        pipeline, when the table's `threads` is None)."""
-        threads = None
-        if self.text is not None:
-            require_columns(frame, self.text_columns, "input data")
-            text_rows = frame[self.text_columns].itertuples(index=False, name=None)
-            threads = self.text.encode(list(text_rows))
+        pipeline, when the table's `threads` is None). `threads`: this frame's `encode_text`, computed already
+        (neural members of one ensemble share one tokenising pass)."""
+        if threads is None:
+            threads = self.encode_text(frame)
         numeric, categorical = self.tabular.transform(frame)
         labels = self.encode_labels(frame) if with_labels else None
         return EncodedTable(threads=threads, numeric=numeric, categorical=categorical, labels=labels, ids=self.row_ids(frame))

@@ -1,5 +1,6 @@
 """`bsmfusion export --format onnx [--quantize int8]`: the WHOLE model (encoder, tabular encoder, fusion, head)
-as one ONNX graph with dynamic batch, chunk and token axes, stored inside the bundle.
+as one ONNX graph with dynamic batch, chunk and token axes, stored inside the bundle (an ensemble: one graph per
+neural member, in its member folder). `scoring.onnx_runtime` runs them.
 
 Inputs: input_ids, attention_mask (B×C×T int64), chunk_mask (B×C bool), numeric (B×Dn float32),
 categorical (B×Dc int64). Outputs: probs (B×K) and the Shapley split of each decision, text_contribution,
@@ -18,10 +19,7 @@ from torch import nn
 
 from ..bundle import MANIFEST, load_bundle, sha256_file
 from ..data.batch import Batch
-from ..models.fusion import FusionOutput
-
-INPUTS = ["input_ids", "attention_mask", "chunk_mask", "numeric", "categorical"]
-OUTPUTS = ["probs", "text_contribution", "tab_contribution", "baseline_score"]
+from ..scoring.onnx_runtime import INPUTS, OUTPUTS, onnx_file
 
 
 class ExportWrapper(nn.Module):
@@ -39,10 +37,6 @@ class ExportWrapper(nn.Module):
                 parts.baseline_score.float())
 
 
-def onnx_file(bundle_dir: Path, quantize: str | None = None) -> Path:
-    return Path(bundle_dir) / ("model.int8.onnx" if quantize == "int8" else "model.onnx")
-
-
 def example_inputs(bundle, batch: int = 2, chunks: int = 2, tokens: int = 16) -> tuple[torch.Tensor, ...]:
     prep = bundle.preprocessor
     ids = torch.full((batch, chunks, tokens), 1000, dtype=torch.long)
@@ -56,15 +50,33 @@ def example_inputs(bundle, batch: int = 2, chunks: int = 2, tokens: int = 16) ->
 
 
 def export_onnx(bundle_dir: str | Path, quantize: str | None = None, opset: int = 17) -> list[Path]:
-    """Write model.onnx (and model.int8.onnx with `quantize='int8'`) into the bundle and add them to its manifest;
-    returns the files written."""
+    """Write model.onnx (and model.int8.onnx with `quantize='int8'`) into the bundle — into every neural member's
+    folder for an ensemble, whose classical members keep computing in NumPy — and add them to the manifest(s);
+    returns the files written. A bundle with no neural model has no graph to export (`BundleError`)."""
+    from ..errors import BundleError
+
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)
-    if bundle.kind != "neural":
-        from ..errors import BundleError
+    if bundle.kind == "neural":
+        written = _export_neural(bundle, quantize, opset)
+        _add_to_manifest(bundle_dir, written)
+        return written
+    members = getattr(bundle.model, "neural_members", lambda: [])()
+    if not members:
+        raise BundleError(f"bundle '{bundle_dir}' is a {bundle.kind} model with no neural member: there is no torch "
+                          "graph to export; score it with 'bsmfusion predict' (its members compute in NumPy)")
+    written = []
+    for member in members:  # each member's own manifest, then the top one, which lists every member file too
+        files = _export_neural(member.bundle, quantize, opset)
+        _add_to_manifest(Path(member.bundle.path), files)
+        written += files
+    _add_to_manifest(bundle_dir, [*written, *(Path(m.bundle.path) / MANIFEST for m in members)])
+    return written
 
-        raise BundleError(f"bundle '{bundle_dir}' is a {bundle.kind} model: ONNX export is not supported for this kind "
-                          "(it is not a torch graph); score it with 'bsmfusion predict' (engine torch)")
+
+def _export_neural(bundle, quantize: str | None, opset: int) -> list[Path]:
+    """The graph files of one torch fusion's bundle, written into its folder."""
+    bundle_dir = Path(bundle.path)
     model = bundle.model.float().eval()
     if model.text_subnetwork is not None:
         model.text_subnetwork.encode_mode = "plain"
@@ -95,13 +107,17 @@ def export_onnx(bundle_dir: str | Path, quantize: str | None = None, opset: int 
         with _quiet_onnxruntime():  # it logs advice about pre-processing image models through the root logger
             quantize_dynamic(str(target), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
         written.append(int8)
+    return written
+
+
+def _add_to_manifest(bundle_dir: Path, files: list[Path]) -> None:
+    """Record `files` (inside `bundle_dir`) with their SHA-256 in its manifest, replaced atomically."""
     manifest = json.loads((bundle_dir / MANIFEST).read_text())
-    for path in written:
-        manifest[path.name] = sha256_file(path)
+    for path in files:
+        manifest[path.relative_to(bundle_dir).as_posix()] = sha256_file(path)
     tmp = bundle_dir / (MANIFEST + ".partial")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     tmp.replace(bundle_dir / MANIFEST)
-    return written
 
 
 @contextlib.contextmanager
@@ -121,37 +137,3 @@ def _quiet_onnxruntime():
     finally:
         root.removeFilter(keep)
         own.setLevel(level)
-
-
-class OnnxModel:
-    """Runs an exported graph with onnxruntime behind the scoring interface of the PyTorch model
-    (`MultimodalClassifier.batch_scores`, `eval`), so `models.scores.score_table` runs either the same way."""
-
-    def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-
-    def eval(self) -> "OnnxModel":
-        """Nothing to switch: the graph is the model in eval mode (dropout off)."""
-        return self
-
-    def __call__(self, batch: Batch) -> FusionOutput:
-        """As the PyTorch model's forward: a `FusionOutput` whose logits are the graph's log-probabilities (softmax
-        gives the same probabilities back); no `details` (the graph does not output them)."""
-        probs = torch.from_numpy(self.batch_scores(batch)[0])
-        return FusionOutput(logits=torch.log(probs.clamp_min(1e-30)))
-
-    def batch_scores(self, batch: Batch, target: torch.Tensor | None = None) -> tuple:
-        """(probs `B×K`, text `B`, tab `B`, baseline `B`) as numpy arrays. The graph splits the predicted class's
-        logit (multiclass); a `target` class is refused."""
-        if target is not None:
-            raise ValueError("the ONNX graph splits the predicted class only; score with the PyTorch model (engine "
-                             "torch) to split another class's logit")
-        feed = {name: getattr(batch, name).cpu().numpy() for name in self.input_names}
-        return tuple(self.session.run(OUTPUTS, feed))

@@ -13,8 +13,9 @@ from ..decision import Decision, active_decision
 from ..evaluation.metrics import predict_labels
 from ..precision import Precision
 from ..progress import DEFAULT_LOG_EVERY, Progress
-from .scorers import build_scorer
-from .scoring import Scores
+from ..models.scores import Scores
+from ..scoring.options import ScoringOptions
+from ..scoring.scorers import build_scorer
 
 
 CONTRIBUTION_COLUMNS = ("text_contribution", "tab_contribution", "text_share")
@@ -33,21 +34,16 @@ class Predictor:
     multiclass: argmax), and the modality contributions `text_contribution`, `tab_contribution` (signed, in
     log-odds for binary tasks; they add up with the model's baseline score to the row's calibrated score — for
     isotonic calibration, to the uncalibrated one) and `text_share` = |text| / (|text| + |tab|). The bundle's kind
-    picks the scorer (`inference.scorers.build_scorer`): a torch fusion, a classical member or an ensemble all go
-    through the same output code here. `decision` (a policy, see `bsmfusion.decision`) or `threshold` (shorthand
-    for `{fixed: threshold}`) replaces the bundle's own decision; errors call those two `option_names`.
-    `chunk_cache_mb` > 0 caches chunk vectors (neural bundles, torch engine): re-scoring a growing thread then
-    encodes only the chunks its new messages changed (`inference.chunk_cache`; `chunk_cache_info()` counts).
-    `compile` compiles the BERT backbone with TorchInductor when loading (`inference.compiled`)."""
+    picks the scorer (`scoring.scorers.build_scorer`): a torch fusion, a classical member or an ensemble all go
+    through the same output code here. `options` (`scoring.ScoringOptions`) say how: engine, precision, chunk
+    cache, compile, batch size, and a `decision` (a policy, see `bsmfusion.decision`) or `threshold` (shorthand for
+    `{fixed: threshold}`) that replaces the bundle's own decision."""
 
-    def __init__(self, bundle: Bundle, *, batch_size: int = 64, device: str = "cpu", precision: str | None = None,
-                 engine: str = "torch", quantized: bool = False, decision=None, threshold: float | None = None,
-                 option_names: tuple[str, str] = ("decision", "threshold"), chunk_cache_mb: float = 0,
-                 compile: bool = False):
+    def __init__(self, bundle: Bundle, options: ScoringOptions | None = None):
         self.bundle = bundle
-        self.scorer = build_scorer(bundle, batch_size=batch_size, device=device, precision=precision, engine=engine,
-                                   quantized=quantized, chunk_cache_mb=chunk_cache_mb, compile=compile)
-        self.decision: Decision = active_decision(bundle, decision, threshold, names=option_names)
+        self.options = options or ScoringOptions()
+        self.scorer = build_scorer(bundle, self.options)
+        self.decision: Decision = active_decision(bundle, self.options.decision, self.options.threshold)
 
     @property
     def cfg(self):
@@ -78,7 +74,8 @@ class Predictor:
 
     @property
     def chunk_cache(self):
-        """The `inference.chunk_cache.ChunkVectorCache` (its `stats()` count hits and encoded chunks), or None."""
+        """The `scoring.chunk_cache.ChunkVectorCache` (an ensemble: the `CacheGroup` of its neural members' caches;
+        `stats()` counts hits and encoded chunks), or None."""
         return self.scorer.chunk_cache
 
     def chunk_cache_info(self) -> dict:
@@ -274,6 +271,7 @@ class Predictor:
         return folder
 
 
-def load(bundle_dir: str | Path, **kwargs) -> Predictor:
-    """Load a bundle folder into a `Predictor` (checks the SHA-256 manifest)."""
-    return Predictor(load_bundle(bundle_dir), **kwargs)
+def load(bundle_dir: str | Path, options: ScoringOptions | None = None, **settings) -> Predictor:
+    """Load a bundle folder into a `Predictor` (checks the SHA-256 manifest); `settings` replace single fields of
+    `options` (`ScoringOptions.of`)."""
+    return Predictor(load_bundle(bundle_dir), ScoringOptions.of(options, **settings))

@@ -39,6 +39,7 @@ import pandas as pd
 
 from ..data.io import _CSV, _JSONL, _PARQUET
 from ..errors import BsmFusionError, BundleError, ConfigError, DataError
+from ..scoring.options import ScoringOptions
 
 RAY_PIN = "ray[data]==2.60.0"
 INSTALL_HINT = "pip install 'bsmfusion[ray]'"
@@ -69,8 +70,7 @@ class BundleInfo:
     decision: Any  # decision.Decision
 
 
-def bundle_info(bundle: str | Path, decision: Any = None, threshold: float | None = None,
-                option_names: tuple[str, str] = ("decision", "threshold")) -> BundleInfo:
+def bundle_info(bundle: str | Path, decision: Any = None, threshold: float | None = None) -> BundleInfo:
     """Read meta.json and config.yaml, and resolve the decision (errors here, before any actor starts)."""
     import yaml
 
@@ -86,7 +86,7 @@ def bundle_info(bundle: str | Path, decision: Any = None, threshold: float | Non
                            source=str(path / "config.yaml"))
     light = SimpleNamespace(path=path, cfg=cfg, meta=meta, threshold=meta.get("threshold"),
                             label_names=list(meta["label_names"]))
-    chosen = active_decision(light, decision, threshold, names=option_names)
+    chosen = active_decision(light, decision, threshold)
     data = cfg.data
     required = [*(data.text if cfg.model.uses_text else []), *data.numeric, *data.categorical,
                 *([data.id] if data.id is not None else [])]
@@ -326,7 +326,7 @@ def _as_arrow(frame: pd.DataFrame):
 class BundleScorer:
     """One Ray actor: loads the bundle once, then scores pandas batches into the local predict's columns."""
 
-    def __init__(self, bundle: list, load_kwargs: dict):
+    def __init__(self, bundle: list, options):
         from .predictor import load
 
         source = bundle[0]
@@ -342,7 +342,7 @@ class BundleScorer:
                 target = folder / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(payload)
-        self.predictor = load(folder, **load_kwargs)
+        self.predictor = load(folder, options)
 
     def __call__(self, batch: pd.DataFrame):
         rows = batch.pop(ROW_COLUMN).to_numpy(dtype=np.int64) if ROW_COLUMN in batch.columns else None
@@ -357,20 +357,22 @@ class BundleScorer:
 
 
 # --------------------------------------------------------------------------- the entry point
-def ray_predict(data, bundle: str | Path, *, actors: int | None = None, gpus_per_actor: float = 0,
-                cpus_per_actor: float | None = None, batch_size: int = 64, batch_rows: int = 2048,
-                precision: str | None = None, engine: str = "torch", quantized: bool = False, decision: Any = None,
-                threshold: float | None = None, chunk_cache_mb: float = 0, ship_bundle: bool = True,
-                filesystem=None, option_names: tuple[str, str] = ("decision", "threshold"), compile: bool = False):
+def ray_predict(data, bundle: str | Path, options: ScoringOptions | None = None, *, actors: int | None = None,
+                gpus_per_actor: float = 0, cpus_per_actor: float | None = None, batch_rows: int = 2048,
+                ship_bundle: bool = True, filesystem=None):
     """Score `data` with the bundle on a Ray actor pool; returns a lazy `ray.data.Dataset` (see the module doc).
-    The arguments are those of `bsmfusion.ray_predict`, which documents them."""
+    The arguments are those of `bsmfusion.ray_predict`, which documents them; `options.device` is set from
+    `gpus_per_actor`."""
+    from dataclasses import replace
+
+    options = replace(options or ScoringOptions(), device="cuda" if gpus_per_actor > 0 else "cpu")
     ray = require_ray()
-    for name, value in (("actors", actors), ("batch_size", batch_size), ("batch_rows", batch_rows)):
+    for name, value in (("actors", actors), ("batch_rows", batch_rows)):
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
             raise ConfigError(f"{name} must be a whole number ≥ 1 (got {value!r})")
     if gpus_per_actor < 0 or (cpus_per_actor is not None and cpus_per_actor <= 0):
         raise ConfigError(f"gpus_per_actor must be ≥ 0 and cpus_per_actor > 0 (got {gpus_per_actor}, {cpus_per_actor})")
-    info = bundle_info(bundle, decision, threshold, option_names)
+    info = bundle_info(bundle, options.decision, options.threshold)
     ds = read_dataset(data, batch_rows=batch_rows, filesystem=filesystem)
     try:
         columns = ds.columns()
@@ -382,17 +384,13 @@ def ray_predict(data, bundle: str | Path, *, actors: int | None = None, gpus_per
         require_columns(pd.DataFrame(columns=columns), info.required_columns, "input data")
     if info.id_column is None:  # predict_frame's `row`: numbered in read order
         ds = _numbered(ds)
-    load_kwargs = {"batch_size": batch_size, "precision": precision, "engine": engine, "quantized": quantized,
-                   "decision": decision, "threshold": threshold, "option_names": option_names,
-                   "chunk_cache_mb": chunk_cache_mb, "device": "cuda" if gpus_per_actor > 0 else "cpu",
-                   "compile": compile}
     source = ray.put(bundle_files(info.path)) if ship_bundle else str(info.path.resolve())
     resources = {"num_gpus": gpus_per_actor} if gpus_per_actor > 0 else {"num_cpus": cpus_per_actor or 1}
     if gpus_per_actor > 0 and cpus_per_actor is not None:
         resources["num_cpus"] = cpus_per_actor
     compute = (ray.data.ActorPoolStrategy(size=actors) if actors is not None
                else ray.data.ActorPoolStrategy(min_size=1, max_size=None))
-    return ds.map_batches(BundleScorer, fn_constructor_kwargs={"bundle": [source], "load_kwargs": load_kwargs},
+    return ds.map_batches(BundleScorer, fn_constructor_kwargs={"bundle": [source], "options": options},
                           batch_size=batch_rows, batch_format="pandas", compute=compute, zero_copy_batch=False,
                           **resources)
 

@@ -1,6 +1,6 @@
 """Model side: plain nn.Modules (encoders, fusions, the composed classifier). No training loop here.
 
-The names below are imported on first use: `models.kinds`, which config validation reads, must not import torch.
+The names below are imported on first use: `bsmfusion.kinds`, which config validation reads, must not import torch.
 """
 _EXPORTS = {"MultimodalClassifier": "classifier", "build_model": "classifier", "FUSIONS": "fusion",
             "FusionOutput": "fusion", "register_fusion": "fusion", "PLRTabularEncoder": "tabular_encoder",

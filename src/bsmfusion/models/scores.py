@@ -1,6 +1,6 @@
 """Model outputs per row (`Scores`) and scoring an encoded table with a model: length-sorted batches, inference
 mode, optional bf16, input order kept. Below training, calibration, decisions and inference, which all use it
-(`inference.scoring` re-exports these names)."""
+(the scoring runtime, `scoring`, builds on it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -119,7 +119,7 @@ class TextEncoder(nn.Module):
     def pool_chunks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """`N×T` token ids and mask of N real chunks → `N×D` chunk vectors (backbone + pooling, before the chunk
         reduce): what `encode_chunks` computes for each real chunk. The chunk vector cache
-        (`inference.chunk_cache`) encodes only the chunks it has not seen through this."""
+        (`scoring.chunk_cache`) encodes only the chunks it has not seen through this."""
         return self._pool(input_ids, attention_mask)
 
     def encode_chunks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -4,7 +4,7 @@
   per record: probabilities, label, modality contributions, or a per-record `error`.
 * `GET /healthz` — liveness, never needs the key. `GET /v1/model` — config, versions, validation metrics, the
   calibration and the active decision (policy, threshold, whether it is the bundle's or an override), and the
-  chunk-vector cache's size and counters (`chunk_cache`: hits, encoded chunks; see `inference.chunk_cache`).
+  chunk-vector cache's size and counters (`chunk_cache`: hits, encoded chunks; see `scoring.chunk_cache`).
 * With an API key every other request needs `Authorization: Bearer KEY` or `X-API-Key: KEY` (constant-time check).
 * Bodies over `max_body_bytes` get 413, more than `max_records` records 413, malformed JSON or a wrong shape 422.
 * Concurrent requests are gathered for up to `batch_wait_ms` into one model call of at most `max_batch` records.
@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from ..inference.predictor import CONTRIBUTION_COLUMNS
+from ..scoring.options import ScoringOptions
 
 PUBLIC_PATHS = {"/healthz", "/docs", "/openapi.json", "/redoc"}
 # A server re-scores live threads, whose requests share all chunks but about one with the thread's previous
@@ -234,22 +235,18 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
     return app
 
 
-def serve(bundle_dir: str, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None,
-          precision: str | None = None, decision=None, threshold: float | None = None,
-          option_names: tuple[str, str] = ("decision", "threshold"),
-          chunk_cache_mb: float = DEFAULT_CHUNK_CACHE_MB, compile: bool = False, **settings) -> None:
-    """Serve a bundle; `decision` / `threshold` replace its own decision policy (see `bsmfusion.decision`; errors
-    call them `option_names`). `chunk_cache_mb` MB of chunk vectors are cached (0: off), so a thread re-scored
-    after each new message encodes about one chunk per request; `compile` compiles the backbone before the server
-    listens (`inference.compiled`)."""
+def serve(bundle_dir: str, options: ScoringOptions | None = None, *, host: str = "127.0.0.1", port: int = 8080,
+          api_key: str | None = None, **settings) -> None:
+    """Serve a bundle, scored as `options` say (`scoring.ScoringOptions`; its default here caches
+    `DEFAULT_CHUNK_CACHE_MB` MB of chunk vectors, so a thread re-scored after each new message encodes about one
+    chunk per request, per neural member); `settings` are `ServerSettings` fields (max_records, ...)."""
     import sys
 
     import uvicorn
 
-    from .. import load
+    from ..inference.predictor import load
 
-    predictor = load(bundle_dir, precision=precision, decision=decision, threshold=threshold, option_names=option_names,
-                     chunk_cache_mb=chunk_cache_mb, compile=compile)
+    predictor = load(bundle_dir, options or ScoringOptions(chunk_cache_mb=DEFAULT_CHUNK_CACHE_MB))
     print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
     print(f"chunk cache: {predictor.chunk_cache_info()['description']}", file=sys.stderr)
     print(predictor.decision.summary(), file=sys.stderr)

@@ -1,12 +1,13 @@
-"""`bsmfusion train`: fit preprocessing on train, fine-tune with Lightning, calibrate and pick the threshold
-(`train.decision`) on validation, write the bundle. Checkpoints live in `<out>.work/` so `--resume` can continue after an interruption; the folder
-is removed when training succeeds (a multi-process run keeps its `ranks/` fingerprints there)."""
+"""Training a torch fusion (the registry's trainer for the neural family, `kinds.NEURAL_TRAINER`): fit
+preprocessing on train, fine-tune with Lightning, calibrate and pick the threshold (`train.decision`) on validation,
+write the bundle. Checkpoints live in `<out>.work/` so `--resume` can continue after an interruption; the folder is
+removed when training succeeds (a multi-process run keeps its `ranks/` fingerprints there). `workflows.train.train`
+is the entry point for every kind."""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +20,6 @@ from ..bundle import write_bundle
 from ..config import Config
 from ..data.dataset import Collator, EncodedDataset, EncodedTable
 from ..data.validation import split_meta
-from ..data.io import as_frame
 from ..data.preprocess import RowPreprocessor
 from ..data.sampling import BucketBatchSampler, ResumableDataLoader, sorted_batches
 from ..data.text import load_tokenizer, tokenizer_source
@@ -27,7 +27,7 @@ from ..decision import fit_decision
 from ..evaluation.metrics import classification_metrics
 from ..precision import resolve_precision
 from ..models.classifier import build_model
-from ..models.kinds import is_neural
+from ..kinds import TrainResult, TrainRun
 from ..models.scores import score_table
 from ..progress import DEFAULT_LOG_EVERY
 from ..resources import cache_root
@@ -49,15 +49,6 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen encoder, on purpose
-
-
-@dataclass
-class TrainResult:
-    bundle_dir: Path | None
-    threshold: float | None
-    val_metrics: dict[str, Any]
-    epochs_run: int
-    work_dir: Path | None = None  # the working folder, when it was kept after success (multi-process runs, keep_work)
 
 
 def finish_work_folder(work: Path, world_size: int = 1) -> Path | None:
@@ -213,34 +204,27 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool,
     return trainer, best, history, monitor
 
 
-def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Path | pd.DataFrame,
-          out_dir: str | Path, *, resume: bool = False, progress: bool = True, keep_work: bool = False,
-          log_every: float = DEFAULT_LOG_EVERY, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
-    """Train one model and write its bundle to `out_dir` (rank 0 only); a classical kind (`tfidf_lr`, `gbdt`,
-    `ensemble`) is trained by `classical.train.train_classical`. `<out_dir>.work/` is removed on success unless
-    `keep_work` (an ensemble's members: their checkpoints must survive until the whole ensemble is written, and the
-    ensemble's own `.work/`, which holds them, is removed then). `progress`: a live bar on a terminal, else a line
-    every `log_every` seconds on stderr (`training.progress`). `callbacks`: extra Lightning callbacks for the
-    neural run (an ensemble passes them to its neural member)."""
+def clear_stale_work(work: Path, run: TrainRun) -> None:
+    """A fresh run (no `--resume`) must not pick up another run's checkpoints: remove `work`."""
+    if not run.resume and work.exists():
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: str | Path,
+                 run: TrainRun = TrainRun()) -> TrainResult:
+    """Train the torch fusion `cfg.model.fusion` and write its bundle to `out_dir` (rank 0 only).
+    `<out_dir>.work/` holds the checkpoints and is removed on success unless `run.keep_work` (an ensemble's
+    members: their checkpoints must survive until the whole ensemble is written). `run.progress`: a live bar on a
+    terminal, else a line every `run.log_every` seconds on stderr (`training.progress`); `run.callbacks`: extra
+    Lightning callbacks."""
     quiet_lightning()
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".work")
-    if not resume and work.exists():
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)  # a fresh run must not pick up another run's checkpoints
+    clear_stale_work(work, run)
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    train_df, val_df = as_frame(train_data), as_frame(val_data)
-    if cfg.train.max_train_samples and len(train_df) > cfg.train.max_train_samples:
-        train_df = train_df.sample(n=cfg.train.max_train_samples, random_state=cfg.train.seed).reset_index(drop=True)
-    if not is_neural(cfg.model.fusion):  # tfidf_lr, gbdt, ensemble: not torch fusions (models.kinds)
-        from ..classical.train import train_classical
-
-        result = train_classical(cfg, train_df, val_df, out_dir, resume=resume, progress=progress,
-                                 log_every=log_every, callbacks=callbacks)
-        if not keep_work:
-            finish_work_folder(work)  # an ensemble trains its members there; the bundle holds copies
-        return result
+    resume, progress = run.resume, run.progress
     tokenizer, preprocessor, train_table, val_table = prepare(cfg, train_df, val_df)
     model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities)
     model.train()  # from_pretrained returns eval mode; Lightning keeps modules' modes as they are
@@ -258,8 +242,8 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
         steps_per_epoch = min(steps_per_epoch, -(-cfg.train.limit_train_batches // cfg.train.accumulate_grad_batches))
     module = FusionLitModule(model, cfg.train, total_steps=steps_per_epoch * cfg.train.epochs)
 
-    trainer, best, history, monitor = build_trainer(cfg, work, steps_per_epoch, progress, log_every=log_every,
-                                                    callbacks=callbacks)
+    trainer, best, history, monitor = build_trainer(cfg, work, steps_per_epoch, progress, log_every=run.log_every,
+                                                    callbacks=run.callbacks)
     last_ckpt = work / "last" / "last.ckpt"
     ckpt_path = str(last_ckpt) if resume and last_ckpt.is_file() else None
     if resume and ckpt_path is None:
@@ -307,6 +291,6 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
     extra.update(fitted.meta())
     write_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model,
                  threshold=threshold, metrics={"validation": val_metrics}, extra_meta=extra, files=fitted.files())
-    if keep_work:
+    if run.keep_work:
         return TrainResult(out_dir, threshold, val_metrics, epochs_run, work_dir=work)
     return TrainResult(out_dir, threshold, val_metrics, epochs_run, work_dir=finish_work_folder(work, trainer.world_size))

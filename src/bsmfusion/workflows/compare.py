@@ -17,18 +17,18 @@ import pandas as pd
 from ..config import Config
 from ..data.io import as_frame
 from ..evaluation.metrics import classification_metrics
-from ..models.kinds import check_kind, is_neural, neural_kinds
+from ..kinds import check_kind, compare_kinds, is_neural
 from ..models.scores import score_table
-from .fit import embedding_cache_dir, train
 from ..precision import resolve_precision
-from .frozen import attach_frozen_text_features
-
-CLASSICAL_DEFAULTS = ["tfidf_lr", "gbdt"]  # the ensemble runs only when asked for (--models ensemble)
+from ..training.fit import embedding_cache_dir
+from ..training.frozen import attach_frozen_text_features
+from .train import train
 
 
 def default_models() -> list[str]:
-    """Every registered torch fusion (a user's own included) and the two classical members."""
-    return [*neural_kinds(), *CLASSICAL_DEFAULTS]
+    """Every kind the registry marks `in_compare`: each torch fusion (a user's own included) and each classical
+    member; the ensemble runs only when asked for (--models ensemble)."""
+    return compare_kinds()
 
 
 def compare(cfg: Config, train_data, val_data, test_data, out_dir: str | Path, *, models: list[str] | None = None,
@@ -70,8 +70,10 @@ def _test_scores(cfg: Config, bundle_dir: Path, test: pd.DataFrame):
     from ..data.dataset import Collator
 
     bundle = load_bundle(bundle_dir)
-    if not is_neural(cfg.model.fusion):  # what inference.scorers.build_scorer does for these kinds
-        scores = bundle.model.scorer(batch_size=cfg.train.eval_batch_size).score_frame(test)
+    if not is_neural(cfg.model.fusion):  # what scoring.scorers.build_scorer does for these kinds
+        from ..scoring.options import ScoringOptions
+
+        scores = bundle.model.scorer(ScoringOptions(batch_size=cfg.train.eval_batch_size)).score_frame(test)
         return bundle.preprocessor.encode_labels(test), bundle_calibration(bundle).apply(scores), bundle.threshold
     test_table = bundle.preprocessor.encode(test)
     collator = Collator.for_text(cfg.text, bundle.preprocessor.pad_token_id)

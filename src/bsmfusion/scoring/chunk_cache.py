@@ -145,6 +145,33 @@ def cache_namespace(bundle_path: str | Path, precision: str, device: torch.devic
     return f"{bundle_digest(bundle_path)}/{precision}/{torch.device(device).type}"
 
 
+class CacheGroup:
+    """The chunk caches of an ensemble's neural members, seen as one: `stats()` sums their counters (and lists each
+    member's under `members`), `reset_stats` and `clear` reach every cache."""
+
+    SUMMED = ("lookups", "hits", "misses", "encoded", "evictions", "entries", "bytes", "max_bytes")
+
+    def __init__(self, caches: dict[str, ChunkVectorCache]):
+        self.caches = caches
+
+    def stats(self) -> dict[str, Any]:
+        members = {name: cache.stats() for name, cache in self.caches.items()}
+        counts = {key: sum(m[key] for m in members.values()) for key in self.SUMMED}
+        counts["hit_rate"] = counts["hits"] / counts["lookups"] if counts["lookups"] else 0.0
+        return {**counts, "members": members}
+
+    def reset_stats(self) -> None:
+        for cache in self.caches.values():
+            cache.reset_stats()
+
+    def clear(self) -> None:
+        for cache in self.caches.values():
+            cache.clear()
+
+    def __len__(self) -> int:
+        return sum(len(cache) for cache in self.caches.values())
+
+
 class CachedChunkModel(nn.Module):
     """A `MultimodalClassifier` whose text side reads chunk vectors from a `ChunkVectorCache`.
 
@@ -234,9 +261,9 @@ def with_chunk_cache(model: nn.Module, bundle_path: str | Path, *, max_mb: float
     """(the model to score with, its cache or None, a one-line description). `max_mb` 0 turns the cache off; a model
     without a text encoder (tab_only) has nothing to cache."""
     if not max_mb >= 0:
-        from ..errors import ConfigError
+        from ..errors import OptionError
 
-        raise ConfigError(f"chunk_cache_mb (--chunk-cache-mb) must be >= 0 MB (0 turns the cache off), got {max_mb}")
+        raise OptionError(f"{{chunk_cache_mb}} must be >= 0 MB (0 turns the cache off), got {max_mb}")
     if max_mb == 0:
         return model, None, "off (size 0 MB)"
     if getattr(model, "text_subnetwork", None) is None:

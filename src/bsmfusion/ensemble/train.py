@@ -1,0 +1,165 @@
+"""Training `model.fusion: ensemble`: its members, their weights, the calibration and the threshold.
+
+Which rows serve what:
+
+* each neural member (neural, neural_2, ... with `neural_seeds`; seeds train.seed + k - 1) fits on the training
+  rows minus its own seeded holdout (`model.ensemble.member_holdout`), which serves its early stopping and best
+  checkpoint (`refit_neural`: then trained again on all training rows for the epoch count that scored best there);
+  the classical members, cheap enough to refit k times, fit on all training rows and choose their settings by
+  `member_cv_folds`-fold cross-validation on them. The validation rows, untouched by any of those choices, then
+  fit the member weights (`selection`), the calibration and the threshold.
+* the members train uncalibrated, with max F1 (`member_config`): only the combined score is calibrated, and a
+  policy one member cannot meet does not stop the ensemble.
+
+Every member is trained by the trainer the kind registry names for it (`kinds.get_kind`), never by the
+dispatcher that called this one. Measurements behind the defaults: docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config, EnsembleConfig
+from ..data.groups import group_codes
+from ..data.validation import split_meta
+from ..evaluation.metrics import classification_metrics
+from ..kinds import TrainResult, TrainRun, get_kind
+from .model import MEMBERS_DIR
+from .selection import SUMMARY_METRICS, combine, fit_weights, member_logits, selection_key
+
+log = logging.getLogger("bsmfusion.train")
+
+
+def member_config(cfg: Config, name: str) -> Config:
+    """The config a member trains with: this config with `model.fusion` = the member's kind; neural_k trains with
+    seed `train.seed + k - 1` (`neural_seeds`); classical members choose C / boosting rounds by
+    `member_cv_folds`-fold CV on the training rows, not on the validation rows."""
+    member = cfg.model_copy(deep=True)
+    k = EnsembleConfig.neural_index(name)
+    member.model.fusion = cfg.model.ensemble.neural if k is not None else name
+    member.train.calibration, member.train.decision = "none", "max_f1"  # the ensemble calibrates the combined score
+    if k is not None:
+        member.train.seed = cfg.train.seed + k - 1
+    else:
+        member.model.classical.cv_folds = cfg.model.ensemble.member_cv_folds
+    return member
+
+
+def member_rows(cfg: Config) -> dict[str, str]:
+    """Which rows each member fitted on and chose on (for meta.json)."""
+    settings = cfg.model.ensemble
+    whole = f", each '{cfg.data.group}' group on one side" if cfg.data.group else ""
+    classical = f"tfidf_lr, gbdt: all training rows, choices by {settings.member_cv_folds}-fold CV on them{whole}"
+    n = settings.neural_seeds
+    holdouts = ", each its own holdout" if settings.member_holdout else ""
+    neural = "neural" if n == 1 else f"neural..neural_{n} (seeds train.seed..+{n - 1}{holdouts})"
+    if not settings.member_holdout:
+        return {"fit": f"{neural}: all training rows; {classical}", "choices": f"{neural}: validation"}
+    if settings.refit_neural:
+        return {"fit": f"{neural}: all training rows, refitted for the epoch count chosen on the holdout; {classical}",
+                "choices": f"{neural}: {settings.member_holdout:.0%} of the training rows{whole} (its epoch count)"}
+    return {"fit": f"{neural}: training rows minus the holdout; {classical}",
+            "choices": f"{neural}: {settings.member_holdout:.0%} of the training rows{whole}"}
+
+
+def refit_neural(cfg: Config, name: str, holdout_bundle, train_df: pd.DataFrame, val_df: pd.DataFrame, work: Path,
+                 run: TrainRun):
+    """`model.ensemble.refit_neural`: the neural member again, from scratch on all training rows for the epoch count
+    that scored best on the holdout, keeping its last weights (so the validation rows choose nothing).
+    Returns (TrainResult, meta to record: the epoch count and the holdout run's per-epoch history)."""
+    from ..training.history import best_epoch
+
+    history = holdout_bundle.meta["validation_history"]
+    epochs = best_epoch(history, holdout_bundle.meta["monitor"])
+    refit = member_config(cfg, name)
+    refit.train.epochs, refit.train.keep_weights = epochs, "last"
+    log.info("ensemble: refitting member %s on all %d training rows for %d epoch(s)", name, len(train_df), epochs)
+    result = get_kind(refit.model.fusion).train(refit, train_df, val_df, work, run)
+    return result, {"epochs": epochs, "holdout_history": history}
+
+
+def split_member_holdout(train_df: pd.DataFrame, val_df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows members fit on, rows members choose on): a seeded `model.ensemble.member_holdout` share of the training
+    rows (of its groups when `data.group` is set), so the members' early stopping never sees the validation rows
+    that later fit the weights."""
+    share = cfg.model.ensemble.member_holdout
+    if share == 0:
+        return train_df, val_df
+    if cfg.data.group:  # whole groups: a held-out row whose twin trained the member would flatter late epochs
+        codes = group_codes(train_df, cfg.data.group)
+        held = (np.random.default_rng(cfg.train.seed).random(int(codes.max()) + 1) < share)[codes]
+    else:
+        held = np.random.default_rng(cfg.train.seed).random(len(train_df)) < share
+    return train_df[~held].reset_index(drop=True), train_df[held].reset_index(drop=True)
+
+
+def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: str | Path,
+                   run: TrainRun = TrainRun()) -> TrainResult:
+    """Train every member of `model.ensemble.members`, choose the weights and the threshold on validation (see the
+    module docstring for which rows serve what) and write the ensemble bundle. Members train in
+    `<out_dir>.work/members/` (kept for `--resume` until the bundle is written; removed then unless
+    `run.keep_work`); `run` reaches every member (the neural ones use its progress and callbacks)."""
+    from ..bundle import load_bundle
+    from ..classical.storage import write_classical_bundle
+    from ..classical.train import prepare_labels
+    from ..decision import fit_decision
+    from ..scoring.scorers import build_scorer
+    from ..training.fit import clear_stale_work, finish_work_folder
+
+    out_dir = Path(out_dir)
+    top_work = out_dir.with_name(out_dir.name + ".work")
+    clear_stale_work(top_work, run)
+    work = top_work / MEMBERS_DIR
+    preprocessor, _, y_val = prepare_labels(cfg, train_df, val_df)
+    k = cfg.model.num_classes
+    settings = cfg.model.ensemble
+    neural_names = settings.neural_member_names
+    fitted, refits = [], {}
+    member_run = TrainRun.of(run, keep_work=True)  # the members' checkpoints stay for --resume until the end
+    for name in settings.member_names:
+        log.info("ensemble: training member %s", name)
+        neural = name in neural_names
+        member_cfg = member_config(cfg, name)
+        # neural_k's own seed draws its own holdout; classical members: val_df is reported only
+        rows = split_member_holdout(train_df, val_df, member_cfg) if neural else (train_df, val_df)
+        result = get_kind(member_cfg.model.fusion).train(member_cfg, *rows, work / name, member_run)
+        bundle = load_bundle(result.bundle_dir)
+        if neural and settings.refit_neural and settings.member_holdout:
+            result, refits[name] = refit_neural(cfg, name, bundle, train_df, val_df, work / f"{name}_refit", member_run)
+            bundle = load_bundle(result.bundle_dir)
+        scores = build_scorer(bundle).score_frame(val_df)
+        fitted.append((name, bundle, scores, result))
+    logits = [member_logits(s, k) for _, _, s, _ in fitted]
+    names = [name for name, *_ in fitted]
+    weights, selection = fit_weights(cfg, logits, y_val, names)
+    _, val_scores = combine([(w, s) for w, (_, _, s, _) in zip(weights, fitted)], k)
+    decided = fit_decision(cfg, y_val, val_scores)  # calibration of the combined score, then the threshold
+    threshold = decided.threshold
+    val_metrics = classification_metrics(y_val, decided.scores.probs, threshold)
+    members_meta = [{"name": name, "fusion": bundle.cfg.model.fusion, "weight": float(w),
+                     "validation": {m: result.val_metrics.get(m) for m in SUMMARY_METRICS},
+                     "selection_key": list(selection_key(y_val, z)),  # the member alone, as selection saw it
+                     **({"refit": refits[name]} if name in refits else {})}
+                    for w, z, (name, bundle, _, result) in zip(weights, logits, fitted)]
+    meta = {"kind": "ensemble", "combine": "weighted sum of member log-odds (multiclass: log-probabilities)",
+            "weights": {name: float(w) for name, w in zip(names, weights)}, "members": members_meta,
+            "member_rows": member_rows(cfg),
+            "selection": selection,
+            "train_rows": len(train_df), "val_rows": len(val_df), **split_meta(train_df, cfg), **decided.meta()}
+
+    def payload(staging: Path) -> None:
+        for name, bundle, _, _ in fitted:
+            shutil.copytree(bundle.path, staging / MEMBERS_DIR / name)
+
+    metrics = {"validation": val_metrics, "members": {name: result.val_metrics for name, _, _, result in fitted}}
+    write_classical_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
+                           meta=meta, payload=payload, files=decided.files())
+    log.info("ensemble weights %s, validation ROC-AUC %.4f", meta["weights"], val_metrics.get("roc_auc", float("nan")))
+    neural_epochs = [result.epochs_run for name, _, _, result in fitted if name in neural_names]
+    if not run.keep_work:
+        finish_work_folder(top_work)  # the bundle holds copies of the members
+    return TrainResult(out_dir, threshold, val_metrics, max(neural_epochs, default=1))

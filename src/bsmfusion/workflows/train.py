@@ -1,0 +1,37 @@
+"""`bsmfusion train` for every model kind: read the tables, apply `train.max_train_samples`, and hand the rows to
+the trainer the kind registry names for `model.fusion` (`kinds.get_kind(...).train`): a torch fusion
+(`training.fit.train_neural`), a classical member (`classical.train.train_member`) or the ensemble
+(`ensemble.train.train_ensemble`, which trains its members through the registry too). No trainer calls back here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import Config
+from ..data.io import as_frame
+from ..kinds import TrainResult, TrainRun, get_kind
+
+
+def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Path | pd.DataFrame,
+          out_dir: str | Path, run: TrainRun | None = None, **settings) -> TrainResult:
+    """Train the model `cfg` describes and write its bundle to `out_dir`.
+
+    Args:
+        cfg: a validated config; `model.fusion` picks the kind.
+        train_data: training rows (a DataFrame or a .csv / .parquet / .jsonl path).
+        val_data: validation rows (early stopping, calibration, the threshold; ensemble weights).
+        out_dir: the bundle folder; checkpoints go to `<out_dir>.work/` until training succeeds.
+        run: how the run goes (`kinds.TrainRun`: resume, progress, keep_work, log_every, callbacks); `settings`
+            replace single fields, e.g. `train(cfg, tr, va, out, progress=False)`.
+
+    Returns:
+        `kinds.TrainResult`.
+    """
+    run = TrainRun.of(run, **settings)
+    kind = get_kind(cfg.model.fusion)
+    train_df, val_df = as_frame(train_data), as_frame(val_data)
+    if cfg.train.max_train_samples and len(train_df) > cfg.train.max_train_samples:
+        train_df = train_df.sample(n=cfg.train.max_train_samples, random_state=cfg.train.seed).reset_index(drop=True)
+    return kind.train(cfg, train_df, val_df, Path(out_dir), run)
