@@ -31,7 +31,7 @@ from bsmfusion.config import config_from_dict  # noqa: E402
 from bsmfusion.evaluation.metrics import classification_metrics  # noqa: E402
 from bsmfusion.evaluation.operating_point import calibration_report  # noqa: E402
 from bsmfusion.precision import cpu_capability, resolve_precision  # noqa: E402
-from bsmfusion.training.fit import train  # noqa: E402
+from bsmfusion.workflows.train import train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FROZEN = {"freeze_encoder": True, "epochs": 30, "patience": 4, "batch_size": 64, "head_lr": 1e-3}
@@ -194,7 +194,7 @@ def recombine(task, source: dict, name: str, args, borrowed: dict[str, tuple[dic
     `borrowed`: members taken from other stored runs (`borrowed_members`); their runs' fit time is added (an upper
     bound: a borrowed ensemble run's classical members are counted too)."""
     borrowed = borrowed or {}
-    from bsmfusion.classical.ensemble import combine, fit_weights, member_logits
+    from bsmfusion.ensemble.selection import combine, fit_weights, member_logits
     from bsmfusion.decision import fit_decision
 
     base, overrides = RECOMBINED[name]

@@ -53,7 +53,7 @@ def _score_worker(task_name: str, n: int, mode: str, bundle_dir: str, queue) -> 
     import torch
 
     from bsmfusion.data.dataset import Collator, EncodedDataset
-    from bsmfusion.inference.scoring import score_table
+    from bsmfusion.models.scores import score_table
 
     cfg, tokenizer, prep, frame = _setup(task_name, n)
     table = prep.encode(frame, with_labels=False)
@@ -73,7 +73,7 @@ def _score_worker(task_name: str, n: int, mode: str, bundle_dir: str, queue) -> 
                    "load_seconds": load_seconds})
         return
     if mode.startswith("onnx"):
-        from bsmfusion.inference.onnx_export import OnnxModel, onnx_file
+        from bsmfusion.scoring.onnx_runtime import OnnxModel, onnx_file
 
         model = OnnxModel(onnx_file(Path(bundle_dir), "int8" if mode == "onnx_int8" else None), threads=2)
     else:
@@ -82,7 +82,7 @@ def _score_worker(task_name: str, n: int, mode: str, bundle_dir: str, queue) -> 
         model = load_bundle(bundle_dir).model
         model.text_subnetwork.encode_mode = "plain" if mode == "plain" else "packed"
         if mode == "compiled":
-            from bsmfusion.inference.compiled import compile_backbone
+            from bsmfusion.scoring.compiled import compile_backbone
             from bsmfusion.precision import resolve_precision
 
             print("compile", compile_backbone(model, resolve_precision("bf16"), torch.device("cpu")), flush=True)

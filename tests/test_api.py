@@ -1,5 +1,6 @@
 """The Python API: `bsmfusion.train` / `load` → `Predictor.predict`, `predict_proba`, `evaluate`, `explain`, `save`,
 and the README's Python example, executed as written (with a tiny encoder config as `my.yaml`)."""
+import dataclasses
 import inspect
 import json
 import re
@@ -101,10 +102,15 @@ def test_save_copies_the_bundle_and_load_takes_explicit_options(fitted, tmp_path
     with pytest.raises(ConfigError, match=r"output folder '.*copy' holds a bundle; pass overwrite=True"):
         predictor.save(tmp_path / "copy")
     assert predictor.save(tmp_path / "copy", overwrite=True) == tmp_path / "copy"
-    parameters = inspect.signature(bsmfusion.load).parameters
-    assert [n for n, p in parameters.items() if p.kind is p.KEYWORD_ONLY][:5] == [
-        "engine", "precision", "device", "batch_size", "quantized"]
-    assert parameters["engine"].default == "torch" and parameters["device"].default == "cpu"
+    # the options travel as one value; its fields are load's keywords, each documented there
+    options = bsmfusion.ScoringOptions(precision="fp32", batch_size=7)
+    assert bsmfusion.load(copy, options).options == options
+    assert bsmfusion.load(copy, options, batch_size=9).options.batch_size == 9
+    doc = inspect.getdoc(bsmfusion.load)
+    for field in dataclasses.fields(bsmfusion.ScoringOptions):
+        assert re.search(rf"^\s+{field.name}:", doc, re.M), f"load: option '{field.name}' undocumented"
+    with pytest.raises(ConfigError, match=r"^unknown scoring option 'chunk_cache'; choose from batch_size, device"):
+        bsmfusion.load(copy, chunk_cache=64)
 
 
 def test_train_checks_config_and_out_before_training(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from bsmfusion.calibration import TEMPERATURE_BOUNDS, Calibration, fit_calibration, log_odds
 from bsmfusion.evaluation.metrics import classification_metrics
-from bsmfusion.inference.scoring import Scores
+from bsmfusion.models.scores import Scores
 
 
 def binary_scores(z: np.ndarray, text_share: float = 0.3) -> Scores:

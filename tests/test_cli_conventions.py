@@ -193,7 +193,7 @@ def test_strict_json_turns_non_finite_numbers_into_null():
 
 
 def test_an_interrupted_train_names_the_checkpoints_it_keeps_for_resume(trained, tmp_path, capsys, monkeypatch):
-    import bsmfusion.training.fit as fit
+    import bsmfusion.workflows.train as fit
 
     root = trained
 
@@ -213,7 +213,7 @@ def test_an_interrupted_train_names_the_checkpoints_it_keeps_for_resume(trained,
 
 def test_a_failed_ensemble_names_its_neural_members_checkpoints_for_resume(trained, tmp_path, capsys, monkeypatch):
     """An ensemble keeps its neural member's checkpoints in OUT.work/members/neural.work until it is written."""
-    import bsmfusion.training.fit as fit
+    import bsmfusion.workflows.train as fit
 
     root = trained
 

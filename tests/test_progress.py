@@ -12,7 +12,7 @@ import bsmfusion
 from bsmfusion.cli import main
 from bsmfusion.data.io import count_rows, write_table
 from bsmfusion.progress import Progress, advance, format_duration
-from bsmfusion.training.fit import train
+from bsmfusion.workflows.train import train
 from tests.synthetic import planted_frame
 from tests.training.test_train import fast_config
 

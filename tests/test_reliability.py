@@ -20,7 +20,7 @@ from bsmfusion.data.dialogue import parse_thread
 from bsmfusion.data.io import read_table, write_table
 from bsmfusion.data.tabular import TabularPreprocessor
 from bsmfusion.errors import BundleError, DataError
-from bsmfusion.training.fit import train
+from bsmfusion.workflows.train import train
 from tests.synthetic import planted_frame
 from tests.training.test_train import _cli, _write_inputs, fast_config
 

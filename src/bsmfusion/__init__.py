@@ -15,12 +15,14 @@ from .version import __version__
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config, load_config
     from .inference.predictor import Predictor
+    from .scoring.options import ScoringOptions
 
-_LAZY = {"Config": "config", "load_config": "config", "Predictor": "inference.predictor"}
+_LAZY = {"Config": "config", "load_config": "config", "Predictor": "inference.predictor",
+         "ScoringOptions": "scoring.options"}
 
 
 def __getattr__(name: str):
-    """`bsmfusion.Config`, `load_config` and `Predictor`, imported on first use (keeps `import bsmfusion` light)."""
+    """`bsmfusion.Config`, `load_config`, `Predictor` and `ScoringOptions`, imported on first use (keeps `import bsmfusion` light)."""
     if name in _LAZY:
         import importlib
 
@@ -28,4 +30,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'bsmfusion' has no attribute '{name}'")
 
 
-__all__ = ["__version__", "Config", "Predictor", "load", "load_config", "ray_predict", "train"]
+__all__ = ["__version__", "Config", "Predictor", "ScoringOptions", "load", "load_config", "ray_predict", "train"]

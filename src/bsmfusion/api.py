@@ -26,7 +26,7 @@ def load(bundle_dir: str | Path, options: ScoringOptions | None = None, **settin
     Args:
         bundle_dir: the bundle folder.
         options: how to score, as one `bsmfusion.ScoringOptions` value (reuse it for many bundles).
-        **settings: single `ScoringOptions` fields, on top of `options`:
+        settings: single `ScoringOptions` fields as keywords, on top of `options`:
             engine: "torch"; "onnx" runs the graphs `bsmfusion export` wrote (every neural member's, in an
                 ensemble); "auto" picks the faster engine per neural model on this machine.
             precision: "auto" (bf16 where the hardware computes it natively), "fp32" or "bf16"; None: the

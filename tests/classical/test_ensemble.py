@@ -9,7 +9,7 @@ import torch
 import bsmfusion
 from bsmfusion.errors import BundleError
 from bsmfusion.inference.predictor import CONTRIBUTION_COLUMNS
-from bsmfusion.training.fit import train
+from bsmfusion.workflows.train import train
 from tests.classical.helpers import FAST_CLASSICAL
 from tests.synthetic import planted_frame
 from tests.training.test_train import fast_config
@@ -126,7 +126,7 @@ def test_ensemble_bundle_round_trip_and_exact_contributions(ensemble):
 
 
 def test_compile_reaches_the_neural_member_only(ensemble, monkeypatch):
-    from bsmfusion.inference import compiled
+    from bsmfusion.scoring import compiled
 
     calls = []
     monkeypatch.setattr(compiled, "compile_backbone", lambda model, precision, device: calls.append(model) or "on: stub")
@@ -203,7 +203,7 @@ def planted_logits(n: int = 400, seed: int = 0):
 
 
 def test_plain_greedy_selection_never_scores_below_its_best_member():
-    from bsmfusion.classical.ensemble import greedy_selection, selection_key, weighted_sum
+    from bsmfusion.ensemble.selection import greedy_selection, selection_key, weighted_sum
 
     labels, logits = planted_logits()
     weights, trajectory = greedy_selection(logits, labels, 25)
@@ -216,7 +216,7 @@ def test_plain_greedy_selection_never_scores_below_its_best_member():
 
 
 def test_bagged_initialised_selection_shrinks_a_noise_member_and_keeps_the_signal():
-    from bsmfusion.classical.ensemble import bagged_selection, selection_key, weighted_sum
+    from bsmfusion.ensemble.selection import bagged_selection, selection_key, weighted_sum
 
     labels, logits = planted_logits()
     weights, per_bag = bagged_selection(logits, labels, 25, bags=16, init_picks=1, seed=3)
@@ -244,7 +244,7 @@ def test_member_holdout_and_cv_folds_keep_each_group_whole():
     trained on, in the neural member's holdout and in the classical members' CV folds."""
     import pandas as pd
 
-    from bsmfusion.classical.ensemble import split_member_holdout
+    from bsmfusion.ensemble.train import split_member_holdout
     from bsmfusion.classical.member import cv_folds
 
     cfg = ensemble_config()

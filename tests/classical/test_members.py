@@ -8,7 +8,7 @@ import bsmfusion
 from bsmfusion.errors import BundleError
 from bsmfusion.evaluation.metrics import classification_metrics
 from bsmfusion.inference.predictor import CONTRIBUTION_COLUMNS
-from bsmfusion.training.fit import train
+from bsmfusion.workflows.train import train
 from tests.classical.helpers import classical_config, planted
 
 # (kind, planted signal) → trained once per module
@@ -126,9 +126,9 @@ def test_onnx_is_refused_for_a_classical_member(bundles):
     from bsmfusion.inference.onnx_export import export_onnx
 
     folder, _ = bundles["tfidf_lr", "text"]
-    with pytest.raises(BundleError, match="ONNX export is not supported for this kind"):
+    with pytest.raises(BundleError, match="is a tfidf_lr model with no neural member: there is no torch graph to export"):
         export_onnx(folder)
-    with pytest.raises(BundleError, match="ONNX engine covers the neural fusions only"):
+    with pytest.raises(BundleError, match="the ONNX engine covers the neural models only"):
         bsmfusion.load(folder, engine="onnx")
 
 
@@ -140,7 +140,7 @@ def test_precision_describes_float64_numpy(bundles):
 def test_config_accepts_the_classical_kinds():
     from bsmfusion.config import config_from_dict
     from bsmfusion.errors import ConfigError
-    from bsmfusion.models.kinds import model_kinds
+    from bsmfusion.kinds import model_kinds
 
     assert {"concat", "tab_only", "tfidf_lr", "gbdt", "ensemble"} <= set(model_kinds())
     for kind in ("tfidf_lr", "gbdt", "ensemble"):

@@ -60,7 +60,7 @@ def test_split_cli_writes_three_group_disjoint_files(tmp_path, capsys):
 def test_training_and_evaluate_warn_about_shared_groups(tmp_path, caplog, kind):
     import bsmfusion
     from bsmfusion.evaluation.report import evaluate
-    from bsmfusion.training.fit import train
+    from bsmfusion.workflows.train import train
     from tests.synthetic import planted_frame
     from tests.training.test_train import fast_config
 

@@ -13,7 +13,7 @@ from bsmfusion.bundle import write_bundle
 from bsmfusion.cli import main
 from bsmfusion.data.preprocess import RowPreprocessor
 from bsmfusion.data.text import load_tokenizer, tokenizer_source
-from bsmfusion.inference.chunk_cache import ENTRY_OVERHEAD_BYTES, ChunkVectorCache, cache_namespace
+from bsmfusion.scoring.chunk_cache import ENTRY_OVERHEAD_BYTES, ChunkVectorCache, cache_namespace
 from bsmfusion.models.classifier import build_model
 from tests.conftest import PRECISIONS, make_frame, prob_tolerance, tiny_config
 

@@ -7,7 +7,7 @@ import torch
 
 import bsmfusion
 from bsmfusion.cli import main
-from bsmfusion.training.fit import train
+from bsmfusion.workflows.train import train
 from tests.synthetic import planted_frame
 from tests.training.test_train import fast_config
 
@@ -54,7 +54,7 @@ def test_a_failed_compile_leaves_eager_scoring_and_says_why(gate_bundle, monkeyp
 
 
 def test_predict_compile_flag_compiles_once_and_prints_the_outcome(gate_bundle, tmp_path, monkeypatch, capsys):
-    from bsmfusion.inference import compiled
+    from bsmfusion.scoring import compiled
 
     calls = []
     monkeypatch.setattr(compiled, "compile_backbone", lambda model, precision, device: calls.append(model) or "on: stub")

@@ -9,7 +9,7 @@ import pytest
 import bsmfusion
 from bsmfusion.cli import main
 from bsmfusion.serving.app import create_app
-from bsmfusion.training.fit import train
+from bsmfusion.workflows.train import train
 from tests.serving.test_server import running
 from tests.synthetic import planted_frame
 from tests.training.test_train import fast_config

@@ -4,7 +4,7 @@ import pytest
 import bsmfusion
 from bsmfusion.cli import main
 from bsmfusion.errors import BundleError
-from bsmfusion.training.fit import train
+from bsmfusion.workflows.train import train
 from tests.conftest import PRECISIONS, prob_tolerance
 from tests.synthetic import planted_frame
 from tests.training.test_train import fast_config
@@ -49,7 +49,8 @@ def test_onnx_model_has_the_torch_models_scoring_interface(tmp_path):
 
     from bsmfusion.bundle import load_bundle
     from bsmfusion.data.dataset import Collator, EncodedDataset
-    from bsmfusion.inference.onnx_export import OnnxModel, export_onnx, onnx_file
+    from bsmfusion.inference.onnx_export import export_onnx
+    from bsmfusion.scoring.onnx_runtime import OnnxModel, onnx_file
 
     out = tmp_path / "m"
     train(fast_config("gate", epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
@@ -79,7 +80,7 @@ def test_engine_auto_picks_the_int8_graph_only_where_int8_is_the_fast_path(tmp_p
 
     import torch
 
-    from bsmfusion.inference import scorers
+    from bsmfusion.scoring import scorers
 
     monkeypatch.setattr(scorers, "cpu_capability", lambda: capability)
     monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
@@ -101,7 +102,7 @@ def test_engine_auto_scores_with_the_engine_it_names(tmp_path, monkeypatch):
     `--engine onnx --int8`) and says so; on AMX it scores as the torch engine."""
     import torch
 
-    from bsmfusion.inference import scorers
+    from bsmfusion.scoring import scorers
 
     out = tmp_path / "m"
     train(fast_config("gate", epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)

@@ -13,7 +13,7 @@ from bsmfusion.bundle import MANIFEST, sha256_file
 from bsmfusion.cli import main
 from bsmfusion.errors import BundleError, ConfigError
 from bsmfusion.serving.app import create_app
-from bsmfusion.training.fit import train
+from bsmfusion.workflows.train import train
 from tests.classical.helpers import classical_config
 from tests.classical.test_ensemble import mixed
 from tests.serving.test_server import running

@@ -169,7 +169,7 @@ def my_fusion():
 
 
 def test_fusion_registered_by_user_code_is_usable_from_a_config(my_fusion, tmp_path):
-    from bsmfusion.training.fit import train
+    from bsmfusion.workflows.train import train
     from tests.synthetic import planted_frame
     from tests.training.test_train import fast_config
 
@@ -211,7 +211,7 @@ def test_model_dropout_reaches_every_fusion_head(fusion):
 def test_builtin_fusion_table_matches_the_registry():
     """`models.kinds.BUILTIN_FUSIONS` lets config validation skip importing torch; it must say what the classes say."""
     from bsmfusion.models.fusion import fusion_class
-    from bsmfusion.models.kinds import BUILTIN_FUSIONS
+    from bsmfusion.kinds import BUILTIN_FUSIONS
 
     assert set(BUILTIN_FUSIONS) <= set(FUSIONS)
     assert {name: fusion_class(name).uses_text for name in BUILTIN_FUSIONS} == BUILTIN_FUSIONS

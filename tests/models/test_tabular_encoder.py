@@ -157,7 +157,7 @@ def one_thread():
 def test_tab_only_learns_a_nonlinear_signal_as_well_as_gradient_boosting(tmp_path, one_thread):
     from sklearn.metrics import roc_auc_score
 
-    from bsmfusion.training.fit import train
+    from bsmfusion.workflows.train import train
 
     train_df, val_df, test_df = nonlinear_frame(3000, 0), nonlinear_frame(1000, 1), nonlinear_frame(2000, 2)
     cfg = tiny_config(

@@ -11,7 +11,7 @@ import pytest
 
 import bsmfusion
 from bsmfusion.serving.app import ServerSettings, create_app
-from bsmfusion.training.fit import train
+from bsmfusion.workflows.train import train
 from tests.conftest import PRECISIONS, prob_tolerance
 from tests.synthetic import planted_frame
 from tests.training.test_train import fast_config

@@ -26,7 +26,7 @@ class KillAfterStep(pl.Callback):
 
 def main(config: str, train_csv: str, val_csv: str, out: str, step: str) -> None:
     from bsmfusion.config import load_config
-    from bsmfusion.training.fit import train
+    from bsmfusion.workflows.train import train
 
     train(load_config(config), train_csv, val_csv, out, progress=False, callbacks=[KillAfterStep(int(step))])
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import bsmfusion
-from bsmfusion.training.fit import train
+from bsmfusion.workflows.train import train
 from tests.synthetic import planted_frame
 from tests.training.test_train import fast_config
 

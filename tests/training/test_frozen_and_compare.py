@@ -5,7 +5,7 @@ import pytest
 
 from bsmfusion.cli import main
 from bsmfusion.data.io import write_table
-from bsmfusion.training.fit import train
+from bsmfusion.workflows.train import train
 from tests.synthetic import planted_frame
 from tests.training.test_train import fast_config
 

@@ -12,7 +12,7 @@ import yaml
 import bsmfusion
 from bsmfusion.data.io import write_table
 from bsmfusion.evaluation.metrics import best_f1_threshold
-from bsmfusion.training.fit import train
+from bsmfusion.workflows.train import train
 from tests.conftest import PRECISIONS, prob_tolerance, tiny_config
 from tests.synthetic import planted_frame
 
