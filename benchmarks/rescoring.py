@@ -1,7 +1,10 @@
 """Re-scoring benchmark (issue 10): long cb_nosale threads replayed message by message through `bsmfusion serve`
 (each request = the thread so far), with the chunk-vector cache off and on.
 
-    .venv/bin/python benchmarks/rescoring.py [--threads 16] [--model BUNDLE] [--precision fp32] [--out docs/performance.md]
+    .venv/bin/python benchmarks/rescoring.py [--threads 16] [--model BUNDLE] [--label NAME] [--precision fp32]
+    .venv/bin/python benchmarks/rescoring.py --label default --model BUNDLE   # a default (ensemble) bundle, e.g.
+        from `benchmarks/default_bundle.py --task cb_nosale`: counts are per neural member
+    .venv/bin/python benchmarks/rescoring.py --render   # rewrite docs/performance.md from the stored JSON
 
 Threads: cb_nosale test threads joined until each has ≥ `--min-tokens` tokens (`tasks.long_threads`, as
 benchmarks/speed.py's long set), split into their messages (one per line). T=128, C=4, MiniLM-L6, concat fusion
@@ -77,13 +80,21 @@ def untrained_bundle(raw: dict, folder: Path) -> Path:
                         threshold=0.5, metrics={})
 
 
-def chunks_per_request(bundle: Path, threads: list[list[dict]]) -> list[int]:
-    """Real chunks of each request: what a server without the cache encodes for it."""
-    import pandas as pd
-
+def neural_models(bundle: Path) -> list:
+    """The torch fusions that score with `bundle`: itself, or an ensemble's neural members of positive weight."""
     from bsmfusion.bundle import load_bundle
 
-    preprocessor = load_bundle(bundle).preprocessor
+    loaded = load_bundle(bundle)
+    if loaded.kind == "neural":
+        return [loaded]
+    return [member.bundle for member in loaded.model.neural_members()]
+
+
+def chunks_per_request(bundle: Path, threads: list[list[dict]]) -> list[int]:
+    """Real chunks of each request: what a server without the cache encodes for it, per neural model."""
+    import pandas as pd
+
+    preprocessor = neural_models(bundle)[0].preprocessor
     frame = pd.DataFrame([r for thread in threads for r in thread])
     return [len(t.chunks) for t in preprocessor.encode(frame, with_labels=False).threads]
 
@@ -158,16 +169,26 @@ def run_server(bundle: Path, cache_mb: float, precision: str, threads: list[list
     return result
 
 
+def bundle_kind(bundle: Path) -> str:
+    meta = json.loads((bundle / "meta.json").read_text())
+    if meta.get("kind") != "ensemble":
+        return meta.get("fusion", "neural")
+    return "ensemble of " + " + ".join(m["name"] for m in meta["members"])
+
+
 def render_markdown(results: dict) -> str:
     off, on = results["servers"]["off"], results["servers"]["on"]
     shape = results["threads"]
+    per = results.get("neural_models", 1)
     lines = [f"Command: `{results['command']}`", "",
              f"{shape['threads']} long cb_nosale threads (test split, joined until ≥ {shape['min_tokens']} tokens), "
              f"{shape['messages_mean']:.1f} messages each on average ({shape['requests']} requests per server), "
              f"T = {T}, C = {C}, MiniLM-L6, {results['bundle']}, `--precision {results['precision']}`, "
              f"{results['concurrency']} client(s) each replaying whole threads one message at a time. "
-             f"CPU: {results['cpu_capability']}, {results['cores']} cores.", "",
-             "| server | encoder chunks / request | requests/s | × uncached | p50 ms | p99 ms | errors |",
+             f"CPU: {results['cpu_capability']}, {results['cores']} cores."
+             + (f" The bundle scores with {per} neural models (each its own cache of "
+                f"{results['cache_mb'] / per:g} MB); chunk counts are per neural model." if per > 1 else ""), "",
+             "| server | encoder chunks / request / neural model | requests/s | × uncached | p50 ms | p99 ms | errors |",
              "|---|---|---|---|---|---|---|"]
     for name, r in (("`serve --chunk-cache-mb 0` (no cache)", off), (f"`serve --chunk-cache-mb {results['cache_mb']:g}`", on)):
         lines.append(f"| {name} | {r['chunks_per_request']:.2f} | {r['requests_per_s']:.1f} | "
@@ -177,22 +198,37 @@ def render_markdown(results: dict) -> str:
               f"encoder-work ceiling (chunks without / with the cache): {ceiling:.2f}×.",
               f"- Largest probability difference between the two servers: {results['max_abs_prob_diff']:.1e} "
               f"({results['precision']}).",
-              f"- Targets (issue 10): ≤ 1.2 encoded chunks per request — {on['chunks_per_request']:.2f} "
+              f"- Targets (issues 10, 23): ≤ 1.2 encoded chunks per request per neural model — "
+              f"{on['chunks_per_request']:.2f} "
               f"({'met' if on['chunks_per_request'] <= 1.2 else 'missed'}); ≥ 2× the uncached requests/s — "
               f"{on['requests_per_s'] / off['requests_per_s']:.2f}× "
               f"({'met' if on['requests_per_s'] >= 2 * off['requests_per_s'] else 'missed'})."]
     return "\n".join(lines) + "\n"
 
 
-def write_between_markers(out: Path, table: str) -> None:
-    """Replace what lies between the `<!-- rescoring.py -->` markers of `out` (appending a section if absent)."""
+def markers(label: str) -> tuple[str, str]:
+    """The markers of one run's table: `<!-- rescoring.py -->` for the single concat model, with the label else."""
+    if label == "concat":
+        return MARK, END
+    return f"<!-- rescoring.py {label} -->", f"<!-- end rescoring.py {label} -->"
+
+
+def write_between_markers(out: Path, table: str, label: str = "concat") -> None:
+    """Replace what lies between the label's markers of `out` (appending a section if absent)."""
+    mark, end = markers(label)
     text = out.read_text() if out.is_file() else "# Performance\n"
-    if MARK not in text:
-        text = text.rstrip("\n") + f"\n\n## Re-scoring growing threads (chunk-vector cache)\n\n{MARK}\n{END}\n"
-    header, rest = text.split(MARK, 1)
-    footer = rest.split(END, 1)[1] if END in rest else "\n"
+    if mark not in text:
+        title = "the default bundle" if label == "default" else label
+        text = text.rstrip("\n") + f"\n\n### Re-scoring growing threads: {title}\n\n{mark}\n{end}\n"
+    header, rest = text.split(mark, 1)
+    footer = rest.split(end, 1)[1] if end in rest else "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"{header}{MARK}\n{table}{END}{footer}")
+    out.write_text(f"{header}{mark}\n{table}{end}{footer}")
+
+
+def json_path(label: str) -> Path:
+    name = "rescoring.json" if label == "concat" else f"rescoring_{label}.json"
+    return ROOT / "benchmarks" / "results" / name
 
 
 def main() -> None:
@@ -204,35 +240,45 @@ def main() -> None:
                         help="both servers' precision (fp32: the two must agree to 1e-6)")
     parser.add_argument("--cache-mb", type=float, default=256, help="--chunk-cache-mb of the cached server")
     parser.add_argument("--concurrency", type=int, default=1, help="clients, each replaying whole threads")
+    parser.add_argument("--label", default="concat", help="names the run's JSON (rescoring_LABEL.json; 'concat': "
+                        "rescoring.json) and its table's markers in --out; 'default' for a default bundle")
+    parser.add_argument("--render", action="store_true", help="only rewrite --out from the stored JSON of every label")
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
-    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "rescoring.json"))
     args = parser.parse_args()
+    if args.render:
+        for path in sorted((ROOT / "benchmarks" / "results").glob("rescoring*.json")):
+            label = path.stem.removeprefix("rescoring").removeprefix("_") or "concat"
+            write_between_markers(Path(args.out), render_markdown(json.loads(path.read_text())), label)
+        return
     raw, threads = replay_threads(args.threads, args.min_tokens)
     warmup, threads = threads[-1], threads[:-1]
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(args.model) if args.model else untrained_bundle(raw, Path(tmp))
         chunks = chunks_per_request(bundle, threads)
+        per = len(neural_models(bundle))
         servers = {}
         for name, mb in (("off", 0.0), ("on", args.cache_mb)):
             servers[name] = run_server(bundle, mb, args.precision, threads, warmup, args.concurrency)
             print(name, json.dumps({k: v for k, v in servers[name].items() if k != "probs"}), flush=True)
     servers["off"]["chunks_per_request"] = float(np.mean(chunks))
-    servers["on"]["chunks_per_request"] = servers["on"]["encoded_chunks"] / servers["on"]["requests"]
+    servers["on"]["chunks_per_request"] = servers["on"]["encoded_chunks"] / servers["on"]["requests"] / per
     common = sorted(set(servers["off"]["probs"]) & set(servers["on"]["probs"]))
     diff = max((abs(servers["off"]["probs"][i] - servers["on"]["probs"][i]) for i in common), default=float("nan"))
     from bsmfusion.precision import cpu_capability
 
     results = {"command": " ".join(["python", *sys.argv]), "precision": args.precision, "cache_mb": args.cache_mb,
                "concurrency": args.concurrency, "cpu_capability": cpu_capability(), "cores": os.cpu_count(),
-               "bundle": f"trained bundle {args.model}" if args.model else "concat fusion with an untrained head",
+               "bundle": (f"trained bundle {Path(args.model).name} ({bundle_kind(Path(args.model))})" if args.model
+                          else "concat fusion with an untrained head"),
+               "neural_models": per,
                "threads": {"threads": len(threads), "min_tokens": args.min_tokens, "requests": len(chunks),
                            "messages_mean": float(np.mean([len(t) for t in threads]))},
                "max_abs_prob_diff": float(diff),
                "servers": {name: {k: v for k, v in r.items() if k != "probs"} for name, r in servers.items()}}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
+    json_path(args.label).parent.mkdir(parents=True, exist_ok=True)
+    json_path(args.label).write_text(json.dumps(results, indent=2))
     table = render_markdown(results)
-    write_between_markers(Path(args.out), table)
+    write_between_markers(Path(args.out), table, args.label)
     print(table)
 
 

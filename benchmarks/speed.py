@@ -3,6 +3,8 @@ packed, bucketed, bf16 and ONNX paths, in ONE run; each measurement in a fresh p
 
     .venv/bin/python benchmarks/speed.py [--threads 256] [--out docs/performance.md]
     .venv/bin/python benchmarks/speed.py --explore bf16,predict --threads 64   # a quick look, nothing written
+    .venv/bin/python benchmarks/speed.py --default BUNDLE [--task dnd_nodeal]  # a default (ensemble) bundle
+    .venv/bin/python benchmarks/speed.py --render-default   # rewrite its table from the stored JSON
 
 T=128, C=4, default encoder (MiniLM-L6), concat fusion. Texts: dnd_nodeal and cb_nosale test splits and the
 long-thread set (consecutive test threads joined until each has ≥ 4·T tokens).
@@ -412,6 +414,84 @@ def explore(threads: int, modes: list[str]) -> None:
                       f"{100 * gflops / peaks[precision]:4.0f}% of {precision} peak", flush=True)
 
 
+DEFAULT_MARK, DEFAULT_END = "<!-- speed.py default -->", "<!-- end speed.py default -->"
+
+
+def _default_worker(bundle: str, task_name: str, engine: str, passes: int, queue) -> None:
+    """In a fresh process: the default bundle scored end to end (`Predictor.predict_frame`, as `bsmfusion predict`
+    does) against each member's own scorer (its own parsing, tokenising and model) on the whole test split."""
+    import torch
+
+    import bsmfusion
+    from bsmfusion.scoring.options import ScoringOptions
+    from bsmfusion.scoring.scorers import member_scorer
+    from tasks import TASKS
+
+    torch.set_num_threads(2)
+    frame = TASKS[task_name]().test
+    options = ScoringOptions(engine=engine)
+    predictor = bsmfusion.load(bundle, options)
+    members = {m.name: member_scorer(m.bundle, options) for m in predictor.bundle.model.members if m.weight > 0}
+    predictor.predict_frame(frame.iloc[:64])  # warm: the first batch pays one-time setup
+    for scorer in members.values():
+        scorer.score_frame(frame.iloc[:64])
+    seconds = {"ensemble": _best_time(lambda: predictor.predict_frame(frame), passes)}
+    for name, scorer in members.items():
+        seconds[name] = _best_time(lambda scorer=scorer: scorer.score_frame(frame), passes)
+    queue.put({"rows": len(frame), "seconds": seconds, "precision": predictor.describe_precision(),
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def default_speed(bundle: Path, task_name: str, engines: list[str], passes: int) -> dict:
+    """Rows/s of the default bundle end to end and of each member alone; the bound the members set is
+    1 / Σ_member (1 / rows/s): what scoring them one after the other costs, with nothing shared and nothing added."""
+    from bsmfusion.precision import cpu_capability
+
+    meta = json.loads((bundle / "meta.json").read_text())
+    runs = {}
+    for engine in engines:
+        r = _run(_default_worker, str(bundle), task_name, engine, passes)
+        member_seconds = {k: v for k, v in r["seconds"].items() if k != "ensemble"}
+        bound = r["rows"] / sum(member_seconds.values())
+        runs[engine] = {**r, "rows_per_s": {k: r["rows"] / v for k, v in r["seconds"].items()},
+                        "bound_rows_per_s": bound, "ratio_to_bound": r["rows"] / r["seconds"]["ensemble"] / bound}
+        print(engine, json.dumps(runs[engine]), flush=True)
+    return {"command": " ".join(["python", *sys.argv]), "task": task_name, "bundle": bundle.name,
+            "members": [m["name"] for m in meta["members"] if m["weight"] > 0], "cpu_capability": cpu_capability(),
+            "cores": 2, "passes": passes, "runs": runs}
+
+
+def render_default(results: dict) -> str:
+    lines = [f"Command: `{results['command']}`", "",
+             f"The default bundle ({' + '.join(results['members'])}; trained on {results['task']}'s training split) "
+             f"scoring {results['task']}'s whole test split: end to end (`Predictor.predict_frame`, what `bsmfusion "
+             f"predict` runs) against each member's own scorer (its own parsing, tokenising and model). Bound: the "
+             f"members one after the other, 1 / Σ (1 / member rows/s). Best of {results['passes']} passes, "
+             f"CPU: {results['cpu_capability']}, {results['cores']} cores.", "",
+             "| engine | precision | " + " | ".join(f"{m} rows/s" for m in results["members"])
+             + " | bound rows/s | default bundle rows/s | × bound |",
+             "|---|---|" + "---|" * len(results["members"]) + "---|---|---|"]
+    for engine, r in results["runs"].items():
+        members = " | ".join(f"{r['rows_per_s'][m]:.1f}" for m in results["members"])
+        lines.append(f"| {engine} | {r['precision']} | {members} | {r['bound_rows_per_s']:.1f} | "
+                     f"{r['rows_per_s']['ensemble']:.1f} | {r['ratio_to_bound']:.2f}× |")
+    worst = min(r["ratio_to_bound"] for r in results["runs"].values())
+    lines += ["", f"- Target (issue 23): ≥ 0.8× the bound — {worst:.2f}× at worst "
+              f"({'met' if worst >= 0.8 else 'missed'})."]
+    return "\n".join(lines) + "\n"
+
+
+def write_default(results_path: Path, out: Path) -> str:
+    table = render_default(json.loads(results_path.read_text()))
+    text = out.read_text() if out.is_file() else "# Performance\n"
+    if DEFAULT_MARK not in text:
+        text = text.rstrip("\n") + f"\n\n## Scoring speed of the default bundle\n\n{DEFAULT_MARK}\n{DEFAULT_END}\n"
+    header, rest = text.split(DEFAULT_MARK, 1)
+    footer = rest.split(DEFAULT_END, 1)[1] if DEFAULT_END in rest else "\n"
+    out.write_text(f"{header}{DEFAULT_MARK}\n{table}{DEFAULT_END}{footer}")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=256, help="threads scored per task")
@@ -420,9 +500,22 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     parser.add_argument("--explore", metavar="MODES", help="comma-separated scoring paths only (e.g. bf16,predict), "
                         f"printed, nothing written; paths: {', '.join(LABELS)}")
+    parser.add_argument("--default", metavar="BUNDLE", help="measure a default (ensemble) bundle end to end against "
+                        "its members' own scoring (benchmarks/default_bundle.py trains one); writes "
+                        "benchmarks/results/speed_default.json and its table in --out")
+    parser.add_argument("--task", default="dnd_nodeal", help="with --default: the task whose test split is scored")
+    parser.add_argument("--engines", default="torch", help="with --default: comma-separated engines (torch, onnx, auto)")
+    parser.add_argument("--passes", type=int, default=2, help="with --default: timed passes (the best counts)")
+    parser.add_argument("--render-default", action="store_true", help="rewrite --out's default-bundle table from JSON")
     args = parser.parse_args()
     if args.explore:
         return explore(args.threads, args.explore.split(","))
+    default_json = ROOT / "benchmarks" / "results" / "speed_default.json"
+    if args.default:
+        results = default_speed(Path(args.default), args.task, args.engines.split(","), args.passes)
+        default_json.write_text(json.dumps(results, indent=2))
+    if args.default or args.render_default:
+        return print(write_default(default_json, Path(args.out)))
     results: dict = {"command": " ".join(["python", *sys.argv]), "scoring": {}, "training": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for task_name in ("dnd_nodeal", "cb_nosale", "long"):

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from bsmfusion.config import config_from_dict
-from bsmfusion.decision import Policy, choose_threshold, parse_policy, rates_at
+from bsmfusion.decision import choose_threshold, rates_at
+from bsmfusion.policy import Policy, parse_policy
 from bsmfusion.errors import ConfigError
 
 # 20 validation rows with scores 0.05, 0.10, ..., 1.00; the positives are the rows scored (×20) 20, 19, 18, 16,

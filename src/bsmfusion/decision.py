@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +33,7 @@ import numpy as np
 
 from . import strict_json
 from .errors import ConfigError, OptionError
-from .policy import BINARY_ONLY, CLI_SYNTAX, POLICIES, Policy, check_binary, parse_policy  # noqa: F401
+from .policy import Policy, check_binary, parse_policy
 
 log = logging.getLogger("bsmfusion.train")
 VALIDATION_FILE = "validation_scores.json"

@@ -4,7 +4,7 @@ thresholds by them; `calibration`, whose platt / isotonic methods share the bina
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError

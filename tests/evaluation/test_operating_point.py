@@ -7,7 +7,7 @@ import yaml
 
 import bsmfusion
 from bsmfusion.cli import main
-from bsmfusion.decision import Policy
+from bsmfusion.policy import Policy
 from bsmfusion.errors import ConfigError
 from bsmfusion.evaluation.operating_point import alternatives, bootstrap_rates, simulated_ece
 from bsmfusion.evaluation.report import evaluate

@@ -47,8 +47,7 @@ class EnsembleScorer:
 
     def chunk_cache_info(self) -> dict:
         """Summed counters of the members' caches, and each neural member's own info under `members`."""
-        infos = {name: scorer.chunk_cache_info() for name, _, scorer in self.members
-                 if scorer.chunk_cache_info().get("enabled") or name in self.neural_names()}
+        infos = {name: scorer.chunk_cache_info() for name, _, scorer in self.members if name in self.neural_names()}
         if self.chunk_cache is None:
             reasons = sorted({info["description"] for info in infos.values()}) or ["no neural member"]
             return {"enabled": False, "description": f"off: {'; '.join(reasons)}", "members": infos}
@@ -58,7 +57,8 @@ class EnsembleScorer:
         return {"enabled": True, "description": f"one cache per neural member ({sizes})", **stats, "members": infos}
 
     def neural_names(self) -> list[str]:
-        return [name for name, _, scorer in self.members if getattr(scorer.uncalibrated, "engine", None)]
+        """The members scored by a `NeuralScorer` (torch or ONNX)."""
+        return [name for name, _, scorer in self.members if hasattr(scorer.uncalibrated, "engine")]
 
     def score_frame(self, frame: pd.DataFrame, targets: np.ndarray | None = None, memo: dict | None = None) -> Scores:
         k = self.cfg.model.num_classes
@@ -98,9 +98,10 @@ class EnsembleModel:
 
     kind = "ensemble"
 
-    def __init__(self, cfg: Config, members: list[EnsembleMember]):
+    def __init__(self, cfg: Config, members: list[EnsembleMember], path: Path | None = None):
         self.cfg = cfg
         self.members = members
+        self.path = path
 
     def neural_members(self) -> list[EnsembleMember]:
         """The loaded members that are torch fusions (what `export` writes graphs for)."""
@@ -111,6 +112,7 @@ class EnsembleModel:
         chunk cache's size is split evenly among the neural members."""
         from dataclasses import replace
 
+        from ..errors import BundleError
         from ..scoring.options import ScoringOptions
         from ..scoring.scorers import member_scorer
 
@@ -118,8 +120,19 @@ class EnsembleModel:
         neural = self.neural_members()
         if neural and options.chunk_cache_mb:
             options = replace(options, chunk_cache_mb=options.chunk_cache_mb / len(neural))
-        return EnsembleScorer(self.cfg, [(m.name, m.weight, member_scorer(m.bundle, options))
-                                         for m in self.members if m.weight > 0])
+        scorers = []
+        for m in self.members:
+            if m.weight <= 0:
+                continue
+            try:
+                scorers.append((m.name, m.weight, member_scorer(m.bundle, options)))
+            except BundleError as err:  # a member's missing graph: export the ensemble, not the member folder
+                if "bsmfusion export" not in str(err):
+                    raise
+                flag = " --quantize int8" if options.quantized else ""
+                raise BundleError(f"bundle '{self.path}': neural member '{m.name}' has no ONNX graph; run 'bsmfusion "
+                                  f"export --model {self.path} --format onnx{flag}' first") from None
+        return EnsembleScorer(self.cfg, scorers)
 
 
 def load_ensemble(path: Path, cfg: Config, meta: dict[str, Any]):
@@ -132,4 +145,4 @@ def load_ensemble(path: Path, cfg: Config, meta: dict[str, Any]):
     members = [EnsembleMember(m["name"], float(m["weight"]),
                               load_bundle(path / MEMBERS_DIR / m["name"], verify=False) if m["weight"] > 0 else None)
                for m in meta["members"]]
-    return preprocessor, EnsembleModel(cfg, members)
+    return preprocessor, EnsembleModel(cfg, members, path)

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from ..calibration import calibration_change
-from ..decision import (Decision, Policy, choose_threshold, confusion_counts, confusion_rates, rates_at,
+from ..decision import (Decision, choose_threshold, confusion_counts, confusion_rates, rates_at,
                         validation_scores)
 from ..errors import ConfigError
+from ..policy import Policy
 from .metrics import expected_calibration_error
 
 RESAMPLES = 1000
