@@ -47,7 +47,7 @@ def test_cli_train_predict_evaluate_on_a_classical_member(cli_bundle, capsys):
 def test_cli_export_refuses_a_classical_member_in_one_line(cli_bundle, capsys):
     assert main(["export", "--model", str(cli_bundle / "model"), "--format", "onnx"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "ONNX export is not supported for this kind" in err
+    assert err.count("\n") == 0 and "is a tfidf_lr model with no neural member: there is no torch graph to export" in err
 
 
 def test_cli_summary_refuses_a_classical_member(cli_bundle, capsys):

@@ -93,8 +93,8 @@ def test_engine_auto_picks_the_int8_graph_only_where_int8_is_the_fast_path(tmp_p
     assert scorers.choose_engine(bundle, "auto", False, device="cuda")[:2] == ("torch", False)
     assert scorers.choose_engine(SimpleNamespace(kind="tfidf_lr", path=tmp_path), "auto", False)[:2] == ("torch", False)
     assert scorers.choose_engine(bundle, "torch", False) == ("torch", False, "asked")  # explicit engines as asked
-    with pytest.raises(ValueError, match="unknown engine 'tvm'"):
-        scorers.choose_engine(bundle, "tvm", False)
+    with pytest.raises(ValueError, match="engine 'tvm' is unknown"):  # ScoringOptions checks it before any choice
+        bsmfusion.ScoringOptions(engine="tvm")
 
 
 def test_engine_auto_scores_with_the_engine_it_names(tmp_path, monkeypatch):

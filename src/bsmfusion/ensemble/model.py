@@ -8,16 +8,22 @@ chunk cache — and combines their scores (`selection.combine`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..bundle import load_bundle
+from ..classical.member import table_preprocessor
 from ..config import Config
+from ..errors import BundleError
 from ..models.scores import Scores
 from ..precision import Precision
+from ..scoring.chunk_cache import CacheGroup
+from ..scoring.options import ScoringOptions
+from ..scoring.scorers import member_scorer
 from .selection import combine
 
 MEMBERS_DIR = "members"
@@ -29,8 +35,6 @@ class EnsembleScorer:
     chunk cache (`chunk_cache` is their `CacheGroup`)."""
 
     def __init__(self, cfg: Config, members: list[tuple[str, float, Any]]):
-        from ..scoring.chunk_cache import CacheGroup
-
         self.cfg = cfg
         self.members = members  # (name, weight, scorer)
         used = sorted({scorer.precision.used for _, _, scorer in members})
@@ -107,15 +111,9 @@ class EnsembleModel:
         """The loaded members that are torch fusions (what `export` writes graphs for)."""
         return [m for m in self.members if m.bundle is not None and m.bundle.kind == "neural"]
 
-    def scorer(self, options=None) -> EnsembleScorer:
+    def scorer(self, options: ScoringOptions | None = None) -> EnsembleScorer:
         """One scorer per member of positive weight, each built with `options` (`scoring.ScoringOptions`); the
         chunk cache's size is split evenly among the neural members."""
-        from dataclasses import replace
-
-        from ..errors import BundleError
-        from ..scoring.options import ScoringOptions
-        from ..scoring.scorers import member_scorer
-
         options = options or ScoringOptions()
         neural = self.neural_members()
         if neural and options.chunk_cache_mb:
@@ -138,9 +136,6 @@ class EnsembleModel:
 def load_ensemble(path: Path, cfg: Config, meta: dict[str, Any]):
     """(preprocessor, EnsembleModel) of an ensemble bundle whose manifest was checked (the registry's loader for
     the ensemble kind). Member folders are complete bundles; the top manifest already covers every member file."""
-    from ..bundle import load_bundle
-    from ..classical.member import table_preprocessor
-
     preprocessor = table_preprocessor(cfg, state=(path / "preprocessing.json").read_text(encoding="utf-8"))
     members = [EnsembleMember(m["name"], float(m["weight"]),
                               load_bundle(path / MEMBERS_DIR / m["name"], verify=False) if m["weight"] > 0 else None)

@@ -23,11 +23,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..bundle import load_bundle
+from ..classical.storage import write_classical_bundle
+from ..classical.train import prepare_labels
 from ..config import Config, EnsembleConfig
 from ..data.groups import group_codes
 from ..data.validation import split_meta
+from ..decision import fit_decision
 from ..evaluation.metrics import classification_metrics
 from ..kinds import TrainResult, TrainRun, get_kind
+from ..scoring.scorers import build_scorer
+from ..training.fit import clear_stale_work, finish_work_folder
 from .model import MEMBERS_DIR
 from .selection import SUMMARY_METRICS, combine, fit_weights, member_logits, selection_key
 
@@ -103,13 +109,6 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     module docstring for which rows serve what) and write the ensemble bundle. Members train in
     `<out_dir>.work/members/` (kept for `--resume` until the bundle is written; removed then unless
     `run.keep_work`); `run` reaches every member (the neural ones use its progress and callbacks)."""
-    from ..bundle import load_bundle
-    from ..classical.storage import write_classical_bundle
-    from ..classical.train import prepare_labels
-    from ..decision import fit_decision
-    from ..scoring.scorers import build_scorer
-    from ..training.fit import clear_stale_work, finish_work_folder
-
     out_dir = Path(out_dir)
     top_work = out_dir.with_name(out_dir.name + ".work")
     clear_stale_work(top_work, run)

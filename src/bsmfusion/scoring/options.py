@@ -52,7 +52,8 @@ class ScoringOptions:
             raise OptionError(f"{{chunk_cache_mb}} must be a size in MB >= 0 (0 turns the cache off), got "
                               f"{self.chunk_cache_mb!r}")
         if self.quantized and self.engine == "torch":
-            raise OptionError("{quantized} int8 graphs run on the ONNX engine; pass {engine} onnx or auto")
+            raise OptionError("{quantized} needs the ONNX engine (the int8 graphs run there); pass {engine}=onnx or "
+                              "{engine}=auto")
         if self.decision is not None and self.threshold is not None:
             raise OptionError("pass {decision} or {threshold}, not both ({threshold}=T is {decision} fixed=T)")
 
