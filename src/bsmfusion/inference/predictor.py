@@ -100,7 +100,9 @@ class Predictor:
             out[id_column] = frame[id_column].to_numpy()
         else:
             out["row"] = np.arange(row_offset, row_offset + len(frame))
-        probs = np.full((len(frame), len(self.label_names)), np.nan, dtype=np.float32)
+        # float64: the probabilities the decision compared with the threshold, to the last digit (float32 rounding
+        # near a saturated threshold would disagree with predicted_label when the threshold is re-applied)
+        probs = np.full((len(frame), len(self.label_names)), np.nan, dtype=np.float64)
         contributions = np.full((3, len(frame)), np.nan, dtype=np.float32)
         predicted: list = [None] * len(frame)
         if len(good):

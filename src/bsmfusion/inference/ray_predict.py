@@ -313,7 +313,9 @@ def _as_arrow(frame: pd.DataFrame):
         values = frame[column]
         if column == "row":
             array = pa.array(values.to_numpy(dtype=np.int64), type=pa.int64())
-        elif column.startswith("prob_") or column in CONTRIBUTION_COLUMNS:
+        elif column.startswith("prob_"):  # float64: exactly what the decision compared with the threshold
+            array = pa.array(values.to_numpy(dtype=np.float64), type=pa.float64())
+        elif column in CONTRIBUTION_COLUMNS:
             array = pa.array(values.to_numpy(dtype=np.float32), type=pa.float32())
         elif column in ("predicted_label", "error"):
             array = pa.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
