@@ -179,12 +179,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _print_signature(folder) -> None:
-    """Say whether a bundle just written is signed, and by which key."""
+    """Say which key signed a bundle just written, when one did."""
     from .manifest import read_signature
 
     record = read_signature(folder)
-    print(f"signed by key {record['key_id']} at {record['signed_at']}" if record else
-          "unsigned (pass --sign-key or set BSMFUSION_SIGN_KEY to sign bundles)")
+    if record:
+        print(f"signed by key {record['key_id']} at {record['signed_at']}")
 
 
 def _add_decision_options(p: argparse.ArgumentParser) -> None:

@@ -100,6 +100,7 @@ def _shown(source: Any, name: str) -> str:
 
 def load_private_key(source: Any, name: str = "{sign_key}"):
     """The Ed25519 private key in `source` (a PEM file's path or PEM text); else an `OptionError` naming `name`."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -113,7 +114,7 @@ def load_private_key(source: Any, name: str = "{sign_key}"):
     except TypeError:
         raise OptionError(f"{shown} is encrypted; bsmfusion reads unencrypted PEM keys — keep the key in a secret "
                           "store or a 0600 file instead (docs/security.md)") from None
-    except (ValueError, serialization.UnsupportedAlgorithm) as err:
+    except (ValueError, UnsupportedAlgorithm) as err:
         raise OptionError(f"{shown} is not a PEM private key ({str(err).splitlines()[0]}); pass the "
                           f"{PRIVATE_FILE} 'bsmfusion keygen' wrote") from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -125,6 +126,7 @@ def load_private_key(source: Any, name: str = "{sign_key}"):
 def load_public_key(source: Any, name: str = "{verify_key}"):
     """The Ed25519 public key in `source` (a PEM file's path or PEM text); else an `OptionError` naming `name`. A
     private key is refused: machines that only score should never hold one."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -135,7 +137,7 @@ def load_public_key(source: Any, name: str = "{verify_key}"):
                           "scores should not hold the signing key")
     try:
         key = serialization.load_pem_public_key(pem)
-    except (ValueError, serialization.UnsupportedAlgorithm) as err:
+    except (ValueError, UnsupportedAlgorithm) as err:
         raise OptionError(f"{shown} is not a PEM public key ({str(err).splitlines()[0]}); pass the "
                           f"{PUBLIC_FILE} 'bsmfusion keygen' wrote") from None
     if not isinstance(key, Ed25519PublicKey):
