@@ -383,6 +383,34 @@ def test_an_ensemble_is_signed_members_included_and_its_member_folders_are_close
     refused(copy, "file 'members/neural/model.int8.onnx' is not listed in manifest.json", verify_key=keys[0].public)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")
+def test_a_signed_ensemble_of_the_defaults_shape_scores_in_predict_serve_and_ray(ray_local, signed_ensemble, keys,
+                                                                                   tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from bsmfusion.serving import app as server
+
+    frame = make_frame(16, seed=7)
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    key = str(keys[0].public)
+    assert main(["predict", "--model", str(signed_ensemble), "--data", str(tmp_path / "rows.csv"), "--out",
+                 str(tmp_path / "local.csv"), "--quiet", "--verify-key", key]) == 0
+    local = pd.read_csv(tmp_path / "local.csv")
+    apps = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: apps.append(app))
+    assert main(["serve", "--model", str(signed_ensemble), "--verify-key", key]) == 0
+    with TestClient(apps[0]) as client:
+        served = client.post("/v1/predict", json={"records": frame.iloc[[1, 2]].drop(columns="label")
+                                                  .to_dict("records")}).json()["results"]
+    assert [r["id"] for r in served] == ["r1", "r2"]
+    np.testing.assert_allclose([r["probabilities"]["1"] for r in served], local["prob_1"].iloc[[1, 2]], atol=1e-6)
+    assert main(["predict", "--model", str(signed_ensemble), "--data", str(tmp_path / "rows.csv"), "--out",
+                 str(tmp_path / "ray"), "--ray", "--ray-actors", "1", "--quiet", "--verify-key", key]) == 0
+    merged = pd.read_parquet(tmp_path / "ray").merge(local, on="id", suffixes=("", "_local"))
+    assert len(merged) == 16
+    np.testing.assert_allclose(merged["prob_1"], merged["prob_1_local"], atol=1e-6)
+
+
 def test_an_exported_signed_ensemble_keeps_both_manifests_closed_and_signed(signed_ensemble, keys, tmp_path):
     pytest.importorskip("onnxruntime")
     copy = tmp_path / "ens"
