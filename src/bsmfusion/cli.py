@@ -38,7 +38,8 @@ EXAMPLES = {
              "  GET  /healthz     liveness; no key. /docs, /redoc, /openapi.json: no key\n"
              "Auth: with --api-key-env, /v1/* need 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (else 401).\n"
              "Status: 200 (per-record errors inside), 401, 413 (body over --max-body-bytes or more records than\n"
-             "--max-records), 422 (invalid JSON or body shape, no records, a record not an object), 500.",
+             "--max-records), 422 (invalid JSON or body shape, no records, a record not an object, a number\n"
+             "that is not finite: NaN, Infinity, 1e999), 500. --verify-key: serve only a bundle that key signed.",
     "compare": "bsmfusion compare --config my.yaml --train train.csv --val val.csv --test test.csv --out cmp/",
     "split": "bsmfusion split --data all.csv --group seller_id --out splits/",
     "demo": "bsmfusion demo --out demo_out --train-rows 2000 --epochs 2",
