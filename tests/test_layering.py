@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "bsmfusion"
 LAYERS: list[tuple[str, ...]] = [
     ("bsmfusion.errors",),
     ("bsmfusion.strict_json", "bsmfusion.version", "bsmfusion.folders", "bsmfusion.resources", "bsmfusion.progress",
-     "bsmfusion.precision"),
+     "bsmfusion.precision", "bsmfusion.signing"),
     ("bsmfusion.policy",),
     ("bsmfusion.kinds",),
     ("bsmfusion.config",),
@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("bsmfusion.calibration",),
     ("bsmfusion.decision",),
     ("bsmfusion.evaluation",),  # operating_point, report
+    ("bsmfusion.manifest",),
     ("bsmfusion.bundle",),
     ("bsmfusion.scoring",),
     ("bsmfusion.training", "bsmfusion.classical"),

@@ -54,7 +54,7 @@ def test_bundle_of_an_older_format_is_refused_with_the_fix(bundle, tmp_path):
     import json
     import shutil
 
-    from bsmfusion.bundle import MANIFEST, sha256_file
+    from bsmfusion.manifest import MANIFEST, sha256_file
 
     copy = tmp_path / "old"
     shutil.copytree(bundle, copy)

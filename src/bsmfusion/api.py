@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
 def load(bundle_dir: str | Path, options: ScoringOptions | None = None, **settings) -> Predictor:
     """Load a bundle folder (written by `train` or `bsmfusion train --out`) for scoring.
 
-    Every file is checked against the bundle's SHA-256 manifest first.
+    The folder is checked against the bundle's closed SHA-256 manifest first (no file missing, changed or
+    unlisted); with a verify key, so is its Ed25519 signature (docs/security.md).
 
     Args:
         bundle_dir: the bundle folder.
@@ -43,12 +44,16 @@ def load(bundle_dir: str | Path, options: ScoringOptions | None = None, **settin
             decision: replace the bundle's decision policy (`train.decision`): "max_f1", "precision_at_least=0.9",
                 {"costs": {"false_positive": 1, "false_negative": 20}}, ... (see `bsmfusion.decision`).
             threshold: shorthand for decision {"fixed": threshold}.
+            verify_key: a public key (its PEM file's path, or the PEM text; `bsmfusion keygen` writes one):
+                refuse the bundle unless that key signed it as it is now. None: `BSMFUSION_VERIFY_KEY` when set;
+                else the signature is not checked, which is logged once per bundle.
 
     Returns:
         A `Predictor` for the bundle's kind (a neural fusion, a classical member or an ensemble).
 
     Raises:
-        BundleError: the folder is missing, not a bundle, modified, or lacks the ONNX graph asked for.
+        BundleError: the folder is missing, not a bundle, modified (a file changed, missing or not in the
+            manifest), not signed by `verify_key`, or lacks the ONNX graph asked for.
         OptionError (a ConfigError): an unknown or invalid option; `decision` malformed, binary-only on a
             multiclass model, or unreachable on the bundle's validation scores (the message says the best
             achievable value).
@@ -74,7 +79,7 @@ def resolve_config(config: str | Path | dict[str, Any] | Config, overrides: dict
 def train(config: str | Path | dict[str, Any] | Config, train: str | Path | pd.DataFrame,
           val: str | Path | pd.DataFrame, out: str | Path | None = None, *, overrides: dict[str, Any] | None = None,
           overwrite: bool = False, resume: bool = False, progress: bool = True,
-          log_every: float = 30.0) -> Predictor | None:
+          log_every: float = 30.0, sign_key: str | Path | None = None) -> Predictor | None:
     """Train the model `config` describes and write its bundle.
 
     Args:
@@ -88,13 +93,17 @@ def train(config: str | Path | dict[str, Any] | Config, train: str | Path | pd.D
         progress: show progress on stderr: a live bar on a terminal, else a plain line every `log_every` seconds
             (epoch, steps done of the total, samples/s, ETA, the last validation metric).
         log_every: seconds between two progress lines when stderr is not a terminal.
+        sign_key: sign the bundle with this Ed25519 private key (its PEM file's path or the PEM text;
+            `bsmfusion keygen` writes one), so scoring with the public key refuses any later change. None:
+            `BSMFUSION_SIGN_KEY` when set, else unsigned.
 
     Returns:
         A `Predictor` over the new bundle; None on the non-zero ranks of a multi-process (DDP/FSDP) run, where
         only rank 0 writes the bundle.
 
     Raises:
-        ConfigError: an invalid config or override, or `out` exists and is not empty without `overwrite`.
+        ConfigError: an invalid config or override, `out` exists and is not empty without `overwrite`, or
+            `sign_key` is not an Ed25519 private key (an `OptionError`).
         DataError: a training or validation table is unusable (the message names the column and row).
     """
     import tempfile
@@ -105,8 +114,13 @@ def train(config: str | Path | dict[str, Any] | Config, train: str | Path | pd.D
     check_out_folder(out, overwrite)
     from .workflows.train import train as fit
 
-    result = fit(cfg, train, val, out, resume=resume, progress=progress, log_every=log_every)
-    return None if result.bundle_dir is None else load(result.bundle_dir)
+    result = fit(cfg, train, val, out, resume=resume, progress=progress, log_every=log_every, sign_key=sign_key)
+    if result.bundle_dir is None:
+        return None
+    from .bundle import load_bundle
+    from .inference.predictor import Predictor
+
+    return Predictor(load_bundle(result.bundle_dir))  # the bundle just written: no signature to report on
 
 
 def ray_predict(data: Any, bundle: str | Path, options: ScoringOptions | None = None, *, actors: int | None = None,
@@ -126,8 +140,10 @@ def ray_predict(data: Any, bundle: str | Path, options: ScoringOptions | None = 
             `gs://...`). CSV and JSONL are parsed with pandas, as the local predict does.
         bundle: the bundle folder on this machine (the driver).
         options: how each actor scores (`bsmfusion.ScoringOptions`, as `load`); `settings` replace single fields
-            (engine, precision, batch_size, quantized, chunk_cache_mb — per actor —, compile, decision, threshold).
-            `device` is set by `gpus_per_actor`.
+            (engine, precision, batch_size, quantized, chunk_cache_mb — per actor —, compile, decision, threshold,
+            verify_key). `device` is set by `gpus_per_actor`. The driver checks the bundle (and, with a verify
+            key, its signature) before any actor starts; the actors get the public key as PEM text and check the
+            copy they load again.
         actors: a fixed pool of this many actors; None: a pool that grows with the cluster's free resources.
         gpus_per_actor: GPUs per actor (fractions share a GPU: 0.5 puts two actors on one); > 0 scores on CUDA.
         cpus_per_actor: CPUs per actor (default 1 on CPU actors; unset on GPU actors).
@@ -144,7 +160,8 @@ def ray_predict(data: Any, bundle: str | Path, options: ScoringOptions | None = 
 
     Raises:
         ConfigError: Ray is not installed (the message says how to install it), or a bad option or decision.
-        BundleError: `bundle` is not a bundle folder.
+        BundleError: `bundle` is not a bundle folder, does not match its manifest, or is not signed by the verify
+            key.
         DataError: an input path does not exist, matches no table file, or mixes formats.
     """
     from .inference.ray_predict import ray_predict as run

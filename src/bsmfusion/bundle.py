@@ -1,13 +1,14 @@
 """Self-contained model bundles: config, preprocessing (JSON), tokenizer, encoder config, safetensors weights,
 threshold, calibration and decision policy (meta.json), the validation scores policies are resolved on
-(validation_scores.json, binary), label names, validation metrics, versions and a SHA-256 manifest. Never pickle.
+(validation_scores.json, binary), label names, validation metrics, versions and a closed SHA-256 manifest, signed
+with Ed25519 when a sign key is given (`manifest`). Never pickle.
 
 Writes are atomic: everything goes to a temporary sibling folder that is renamed into place, so a crash never
-leaves a half-written bundle that loads. Loading checks every file against the manifest.
+leaves a half-written bundle that loads. Loading checks the folder against the manifest (no file missing, changed
+or unlisted) and, given a verify key, the signature.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -24,8 +25,8 @@ import yaml
 from . import strict_json
 from .config import Config, config_from_dict
 from .errors import BundleError
+from .manifest import check_bundle, check_manifest, write_manifest
 
-MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 FORMAT_VERSION = 2  # 2: Shapley baselines, dropout inside fusion heads, PLR encoder, role-prefixed continuation chunks
 
@@ -55,12 +56,27 @@ class Bundle:
         return str(self.meta.get("kind", "neural"))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def private_key(sign_key, *, env: bool = False):
+    """An Ed25519 private key from a key object, a PEM file's path or PEM text; None when there is none. `env`:
+    without `sign_key`, the key `BSMFUSION_SIGN_KEY` holds (a path or PEM text) when set."""
+    from . import signing
+
+    if sign_key is not None and signing.is_private_key(sign_key):
+        return sign_key
+    source, name = signing.from_env(sign_key, "sign_key", signing.SIGN_KEY_ENV) if env else (sign_key, "{sign_key}")
+    return None if source is None else signing.load_private_key(source, name)
+
+
+def public_key(verify_key, *, env: bool = False):
+    """An Ed25519 public key from a key object, a PEM file's path or PEM text; None when there is none. `env`:
+    without `verify_key`, the key `BSMFUSION_VERIFY_KEY` holds (a path or PEM text) when set."""
+    from . import signing
+
+    if verify_key is not None and signing.is_public_key(verify_key):
+        return verify_key
+    source, name = (signing.from_env(verify_key, "verify_key", signing.VERIFY_KEY_ENV) if env
+                    else (verify_key, "{verify_key}"))
+    return None if source is None else signing.load_public_key(source, name)
 
 
 def package_versions(*extra: str) -> dict[str, str]:
@@ -86,8 +102,9 @@ def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def write_bundle(out_dir: str | Path, *, cfg: Config, preprocessor, tokenizer, model: torch.nn.Module,
                  threshold: float | None, metrics: dict[str, Any], extra_meta: dict[str, Any] | None = None,
-                 files: dict[str, str] | None = None) -> Path:
-    """Write a torch fusion's bundle atomically into `out_dir` (replacing an older bundle there)."""
+                 files: dict[str, str] | None = None, sign_key=None) -> Path:
+    """Write a torch fusion's bundle atomically into `out_dir` (replacing an older bundle there), signed with
+    `sign_key` when given."""
     from safetensors.torch import save_file
 
     def payload(staging: Path) -> None:
@@ -98,17 +115,20 @@ def write_bundle(out_dir: str | Path, *, cfg: Config, preprocessor, tokenizer, m
         save_file(model_weights(model), str(staging / WEIGHTS))
 
     return write_bundle_folder(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
-                               meta={"kind": "neural", **(extra_meta or {})}, payload=payload, files=files)
+                               meta={"kind": "neural", **(extra_meta or {})}, payload=payload, files=files,
+                               sign_key=sign_key)
 
 
 def write_bundle_folder(out_dir: str | Path, *, cfg: Config, preprocessor, threshold: float | None,
                         metrics: dict[str, Any], meta: dict[str, Any], payload: Callable[[Path], None],
-                        files: dict[str, str] | None = None) -> Path:
+                        files: dict[str, str] | None = None, sign_key=None) -> Path:
     """The layout every bundle kind shares, written atomically: config.yaml, preprocessing.json, the kind's own files
     (`payload(staging_dir)` writes them), meta.json (kind, threshold, label names, versions + `meta`; a
     `versions` entry in `meta` names the extra packages whose versions to record), `files` (name → text, e.g.
     `validation_scores.json` from `decision.FittedDecision.files`),
-    metrics.json and manifest.json with the SHA-256 of every file, subfolders included."""
+    metrics.json and manifest.json with the SHA-256 of every file, subfolders included; with `sign_key` (an
+    Ed25519 private key, its PEM file or PEM text) signature.json too (`manifest.sign_manifest`)."""
+    sign_key = private_key(sign_key)  # a bad key fails before anything is written
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -129,11 +149,9 @@ def write_bundle_folder(out_dir: str | Path, *, cfg: Config, preprocessor, thres
         }
         (staging / "meta.json").write_text(strict_json.dumps(meta, indent=2), encoding="utf-8")
         (staging / "metrics.json").write_text(strict_json.dumps(metrics, indent=2, default=float), encoding="utf-8")
-        files = sorted(p for p in staging.rglob("*") if p.is_file())
-        manifest = {str(p.relative_to(staging)): sha256_file(p) for p in files}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        write_manifest(staging, sign_key)
         normalize_modes(staging)
-        _swap_into_place(staging, out_dir)
+        swap_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -150,7 +168,7 @@ def normalize_modes(folder: Path) -> None:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
 
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
+def swap_into_place(staging: Path, out_dir: Path) -> None:
     """Rename `staging` to `out_dir`; an existing bundle is moved aside first and removed after."""
     for path in staging.rglob("*"):
         if path.is_file():
@@ -166,31 +184,23 @@ def _swap_into_place(staging: Path, out_dir: Path) -> None:
 
 
 def verify_manifest(path: Path) -> None:
-    """Every file listed must exist with its recorded SHA-256; else `BundleError` naming the file."""
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise BundleError(f"'{path}' is not a bsmfusion bundle (no {MANIFEST}); pass the folder written by 'bsmfusion train --out'")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    for name, digest in manifest.items():
-        file = path / name
-        if not file.is_file():
-            raise BundleError(f"bundle '{path}': file '{name}' is missing; re-train or copy the whole bundle folder")
-        if sha256_file(file) != digest:
-            raise BundleError(
-                f"bundle '{path}': file '{name}' does not match its SHA-256 in {MANIFEST} (modified or corrupt); refusing to load it"
-            )
+    """The folder holds exactly the files its manifest lists, each with its SHA-256; else a `BundleError` naming
+    the file (`manifest.check_manifest`)."""
+    check_manifest(path)
 
 
-def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
+def load_bundle(path: str | Path, *, verify: bool = True, verify_key=None) -> Bundle:
     """Rebuild preprocessing and model from the bundle alone (no encoder folder or network needed); the kind in
-    meta.json picks the loader (`kinds.loader_for`)."""
+    meta.json picks the loader (`kinds.loader_for`). `verify`: check the closed manifest first (an ensemble's
+    member folders skip it: the top manifest covers their files); `verify_key` (an Ed25519 public key, its PEM
+    file or PEM text): also require the bundle's signature by that key."""
     from .kinds import loader_for
 
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"model bundle '{path}' does not exist; pass the folder written by 'bsmfusion train --out'")
     if verify:
-        verify_manifest(path)
+        check_bundle(path, public_key(verify_key))
     meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
     if meta.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"bundle '{path}' was written in bundle format {meta.get('format_version')}; this bsmfusion "

@@ -1,5 +1,7 @@
 """Command-line interface: `bsmfusion summary | train | evaluate | predict | export | serve | compare | split | demo`.
 
+Signed bundles: `bsmfusion keygen | sign | verify`, `--sign-key` and `--verify-key` (docs/security.md).
+
 User errors (`BsmFusionError`) print one line to stderr and exit with status 2. Heavy modules (torch, Lightning,
 transformers) are imported inside the commands, after the arguments and input paths are checked, so `--help`,
 `--version` and argument errors answer at once.
@@ -36,10 +38,22 @@ EXAMPLES = {
              "  GET  /healthz     liveness; no key. /docs, /redoc, /openapi.json: no key\n"
              "Auth: with --api-key-env, /v1/* need 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (else 401).\n"
              "Status: 200 (per-record errors inside), 401, 413 (body over --max-body-bytes or more records than\n"
-             "--max-records), 422 (invalid JSON or body shape, no records, a record not an object), 500.",
+             "--max-records), 422 (invalid JSON or body shape, no records, a record not an object, a number\n"
+             "that is not finite: NaN, Infinity, 1e999), 500. --verify-key: serve only a bundle that key signed.",
     "compare": "bsmfusion compare --config my.yaml --train train.csv --val val.csv --test test.csv --out cmp/",
     "split": "bsmfusion split --data all.csv --group seller_id --out splits/",
     "demo": "bsmfusion demo --out demo_out --train-rows 2000 --epochs 2",
+    "keygen": "bsmfusion keygen --out keys/2025-q3\n"
+              "  bsmfusion train ... --out model/ --sign-key keys/2025-q3/private.pem\n"
+              "  bsmfusion predict --model model/ ... --verify-key keys/2025-q3/public.pem\n\n"
+              "Keep private.pem where bundles are built (a secret store or this 0600 file); give public.pem to every\n"
+              "machine that scores. Rotation: docs/security.md.",
+    "sign": "bsmfusion sign --model model/ --sign-key keys/new/private.pem --verify-key keys/old/public.pem\n\n"
+            "Signs a bundle as it is, after checking its manifest and its current signature (by the old key with\n"
+            "--verify-key, else by the sign key itself; an unsigned bundle is signed as it is).",
+    "verify": "bsmfusion verify --model model/ --verify-key keys/2025-q3/public.pem\n\n"
+              "Exit status 0: every file matches the closed manifest (and the signature holds, with a verify key);\n"
+              "1: the bundle fails the check, with the reason; 2: a usage error (no such folder, not a key).",
 }
 INPUT_FILES = ("config", "train", "val", "test", "data")  # options naming a file that must exist
 
@@ -68,7 +82,7 @@ def check_inputs(args: argparse.Namespace) -> None:
         if value is not None and not Path(value).is_file():
             raise DataError(f"--{name}: file '{value}' does not exist; check the path")
     model = getattr(args, "model", None)
-    if model is not None and not (Path(model) / "manifest.json").is_file():
+    if model is not None and args.command != "verify" and not (Path(model) / "manifest.json").is_file():
         what = "does not exist" if not Path(model).exists() else "is not a bsmfusion bundle (no manifest.json)"
         raise BundleError(f"--model: '{model}' {what}; pass the folder written by 'bsmfusion train --out'")
     if args.command == "train":
@@ -142,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     try:
         result = train(cfg, args.train, args.val, args.out, resume=args.resume, progress=not args.quiet,
-                       log_every=args.log_every)
+                       log_every=args.log_every, sign_key=args.sign_key)
     except BaseException:  # interrupted or failed: say where the checkpoints wait for --resume
         from pathlib import Path
 
@@ -162,6 +176,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         print("validation: " + ", ".join(f"{k}={metrics[k]:.4f}" for k in ("roc_auc", "pr_auc", "f1", "accuracy") if k in metrics))
         if result.threshold is not None:
             print(f"threshold ({cfg.train.policy.describe()}, on calibrated probabilities): {result.threshold:.4f}")
+        _print_signature(result.bundle_dir)
+
+
+def _print_signature(folder) -> None:
+    """Say which key signed a bundle just written, when one did."""
+    from .manifest import read_signature
+
+    record = read_signature(folder)
+    if record:
+        print(f"signed by key {record['key_id']} at {record['signed_at']}")
 
 
 def _add_decision_options(p: argparse.ArgumentParser) -> None:
@@ -197,6 +221,19 @@ def _add_compile(p: argparse.ArgumentParser) -> None:
                         "falls back to eager and says why)")
 
 
+def _add_verify_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verify-key", metavar="PUBLIC_PEM",
+                   help="refuse the bundle unless this Ed25519 public key signed it as it is now (unsigned, another "
+                        "key's or changed after signing: refused); default: $BSMFUSION_VERIFY_KEY (a path or PEM "
+                        "text) when set, else the signature is not checked and that is said once (docs/security.md)")
+
+
+def _add_sign_key(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--sign-key", metavar="PRIVATE_PEM",
+                   help=f"sign {what} with this Ed25519 private key ('bsmfusion keygen'); default: $BSMFUSION_SIGN_KEY "
+                        "(a path or PEM text) when set, else unsigned")
+
+
 def _add_log_every(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=_seconds, default=30.0, metavar="SECONDS",
                    help="when stderr is not a terminal (nohup, CI, SLURM), print one progress line every SECONDS: "
@@ -204,10 +241,12 @@ def _add_log_every(p: argparse.ArgumentParser) -> None:
                         "gets a live bar")
 
 
-# The flag of each `ScoringOptions` field: library errors name the field (`errors.OptionError`), the CLI its flag.
+# The flag of each `ScoringOptions` field (and of `TrainRun.sign_key`): library errors name the field
+# (`errors.OptionError`), the CLI its flag.
 OPTION_FLAGS = {"batch_size": "--batch-size", "device": "--device", "precision": "--precision", "engine": "--engine",
                 "quantized": "--int8", "chunk_cache_mb": "--chunk-cache-mb", "compile": "--compile",
-                "decision": "--decision", "threshold": "--threshold"}
+                "decision": "--decision", "threshold": "--threshold", "verify_key": "--verify-key",
+                "sign_key": "--sign-key"}
 
 
 def _scoring_options(args: argparse.Namespace):
@@ -216,7 +255,7 @@ def _scoring_options(args: argparse.Namespace):
 
     names = {"batch_size": "batch_size", "device": "device", "precision": "precision", "engine": "engine",
              "quantized": "int8", "chunk_cache_mb": "chunk_cache_mb", "compile": "compile", "decision": "decision",
-             "threshold": "threshold"}
+             "threshold": "threshold", "verify_key": "verify_key"}
     return ScoringOptions(**{field: getattr(args, flag) for field, flag in names.items() if hasattr(args, flag)})
 
 
@@ -270,7 +309,9 @@ def cmd_predict_ray(args: argparse.Namespace) -> None:
     if args.engine == "onnx" and args.ray_gpus_per_actor:
         raise ConfigError("--ray-gpus-per-actor needs --engine torch (the ONNX engine runs on CPU)")
     options = _scoring_options(args)  # a bad option: one line, before Ray starts
-    info = bundle_info(args.model, options.decision, options.threshold)
+    from .inference.predictor import verify_key_of
+
+    info = bundle_info(args.model, options.decision, options.threshold, verify_key_of(options))  # the signature too
     ray = require_ray()
     started = False
     if not ray.is_initialized():
@@ -334,9 +375,50 @@ def cmd_export(args: argparse.Namespace) -> None:
         return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
     before = size(Path(args.model))
-    for path in export_onnx(args.model, quantize=args.quantize):
+    for path in export_onnx(args.model, quantize=args.quantize, sign_key=args.sign_key, verify_key=args.verify_key):
         print(f"wrote {path} ({_megabytes(path.stat().st_size)})")
     print(f"bundle {args.model}: {_megabytes(before)} → {_megabytes(size(Path(args.model)))}")
+    _print_signature(args.model)
+
+
+def cmd_keygen(args: argparse.Namespace) -> None:
+    from .signing import generate
+
+    private, public, key_id = generate(args.out)
+    print(f"key {key_id}: private key {private} (mode 0600: keep it where bundles are built), public key {public} "
+          "(give it to every machine that scores)")
+
+
+def cmd_sign(args: argparse.Namespace) -> None:
+    from .bundle import private_key, public_key
+    from .manifest import sign_bundle
+
+    key = private_key(args.sign_key, env=True)
+    if key is None:
+        raise OptionError("sign needs a private key: pass {sign_key} or set BSMFUSION_SIGN_KEY ('bsmfusion keygen' "
+                          "makes one)")
+    record = sign_bundle(args.model, key, public_key(args.verify_key, env=True))
+    print(f"signed bundle {args.model} with key {record['key_id']} at {record['signed_at']}")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0 with one OK line; 1 when the bundle fails (the reason on stderr); 2 for usage errors."""
+    from pathlib import Path
+
+    from .bundle import public_key
+    from .errors import BundleError
+    from .manifest import check_bundle
+
+    if not Path(args.model).is_dir():
+        raise BundleError(f"--model: '{args.model}' does not exist; pass a bundle folder")
+    key = public_key(args.verify_key, env=True)
+    try:
+        checked = check_bundle(args.model, key)
+    except BundleError as err:
+        print(f"FAILED: {err}", file=sys.stderr)
+        return 1
+    print(f"OK: bundle {args.model}: {checked.describe()}")
+    return 0
 
 
 _cache_megabytes = _at_least_zero("a size in MB", "0 turns the chunk cache off")  # --chunk-cache-mb
@@ -409,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="overrides train.precision: auto (bf16 where the hardware computes it natively) | fp32 | bf16")
+    _add_sign_key(p, "the bundle (an ensemble's members too)")
     _add_log_every(p)
     p.set_defaults(func=cmd_train)
 
@@ -420,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="default: the bundle's train.precision, resolved on this machine (the output says when it differs from the one its threshold was chosen under)")
     _add_decision_options(p)
+    _add_verify_key(p)
     _add_log_every(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -457,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --ray: GPUs per actor (0.5 puts two actors on one GPU); > 0 scores on CUDA")
     p.add_argument("--overwrite", action="store_true", help="with --ray: replace an existing non-empty --out folder")
     _add_decision_options(p)
+    _add_verify_key(p)
     _add_log_every(p)
     p.set_defaults(func=cmd_predict)
 
@@ -464,6 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="bundle folder")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
     p.add_argument("--quantize", choices=["int8"], help="also write a dynamically int8-quantised graph")
+    _add_sign_key(p, "the rewritten manifests (needed for a signed bundle, whose signature is checked first)")
+    p.add_argument("--verify-key", metavar="PUBLIC_PEM",
+                   help="check the bundle's current signature with this public key before re-signing (default: "
+                        "$BSMFUSION_VERIFY_KEY when set, else the sign key's own public half)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve", help="HTTP scoring server (FastAPI + uvicorn)")
@@ -480,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "about one chunk per request (~3.2 KB per MiniLM chunk); 0 = off")
     _add_compile(p)
     _add_decision_options(p)
+    _add_verify_key(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("compare", help="rank every fusion, both baselines and the classical members (minutes)")
@@ -508,6 +598,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-rows", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=2)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("keygen", help="write an Ed25519 key pair for signing bundles (private.pem 0600, public.pem)")
+    p.add_argument("--out", required=True, help="folder for private.pem and public.pem (created 0700; an existing key "
+                   "there is never replaced)")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("sign", help="sign a bundle as it is (after checking it), e.g. with a new key when rotating")
+    p.add_argument("--model", required=True, help="bundle folder")
+    _add_sign_key(p, "the bundle")
+    p.add_argument("--verify-key", metavar="PUBLIC_PEM",
+                   help="the bundle's current signature must hold under this public key (rotation: the old key); "
+                        "default: $BSMFUSION_VERIFY_KEY when set, else the sign key's own public half")
+    p.set_defaults(func=cmd_sign)
+
+    p = sub.add_parser("verify", help="check a bundle against its closed manifest and, with a verify key, its signature")
+    p.add_argument("--model", required=True, help="bundle folder")
+    p.add_argument("--verify-key", metavar="PUBLIC_PEM",
+                   help="also require this Ed25519 public key's signature; default: $BSMFUSION_VERIFY_KEY when set")
+    p.set_defaults(func=cmd_verify)
     summaries = {action.dest: action.help for action in sub._choices_actions}  # the one-liners listed above
     for name, verb in sub.choices.items():  # every verb: what it does, defaults in --help, and an example
         verb.formatter_class = HelpFormatter
@@ -526,10 +635,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet_hugging_face()
-    handler: Callable[[argparse.Namespace], None] = args.func
+    handler: Callable[[argparse.Namespace], int | None] = args.func
     try:
         check_inputs(args)
-        handler(args)
+        code = handler(args)
     except OptionError as err:  # the library names the option's field; say the flag
         print(f"error: {err.render(OPTION_FLAGS)}", file=sys.stderr)
         return 2
@@ -539,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":  # pragma: no cover

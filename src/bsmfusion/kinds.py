@@ -51,6 +51,8 @@ class TrainRun:
         whole ensemble is written).
     log_every: seconds between two progress lines when stderr is not a terminal.
     callbacks: extra Lightning callbacks for neural training (tests inject faults here).
+    sign_key: sign every bundle the run writes (an ensemble's members too) with this Ed25519 private key: its PEM
+        file's path or PEM text (`signing`; `workflows.train.train` reads it before training starts). None: unsigned.
     """
 
     resume: bool = False
@@ -58,6 +60,7 @@ class TrainRun:
     keep_work: bool = False
     log_every: float = DEFAULT_LOG_EVERY
     callbacks: Sequence[Any] = ()
+    sign_key: Any = None
 
     @classmethod
     def of(cls, run: "TrainRun | None" = None, **settings) -> "TrainRun":

@@ -270,7 +270,8 @@ def test_member_holdout_and_cv_folds_keep_each_group_whole():
 def test_neural_seeds_adds_members_each_the_first_member_of_the_next_seed(tmp_path):
     """`neural_seeds: 2`: neural_2 trains with seed + 1 and its own holdout, i.e. it is exactly the neural member an
     ensemble seeded one higher trains (what lets the benchmark re-combine stored runs); both enter the selection."""
-    from bsmfusion.bundle import load_bundle, sha256_file
+    from bsmfusion.bundle import load_bundle
+    from bsmfusion.manifest import sha256_file
 
     cfg = ensemble_config(members=("neural", "tfidf_lr"))
     cfg.model.ensemble.neural_seeds = 2

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from bsmfusion.bundle import sha256_file
+from bsmfusion.manifest import sha256_file
 from bsmfusion.workflows.train import train
 from tests.classical.test_ensemble import ensemble_config, mixed
 

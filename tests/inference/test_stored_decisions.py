@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bsmfusion
-from bsmfusion.bundle import MANIFEST, sha256_file
+from bsmfusion.manifest import MANIFEST, sha256_file
 from bsmfusion.cli import main
 from bsmfusion.errors import ConfigError, OptionError
 from bsmfusion.serving.app import create_app

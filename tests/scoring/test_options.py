@@ -41,4 +41,5 @@ def test_the_cli_says_its_flags(tmp_path, capsys):
     assert code == 2
     assert capsys.readouterr().err.strip() == ("error: --int8 needs the ONNX engine (the int8 graphs run there); pass "
                                                "--engine=onnx or --engine=auto")
-    assert set(OPTION_FLAGS) == {f.name for f in dataclasses.fields(ScoringOptions)}
+    # every scoring option has a flag (sign_key is TrainRun's: train and export sign with it)
+    assert set(OPTION_FLAGS) == {f.name for f in dataclasses.fields(ScoringOptions)} | {"sign_key"}

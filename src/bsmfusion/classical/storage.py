@@ -1,7 +1,7 @@
 """Classical bundles on disk, without pickle.
 
 The layout every bundle shares (config.yaml, preprocessing.json, meta.json with `kind`, threshold, label names
-and versions, metrics.json, manifest.json with the SHA-256 of every file), plus the member's own files:
+and versions, metrics.json, manifest.json with the SHA-256 of every file, signature.json when signed), plus the member's own files:
 
 * `tfidf.json` — per TF-IDF block (word, char) the vectorizer parameters and the vocabulary in column order;
 * `weights.safetensors` — float64 arrays: `word_idf`, `char_idf` and the member's own (tfidf_lr: `coef`,
@@ -45,10 +45,12 @@ def save_member(model: ClassicalMember, folder: Path) -> None:
 
 def write_classical_bundle(out_dir: str | Path, *, cfg: Config, preprocessor, threshold: float | None,
                            metrics: dict[str, Any], meta: dict[str, Any], payload: Callable[[Path], None],
-                           files: dict[str, str] | None = None) -> Path:
-    """A classical bundle (a member, or an ensemble when `payload` copies the members in), atomically."""
+                           files: dict[str, str] | None = None, sign_key=None) -> Path:
+    """A classical bundle (a member, or an ensemble when `payload` copies the members in), atomically; signed with
+    `sign_key` when given."""
     return write_bundle_folder(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
-                               meta={**meta, "versions": EXTRA_VERSIONS}, payload=payload, files=files)
+                               meta={**meta, "versions": EXTRA_VERSIONS}, payload=payload, files=files,
+                               sign_key=sign_key)
 
 
 def load_member(path: Path, cfg: Config, meta: dict[str, Any]):

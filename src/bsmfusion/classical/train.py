@@ -64,7 +64,7 @@ def fit_member(cfg: Config, data: ClassicalData) -> tuple[ClassicalMember, dict]
 def train_member(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: str | Path,
                  run: TrainRun = TrainRun()) -> TrainResult:
     """Train the classical member `cfg.model.fusion` and write its bundle to `out_dir` (the registry's trainer for
-    the classical family; `run` is not used: a member fits in one go, with nothing to resume or show).
+    the classical family; of `run` only `sign_key` is used: a member fits in one go, with nothing to resume or show).
 
     Returns:
         `TrainResult` (`epochs_run`: 1 for tfidf_lr, the boosting rounds kept for gbdt).
@@ -80,5 +80,5 @@ def train_member(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
             **fitted.meta()}
     write_classical_bundle(out_dir, cfg=cfg, preprocessor=data.preprocessor, threshold=threshold,
                            metrics={"validation": val_metrics}, meta=meta, payload=lambda folder: save_member(model, folder),
-                           files=fitted.files())
+                           files=fitted.files(), sign_key=run.sign_key)
     return TrainResult(Path(out_dir), threshold, val_metrics, int(info.get("rounds", 1)))

@@ -108,7 +108,8 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     """Train every member of `model.ensemble.members`, choose the weights and the threshold on validation (see the
     module docstring for which rows serve what) and write the ensemble bundle. Members train in
     `<out_dir>.work/members/` (kept for `--resume` until the bundle is written; removed then unless
-    `run.keep_work`); `run` reaches every member (the neural ones use its progress and callbacks)."""
+    `run.keep_work`); `run` reaches every member (the neural ones use its progress and callbacks; with
+    `run.sign_key` each member bundle is signed, and so is the ensemble's, whose manifest lists every member file)."""
     out_dir = Path(out_dir)
     top_work = out_dir.with_name(out_dir.name + ".work")
     clear_stale_work(top_work, run)
@@ -156,7 +157,7 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
 
     metrics = {"validation": val_metrics, "members": {name: result.val_metrics for name, _, _, result in fitted}}
     write_classical_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
-                           meta=meta, payload=payload, files=decided.files())
+                           meta=meta, payload=payload, files=decided.files(), sign_key=run.sign_key)
     log.info("ensemble weights %s, validation ROC-AUC %.4f", meta["weights"], val_metrics.get("roc_auc", float("nan")))
     neural_epochs = [result.epochs_run for name, _, _, result in fitted if name in neural_names]
     if not run.keep_work:

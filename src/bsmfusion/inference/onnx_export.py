@@ -6,18 +6,26 @@ Inputs: input_ids, attention_mask (B×C×T int64), chunk_mask (B×C bool), numer
 categorical (B×Dc int64). Outputs: probs (B×K) and the Shapley split of each decision, text_contribution,
 tab_contribution, baseline_score (B each; see `models.contributions`), computed inside the graph. The graph uses the plain `(B·C)×T` encode path
 (equal to the packed path within 1e-5); bucketed batches keep its padding small.
+
+Exporting changes a bundle, so it is done as training writes one: in a copy of the folder (a hidden sibling)
+whose manifests — each neural member's, then the top one, which lists every member file — are rewritten and, with
+a sign key, re-signed before the copy replaces the bundle. A crash leaves the bundle as it was, and the bundle
+is never closed-manifest-invalid in between. A signed bundle is exported only with a sign key, and only when its
+signature holds (`manifest.check_before_signing`): export never launders a change.
 """
 from __future__ import annotations
 
 import contextlib
-import json
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..bundle import MANIFEST, load_bundle, sha256_file
+from ..bundle import load_bundle, normalize_modes, private_key, public_key, swap_into_place
+from ..manifest import SIGNATURE, check_before_signing, check_manifest, write_manifest
 from ..data.batch import Batch
 from ..scoring.onnx_runtime import INPUTS, OUTPUTS, onnx_file
 
@@ -49,28 +57,50 @@ def example_inputs(bundle, batch: int = 2, chunks: int = 2, tokens: int = 16) ->
     return ids, mask, chunk_mask, numeric, categorical
 
 
-def export_onnx(bundle_dir: str | Path, quantize: str | None = None, opset: int = 17) -> list[Path]:
+def export_onnx(bundle_dir: str | Path, quantize: str | None = None, opset: int = 17, *, sign_key=None,
+                verify_key=None) -> list[Path]:
     """Write model.onnx (and model.int8.onnx with `quantize='int8'`) into the bundle — into every neural member's
-    folder for an ensemble, whose classical members keep computing in NumPy — and add them to the manifest(s);
-    returns the files written. A bundle with no neural model has no graph to export (`BundleError`)."""
+    folder for an ensemble, whose classical members keep computing in NumPy — and list them in the manifest(s),
+    atomically (see the module doc); returns the files written. A bundle with no neural model has no graph to
+    export (`BundleError`).
+
+    `sign_key` (an Ed25519 private key, its PEM file or PEM text; None: `BSMFUSION_SIGN_KEY` when set) re-signs
+    every manifest rewritten; a signed bundle needs one, and its signature must hold under `verify_key` when given
+    (None: `BSMFUSION_VERIFY_KEY` when set), else under the sign key's own public half
+    (`manifest.check_before_signing`)."""
     from ..errors import BundleError
 
     bundle_dir = Path(bundle_dir)
-    bundle = load_bundle(bundle_dir)
-    if bundle.kind == "neural":
-        written = _export_neural(bundle, quantize, opset)
-        _add_to_manifest(bundle_dir, written)
-        return written
-    members = getattr(bundle.model, "neural_members", lambda: [])()
-    if not members:
-        raise BundleError(f"bundle '{bundle_dir}' is a {bundle.kind} model with no neural member: there is no torch "
-                          "graph to export; score it with 'bsmfusion predict' (its members compute in NumPy)")
-    written = []
-    for member in members:  # each member's own manifest, then the top one, which lists every member file too
-        files = _export_neural(member.bundle, quantize, opset)
-        _add_to_manifest(Path(member.bundle.path), files)
-        written += files
-    _add_to_manifest(bundle_dir, [*written, *(Path(m.bundle.path) / MANIFEST for m in members)])
+    sign_key, verify_key = private_key(sign_key, env=True), public_key(verify_key, env=True)
+    files = check_manifest(bundle_dir)  # the closed manifest, with messages naming the bundle itself
+    if sign_key is not None:
+        check_before_signing(bundle_dir, files, sign_key, verify_key)
+    staging = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.", dir=bundle_dir.parent))
+    try:
+        shutil.copytree(bundle_dir, staging, dirs_exist_ok=True)
+        copy = load_bundle(staging)  # what is exported and signed is what was checked
+        members = [] if copy.kind == "neural" else getattr(copy.model, "neural_members", lambda: [])()
+        if copy.kind != "neural" and not members:
+            raise BundleError(f"bundle '{bundle_dir}' is a {copy.kind} model with no neural member: there is no "
+                              "torch graph to export; score it with 'bsmfusion predict' (its members compute in NumPy)")
+        folders = [staging, *(Path(m.bundle.path) for m in members)]
+        signed = [folder for folder in folders if (folder / SIGNATURE).exists()]
+        if signed and sign_key is None:
+            raise BundleError(f"bundle '{bundle_dir / signed[0].relative_to(staging)}' is signed; export rewrites its "
+                              "manifest, so pass --sign-key (or set BSMFUSION_SIGN_KEY) to re-sign it")
+        written = []
+        if copy.kind == "neural":
+            written = _export_neural(copy, quantize, opset)
+        for member in members:  # each member's own manifest, then the top one, which lists every member file
+            written += _export_neural(member.bundle, quantize, opset)
+            write_manifest(member.bundle.path, sign_key)
+        write_manifest(staging, sign_key)
+        normalize_modes(staging)
+        written = [bundle_dir / path.relative_to(staging) for path in written]
+        swap_into_place(staging, bundle_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return written
 
 
@@ -108,16 +138,6 @@ def _export_neural(bundle, quantize: str | None, opset: int) -> list[Path]:
             quantize_dynamic(str(target), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
         written.append(int8)
     return written
-
-
-def _add_to_manifest(bundle_dir: Path, files: list[Path]) -> None:
-    """Record `files` (inside `bundle_dir`) with their SHA-256 in its manifest, replaced atomically."""
-    manifest = json.loads((bundle_dir / MANIFEST).read_text())
-    for path in files:
-        manifest[path.relative_to(bundle_dir).as_posix()] = sha256_file(path)
-    tmp = bundle_dir / (MANIFEST + ".partial")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    tmp.replace(bundle_dir / MANIFEST)
 
 
 @contextlib.contextmanager

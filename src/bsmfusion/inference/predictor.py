@@ -100,7 +100,9 @@ class Predictor:
             out[id_column] = frame[id_column].to_numpy()
         else:
             out["row"] = np.arange(row_offset, row_offset + len(frame))
-        probs = np.full((len(frame), len(self.label_names)), np.nan, dtype=np.float32)
+        # float64: the probabilities the decision compared with the threshold, to the last digit (float32 rounding
+        # near a saturated threshold would disagree with predicted_label when the threshold is re-applied)
+        probs = np.full((len(frame), len(self.label_names)), np.nan, dtype=np.float64)
         contributions = np.full((3, len(frame)), np.nan, dtype=np.float32)
         predicted: list = [None] * len(frame)
         if len(good):
@@ -271,7 +273,23 @@ class Predictor:
         return folder
 
 
+def verify_key_of(options: ScoringOptions):
+    """The Ed25519 public key scoring must check the bundle's signature with: `options.verify_key`, else the one in
+    `BSMFUSION_VERIFY_KEY`, else None (an `OptionError` naming the option or variable when it is no key)."""
+    from ..bundle import public_key
+
+    return public_key(options.verify_key, env=True)
+
+
 def load(bundle_dir: str | Path, options: ScoringOptions | None = None, **settings) -> Predictor:
-    """Load a bundle folder into a `Predictor` (checks the SHA-256 manifest); `settings` replace single fields of
-    `options` (`ScoringOptions.of`)."""
-    return Predictor(load_bundle(bundle_dir), ScoringOptions.of(options, **settings))
+    """Load a bundle folder into a `Predictor`; `settings` replace single fields of `options`
+    (`ScoringOptions.of`). The folder must match its closed manifest; with a verify key (`verify_key_of`) the
+    bundle's signature is required too, without one that it was not checked is said once per bundle."""
+    from ..manifest import note_unchecked
+
+    options = ScoringOptions.of(options, **settings)
+    key = verify_key_of(options)
+    bundle = load_bundle(bundle_dir, verify_key=key)
+    if key is None:
+        note_unchecked(bundle_dir)
+    return Predictor(bundle, options)

@@ -17,7 +17,10 @@ Parity with the local `bsmfusion predict`:
 - Rows come back in no particular order (join on the id); in fp32 a row's scores do not depend on its batch.
 
 The bundle folder is read on the driver and shipped to the actors through the object store (`ship_bundle=True`),
-so worker nodes need bsmfusion installed but not the bundle on a shared disk.
+so worker nodes need bsmfusion installed but not the bundle on a shared disk. The driver checks the bundle against
+its closed manifest and, with a verify key (`options.verify_key`, else `BSMFUSION_VERIFY_KEY` on the driver), its
+signature before any actor starts; the key travels to the actors as PEM text in the options, and each actor checks
+the copy it loads again, so worker nodes need no key file either.
 """
 from __future__ import annotations
 
@@ -70,17 +73,21 @@ class BundleInfo:
     decision: Any  # decision.Decision
 
 
-def bundle_info(bundle: str | Path, decision: Any = None, threshold: float | None = None) -> BundleInfo:
-    """Read meta.json and config.yaml, and resolve the decision (errors here, before any actor starts)."""
+def bundle_info(bundle: str | Path, decision: Any = None, threshold: float | None = None,
+                verify_key: Any = None) -> BundleInfo:
+    """Check the bundle (its closed manifest; its signature under `verify_key`, an Ed25519 public key, when given),
+    then read meta.json and config.yaml and resolve the decision (errors here, before any actor starts)."""
     import yaml
 
     from ..config import config_from_dict
     from ..decision import active_decision
+    from ..manifest import check_bundle
 
     path = Path(bundle)
     if not (path / "manifest.json").is_file():
         what = "does not exist" if not path.exists() else "is not a bsmfusion bundle (no manifest.json)"
         raise BundleError(f"model bundle '{path}' {what}; pass the folder written by 'bsmfusion train --out'")
+    check_bundle(path, verify_key)
     meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
     cfg = config_from_dict(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")),
                            source=str(path / "config.yaml"))
@@ -306,7 +313,9 @@ def _as_arrow(frame: pd.DataFrame):
         values = frame[column]
         if column == "row":
             array = pa.array(values.to_numpy(dtype=np.int64), type=pa.int64())
-        elif column.startswith("prob_") or column in CONTRIBUTION_COLUMNS:
+        elif column.startswith("prob_"):  # float64: exactly what the decision compared with the threshold
+            array = pa.array(values.to_numpy(dtype=np.float64), type=pa.float64())
+        elif column in CONTRIBUTION_COLUMNS:
             array = pa.array(values.to_numpy(dtype=np.float32), type=pa.float32())
         elif column in ("predicted_label", "error"):
             array = pa.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
@@ -327,7 +336,8 @@ class BundleScorer:
     """One Ray actor: loads the bundle once, then scores pandas batches into the local predict's columns."""
 
     def __init__(self, bundle: list, options):
-        from .predictor import load
+        from ..bundle import load_bundle
+        from .predictor import Predictor
 
         source = bundle[0]
         self._folder = None
@@ -342,7 +352,8 @@ class BundleScorer:
                 target = folder / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(payload)
-        self.predictor = load(folder, options)
+        # the driver resolved the verify key (PEM text here) or its absence, and said so: no environment lookup
+        self.predictor = Predictor(load_bundle(folder, verify_key=options.verify_key), options)
 
     def __call__(self, batch: pd.DataFrame):
         rows = batch.pop(ROW_COLUMN).to_numpy(dtype=np.int64) if ROW_COLUMN in batch.columns else None
@@ -365,14 +376,22 @@ def ray_predict(data, bundle: str | Path, options: ScoringOptions | None = None,
     `gpus_per_actor`."""
     from dataclasses import replace
 
+    from ..manifest import note_unchecked
+    from ..signing import public_pem
+    from .predictor import verify_key_of
+
     options = replace(options or ScoringOptions(), device="cuda" if gpus_per_actor > 0 else "cpu")
+    key = verify_key_of(options)
+    options = replace(options, verify_key=None if key is None else public_pem(key))
     ray = require_ray()
     for name, value in (("actors", actors), ("batch_rows", batch_rows)):
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
             raise ConfigError(f"{name} must be a whole number ≥ 1 (got {value!r})")
     if gpus_per_actor < 0 or (cpus_per_actor is not None and cpus_per_actor <= 0):
         raise ConfigError(f"gpus_per_actor must be ≥ 0 and cpus_per_actor > 0 (got {gpus_per_actor}, {cpus_per_actor})")
-    info = bundle_info(bundle, options.decision, options.threshold)
+    info = bundle_info(bundle, options.decision, options.threshold, key)
+    if key is None:
+        note_unchecked(info.path)
     ds = read_dataset(data, batch_rows=batch_rows, filesystem=filesystem)
     try:
         columns = ds.columns()

@@ -2,6 +2,7 @@
 `serve` and Ray actors through the `Predictor` to each scorer — an ensemble hands it to every member."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -28,6 +29,10 @@ class ScoringOptions:
     compile: compile each BERT backbone with TorchInductor when loading (torch engine).
     decision: replace the bundle's decision policy ("max_f1", "review_budget=0.05", {"costs": {...}}, ...).
     threshold: shorthand for decision {"fixed": threshold}.
+    verify_key: an Ed25519 public key (its PEM file's path, or the PEM text) whose signature the bundle must carry:
+        an unsigned bundle, a signature by another key or a bundle changed after signing is refused
+        (`manifest.check_signature`). None: `BSMFUSION_VERIFY_KEY` when set, else the signature is not checked
+        (said once per bundle). The closed manifest is checked either way.
     """
 
     batch_size: int = 64
@@ -39,6 +44,7 @@ class ScoringOptions:
     compile: bool = False
     decision: Any = None
     threshold: float | None = None
+    verify_key: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -56,6 +62,9 @@ class ScoringOptions:
                               "{engine}=auto")
         if self.decision is not None and self.threshold is not None:
             raise OptionError("pass {decision} or {threshold}, not both ({threshold}=T is {decision} fixed=T)")
+        if self.verify_key is not None and not isinstance(self.verify_key, (str, bytes, os.PathLike)):
+            raise OptionError(f"{{verify_key}} must be a public key file's path or its PEM text, not "
+                              f"{type(self.verify_key).__name__}")
 
     @classmethod
     def of(cls, options: "ScoringOptions | None" = None, **settings) -> "ScoringOptions":
@@ -69,4 +78,8 @@ class ScoringOptions:
         return replace(options or cls(), **settings)
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        key = values["verify_key"]
+        if isinstance(key, (bytes, os.PathLike)):
+            values["verify_key"] = key.decode("ascii", "replace") if isinstance(key, bytes) else os.fspath(key)
+        return values

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..bundle import MANIFEST, Bundle
+from ..bundle import Bundle
+from ..manifest import MANIFEST
 from ..data.dataset import Collator
 from ..errors import BundleError
 from ..models.scores import Scores, score_table

@@ -6,7 +6,9 @@
   calibration and the active decision (policy, threshold, whether it is the bundle's or an override), and the
   chunk-vector cache's size and counters (`chunk_cache`: hits, encoded chunks; see `scoring.chunk_cache`).
 * With an API key every other request needs `Authorization: Bearer KEY` or `X-API-Key: KEY` (constant-time check).
-* Bodies over `max_body_bytes` get 413, more than `max_records` records 413, malformed JSON or a wrong shape 422.
+* Bodies over `max_body_bytes` get 413, more than `max_records` records 413, malformed JSON or a wrong shape 422,
+  and so does a record holding a number that is not finite (`NaN`, `Infinity`, `1e999`), naming the record and
+  field: such a value would be scored as a clipped extreme instead of being refused as a table's cell is.
 * Concurrent requests are gathered for up to `batch_wait_ms` into one model call of at most `max_batch` records.
 """
 from __future__ import annotations
@@ -154,6 +156,18 @@ def score_records(predictor, records: list[dict], positions: list[int] | None = 
     return results
 
 
+def non_finite(records: list[dict]) -> str | None:
+    """The first record field holding a number that is not finite, as a one-line reason, else None. Python's JSON
+    parser accepts `NaN` and `Infinity` (not JSON) and turns `1e999` (JSON) into infinity; none is a value."""
+    for i, record in enumerate(records):
+        for field, value in record.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                what = "NaN" if math.isnan(value) else "infinite (Infinity, or a number beyond ±1.8e308)"
+                return (f"record {i}, field '{field}' is {what}, not a finite number; send a finite number, or null "
+                        "for a missing value")
+    return None
+
+
 def _finite(value) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
@@ -229,6 +243,9 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
             raise HTTPException(status_code=422, detail=f"record {bad} is not a JSON object")
         if len(records) > settings.max_records:
             raise HTTPException(status_code=413, detail=f"{len(records)} records in one request; the limit is {settings.max_records}")
+        problem = non_finite(records)
+        if problem is not None:
+            raise HTTPException(status_code=422, detail=problem)
         results = await batcher.score(records)
         return PredictResponse(results=[RecordResult(**r) for r in results])
 

@@ -290,7 +290,8 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     extra.update(split_meta(train_df, cfg))  # `evaluate` warns about test groups seen in training
     extra.update(fitted.meta())
     write_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model,
-                 threshold=threshold, metrics={"validation": val_metrics}, extra_meta=extra, files=fitted.files())
+                 threshold=threshold, metrics={"validation": val_metrics}, extra_meta=extra, files=fitted.files(),
+                 sign_key=run.sign_key)
     if run.keep_work:
         return TrainResult(out_dir, threshold, val_metrics, epochs_run, work_dir=work)
     return TrainResult(out_dir, threshold, val_metrics, epochs_run, work_dir=finish_work_folder(work, trainer.world_size))

@@ -23,13 +23,21 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
         train_data: training rows (a DataFrame or a .csv / .parquet / .jsonl path).
         val_data: validation rows (early stopping, calibration, the threshold; ensemble weights).
         out_dir: the bundle folder; checkpoints go to `<out_dir>.work/` until training succeeds.
-        run: how the run goes (`kinds.TrainRun`: resume, progress, keep_work, log_every, callbacks); `settings`
-            replace single fields, e.g. `train(cfg, tr, va, out, progress=False)`.
+        run: how the run goes (`kinds.TrainRun`: resume, progress, keep_work, log_every, callbacks, sign_key);
+            `settings` replace single fields, e.g. `train(cfg, tr, va, out, progress=False)`. Without a
+            `sign_key`, `BSMFUSION_SIGN_KEY` (a PEM file's path or PEM text) signs the bundle when set.
 
     Returns:
         `kinds.TrainResult`.
     """
+    from ..bundle import private_key
+    from ..signing import SIGN_KEY_ENV, from_env
+
     run = TrainRun.of(run, **settings)
+    source, _ = from_env(run.sign_key, "sign_key", SIGN_KEY_ENV)
+    if source is not None:
+        private_key(run.sign_key, env=True)  # read now: a bad key fails before training, not when the bundle is written
+        run = TrainRun.of(run, sign_key=source)  # as given (a path or PEM text: plain data, as multi-process runs need)
     kind = get_kind(cfg.model.fusion)
     train_df, val_df = as_frame(train_data), as_frame(val_data)
     if cfg.train.max_train_samples and len(train_df) > cfg.train.max_train_samples:
