@@ -68,8 +68,8 @@ def test_a_registered_classical_member_trains_loads_scores_and_joins_ensembles_a
     scores = predictor.score_frame(val_df)
     assert predictor.bundle.kind == "tab_lr" and predictor.evaluate(val_df)["roc_auc"] > 0.95
     assert np.all(scores.text_contribution == 0)
-    log_odds = np.log(scores.uncalibrated_probs[:, 1] / scores.uncalibrated_probs[:, 0])
-    np.testing.assert_allclose(scores.tab_contribution + scores.baseline_score, log_odds, atol=1e-9)
+    log_odds = np.log(scores.probs[:, 1] / scores.probs[:, 0])  # calibrated (Platt rescales the split with it)
+    np.testing.assert_allclose(scores.tab_contribution + scores.baseline_score, log_odds, atol=1e-6)
     assert bsmfusion.load(tmp_path / "member").predict(val_df).tolist() == predictor.predict(val_df).tolist()
 
     ensemble = tiny_config("ensemble", data={"id": "id"})
