@@ -16,8 +16,7 @@ import bsmfusion
 from bsmfusion.errors import ConfigError, DataError
 from bsmfusion.evaluation.metrics import classification_metrics
 from bsmfusion.inference.predictor import CONTRIBUTION_COLUMNS, Predictor
-from tests.conftest import tiny_config
-from tests.synthetic import planted_frame
+from tests.helpers import planted_frame, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

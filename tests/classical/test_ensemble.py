@@ -10,29 +10,7 @@ import bsmfusion
 from bsmfusion.errors import BundleError
 from bsmfusion.inference.predictor import CONTRIBUTION_COLUMNS
 from bsmfusion.training.fit import train
-from tests.classical.helpers import FAST_CLASSICAL
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
-
-
-def mixed(n: int, seed: int):
-    """Both modalities matter additively: logit = ±2.5 (keyword) + 2.5·price, label drawn from it."""
-    frame = planted_frame(n, "text", seed)
-    keyword = frame["dialogue"].str.contains("refund").to_numpy()
-    logit = 2.5 * (2 * keyword - 1) + 2.5 * frame["price"].to_numpy()
-    frame["label"] = (np.random.default_rng(seed + 100).uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(int)
-    return frame
-
-
-def ensemble_config(members=("neural", "tfidf_lr", "gbdt"), num_classes=2):
-    cfg = fast_config("ensemble", epochs=1)  # the neural member: tiny BERT, fp32, one epoch
-    cfg.model.num_classes = num_classes
-    cfg.model.ensemble.neural = "gate"
-    cfg.model.ensemble.members = list(members)
-    cfg.model.ensemble.neural_seeds = 1  # one neural member: the default two only double the time here
-    for key, value in FAST_CLASSICAL.items():
-        setattr(cfg.model.classical, key, value)
-    return cfg
+from tests.helpers import ensemble_config, mixed, planted_frame
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 from bsmfusion.bundle import sha256_file
 from bsmfusion.training.fit import train
-from tests.classical.test_ensemble import ensemble_config, mixed
+from tests.helpers import ensemble_config, mixed
 
 
 def test_the_neural_members_work_folder_outlives_a_later_failure_and_goes_with_success(tmp_path, monkeypatch, caplog):

@@ -9,7 +9,7 @@ from bsmfusion.errors import BundleError
 from bsmfusion.evaluation.metrics import classification_metrics
 from bsmfusion.inference.predictor import CONTRIBUTION_COLUMNS
 from bsmfusion.training.fit import train
-from tests.classical.helpers import classical_config, planted
+from tests.helpers import classical_config, planted
 
 # (kind, planted signal) → trained once per module
 RUNS = {("tfidf_lr", "text"), ("tfidf_lr", "tab"), ("gbdt", "text"), ("gbdt", "nonlinear")}

@@ -12,8 +12,7 @@ from bsmfusion.errors import ConfigError
 from bsmfusion.evaluation.operating_point import alternatives, bootstrap_rates, simulated_ece
 from bsmfusion.evaluation.report import evaluate
 from bsmfusion.training.fit import train
-from tests.classical.helpers import classical_config, planted
-from tests.test_decision import LABELS, SCORES
+from tests.helpers import LABELS, SCORES, classical_config, mixed, planted
 
 
 def test_bootstrap_intervals_match_the_binomial_width():
@@ -138,8 +137,6 @@ def test_multiclass_bundles_take_the_argmax_and_refuse_binary_policies(tmp_path)
 def test_calibration_fixes_a_deliberately_overconfident_model_on_new_rows(tmp_path, method):
     """tfidf_lr with almost no regularisation (C = 1000) on 300 noisy rows: near-0/1 probabilities. Calibrated on
     the validation rows, the test rows' ECE falls to the level of ECE's own noise and the log loss drops."""
-    from tests.classical.test_ensemble import mixed
-
     cfg = classical_config("tfidf_lr")
     cfg.model.classical.lr_c_grid = [1000.0]
     cfg.train.calibration = method

@@ -15,7 +15,7 @@ from bsmfusion.data.preprocess import RowPreprocessor
 from bsmfusion.data.text import load_tokenizer, tokenizer_source
 from bsmfusion.inference.chunk_cache import ENTRY_OVERHEAD_BYTES, ChunkVectorCache, cache_namespace
 from bsmfusion.models.classifier import build_model
-from tests.conftest import PRECISIONS, make_frame, prob_tolerance, tiny_config
+from tests.helpers import PRECISIONS, make_frame, prob_tolerance, tiny_config
 
 FP32 = 1e-6
 SCORE_COLUMNS = ["prob_0", "prob_1", "text_contribution", "tab_contribution"]

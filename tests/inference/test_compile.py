@@ -8,8 +8,7 @@ import torch
 import bsmfusion
 from bsmfusion.cli import main
 from bsmfusion.training.fit import train
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
+from tests.helpers import fast_config, planted_frame
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,7 @@ import bsmfusion
 from bsmfusion.cli import main
 from bsmfusion.serving.app import create_app
 from bsmfusion.training.fit import train
-from tests.serving.test_server import running
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
+from tests.helpers import fast_config, planted_frame, running
 
 pytest.importorskip("onnxruntime")
 POLICY = "recall_at_least=0.8"

@@ -5,9 +5,7 @@ import bsmfusion
 from bsmfusion.cli import main
 from bsmfusion.errors import BundleError
 from bsmfusion.training.fit import train
-from tests.conftest import PRECISIONS, prob_tolerance
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
+from tests.helpers import PRECISIONS, fast_config, planted_frame, prob_tolerance
 
 pytest.importorskip("onnxruntime")
 

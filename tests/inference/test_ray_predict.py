@@ -19,7 +19,7 @@ from bsmfusion.data.text import load_tokenizer, tokenizer_source
 from bsmfusion.errors import ConfigError, DataError
 from bsmfusion.inference.ray_predict import require_ray, resolve_inputs
 from bsmfusion.models.classifier import build_model
-from tests.conftest import SHARED_DATA, make_frame, tiny_config
+from tests.helpers import SHARED_DATA, make_frame, tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")  # Ray's own DataContext deprecations
 

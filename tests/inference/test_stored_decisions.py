@@ -14,9 +14,7 @@ from bsmfusion.cli import main
 from bsmfusion.errors import BundleError, ConfigError
 from bsmfusion.serving.app import create_app
 from bsmfusion.training.fit import train
-from tests.classical.helpers import classical_config
-from tests.classical.test_ensemble import mixed
-from tests.serving.test_server import running
+from tests.helpers import classical_config, mixed, running
 
 
 def strict_json(text: str):

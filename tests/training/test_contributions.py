@@ -4,8 +4,7 @@ import pytest
 
 import bsmfusion
 from bsmfusion.training.fit import train
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
+from tests.helpers import fast_config, planted_frame
 
 
 @pytest.mark.parametrize("fusion", ["concat", "gate", "moe", "cross_attn"])

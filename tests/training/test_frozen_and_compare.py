@@ -6,8 +6,7 @@ import pytest
 from bsmfusion.cli import main
 from bsmfusion.data.io import write_table
 from bsmfusion.training.fit import train
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
+from tests.helpers import fast_config, planted_frame
 
 
 def test_frozen_encoder_trains_only_the_head_and_caches_vectors(tmp_path):
@@ -76,7 +75,7 @@ def test_frozen_encoder_with_attention_reduce_caches_chunk_vectors_and_trains_th
     import bsmfusion
     import torch
 
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     def config(epochs):
         return tiny_config(

@@ -12,9 +12,7 @@ from bsmfusion.models.classifier import build_model
 from bsmfusion.training.fit import prepare
 from bsmfusion.training.lit_module import FusionLitModule
 from bsmfusion.training.optim import canonical_name, no_decay_names
-from tests.conftest import tiny_config
-from tests.synthetic import planted_frame
-from tests.training.fsdp_cpu_groups import group_record
+from tests.helpers import group_record, planted_frame, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

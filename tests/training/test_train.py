@@ -1,30 +1,18 @@
 """End-to-end training on synthetic tables with a planted signal (tiny BERT, fp32, seconds per run)."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 import bsmfusion
 from bsmfusion.data.io import write_table
 from bsmfusion.evaluation.metrics import best_f1_threshold
 from bsmfusion.training.fit import train
-from tests.conftest import PRECISIONS, prob_tolerance, tiny_config
-from tests.synthetic import planted_frame
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def fast_config(fusion, epochs=8, **train_overrides):
-    return tiny_config(
-        fusion, data={"id": "id"}, text={"pooling": "cls", "max_chunks": 2, "chunk_tokens": 32},
-        train={"epochs": epochs, "batch_size": 16, "precision": "fp32", "lr": 3e-3, "head_lr": 3e-3,
-               "patience": 50, "warmup_ratio": 0.0, **train_overrides},
-    )
+from tests.helpers import (PRECISIONS, ROOT, cli_train, fast_config, planted_frame, prob_tolerance,
+                           write_train_inputs)
 
 
 def auc_after_training(tmp_path, fusion, signal, epochs=8, tab_encoder="plr"):
@@ -187,20 +175,6 @@ def test_best_epoch_is_the_earliest_best_row():
         best_epoch(rows, "val_f1")
 
 
-def _write_inputs(tmp_path, cfg):
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-    write_table(planted_frame(160, "text", 0), tmp_path / "train.csv")
-    write_table(planted_frame(64, "text", 1), tmp_path / "val.csv")
-
-
-def _cli(tmp_path, out, *extra, env=None, launcher=()):
-    cmd = [*launcher, "-m", "bsmfusion", "train", "--config", str(tmp_path / "cfg.yaml"), "--train",
-           str(tmp_path / "train.csv"), "--val", str(tmp_path / "val.csv"), "--out", str(out), "--quiet", *extra]
-    if not launcher:
-        cmd = [sys.executable, *cmd]
-    return subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600, cwd=ROOT)
-
-
 def _killed_run(tmp_path, out, step: int):
     """Train in a subprocess that a test callback SIGKILLs at optimiser step `step` (tests/training/killed_run.py)."""
     cmd = [sys.executable, str(ROOT / "tests" / "training" / "killed_run.py"), str(tmp_path / "cfg.yaml"),
@@ -218,15 +192,15 @@ def assert_same_validation_metrics(reference_bundle: Path, resumed_bundle: Path)
 
 def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
     cfg = fast_config("concat", epochs=3, checkpoint_every_steps=2)
-    _write_inputs(tmp_path, cfg)
-    reference = _cli(tmp_path, tmp_path / "ref")
+    write_train_inputs(tmp_path, cfg)
+    reference = cli_train(tmp_path, tmp_path / "ref")
     assert reference.returncode == 0, reference.stderr[-2000:]
     # 160 rows / 16 = 10 steps per epoch: step 15 is the middle of epoch 2; the last checkpoint is step 14.
     killed = _killed_run(tmp_path, tmp_path / "run", step=15)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (tmp_path / "run").exists()
     assert (tmp_path / "run.work" / "last" / "last.ckpt").is_file()
-    resumed = _cli(tmp_path, tmp_path / "run", "--resume")
+    resumed = cli_train(tmp_path, tmp_path / "run", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_validation_metrics(tmp_path / "ref", tmp_path / "run")
     # the epoch finished before the kill is in the resumed bundle's history, with the uninterrupted run's value
@@ -239,9 +213,9 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
 
 def test_ddp_two_cpu_processes_identical_weights_and_one_bundle(tmp_path):
     cfg = fast_config("gate", epochs=1, strategy="ddp", devices=2, accelerator="cpu")
-    _write_inputs(tmp_path, cfg)
+    write_train_inputs(tmp_path, cfg)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    run = _cli(tmp_path, tmp_path / "ddp", launcher=launcher, env={"OMP_NUM_THREADS": "1"})
+    run = cli_train(tmp_path, tmp_path / "ddp", launcher=launcher, env={"OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((tmp_path / "ddp.work" / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
@@ -284,13 +258,13 @@ def test_resume_with_workers_and_accumulation_matches_uninterrupted_run(tmp_path
     dropout on: a run killed mid-epoch and resumed still ends with the uninterrupted run's metrics."""
     cfg = fast_config("concat", epochs=3, checkpoint_every_steps=2, num_workers=2, accumulate_grad_batches=2)
     cfg.model.dropout = 0.3
-    _write_inputs(tmp_path, cfg)
-    reference = _cli(tmp_path, tmp_path / "ref")
+    write_train_inputs(tmp_path, cfg)
+    reference = cli_train(tmp_path, tmp_path / "ref")
     assert reference.returncode == 0, reference.stderr[-2000:]
     # 160 rows / 16 = 10 micro-batches = 5 steps per epoch: step 7 is mid epoch 2; the last checkpoint is step 6.
     killed = _killed_run(tmp_path, tmp_path / "run", step=7)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    resumed = _cli(tmp_path, tmp_path / "run", "--resume")
+    resumed = cli_train(tmp_path, tmp_path / "run", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_validation_metrics(tmp_path / "ref", tmp_path / "run")
 
