@@ -1,17 +1,22 @@
 """Everything the tests share: tiny configs, synthetic tables, tolerances, a loopback server, CLI runners.
 
 Test modules import from here (`from tests.helpers import ...`), never from one another; conftest.py holds only
-fixtures and hooks."""
+fixtures and hooks (the session's bundle factory among them, built on `BundleFactory` below)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -231,3 +236,86 @@ def group_record(module, optimizer) -> list[dict]:
     names = {id(p): canonical_name(n) for n, p in module.model.named_parameters()}
     return [{"lr": group.get("initial_lr", group["lr"]), "weight_decay": group["weight_decay"],
              "params": [[names[id(p)], p.numel()] for p in group["params"]]} for group in optimizer.param_groups]
+
+
+# ---------------------------------------------------------------- tiny trained bundles, once per session
+CLASSICAL_KINDS = ("tfidf_lr", "gbdt")
+
+
+@dataclass
+class TrainedBundle:
+    """A bundle the session's factory trained. Shared by every test that asks for the same spec: read it, load it,
+    score with it; to change it (tamper, export into it) work on `copy_to(folder)`."""
+
+    path: Path
+    result: Any  # the TrainResult `train` returned
+    spec: dict
+
+    def copy_to(self, folder: Path) -> Path:
+        """A private copy of the bundle at `folder` (which must not exist yet); returns `folder`."""
+        shutil.copytree(self.path, folder)
+        return folder
+
+
+def bundle_config(fusion: str, *, epochs: int = 1, base: str | None = None, settings: dict | None = None) -> Config:
+    """The config `BundleFactory` trains: `fast_config(fusion, epochs)` for a neural fusion,
+    `classical_config(kind)` for tfidf_lr / gbdt, `ensemble_config()` (its neural member `epochs`) for "ensemble";
+    base="tiny" takes `tiny_config(fusion)` instead (no data.id). `settings` sets dotted keys afterwards,
+    e.g. {"train.calibration": "none"}."""
+    if base == "tiny":
+        cfg = tiny_config(fusion)
+    elif base is not None:
+        raise ValueError(f"unknown base config {base!r}")
+    elif fusion in CLASSICAL_KINDS:
+        cfg = classical_config(fusion)
+    elif fusion == "ensemble":
+        cfg = ensemble_config()
+        cfg.train.epochs = epochs
+    else:
+        cfg = fast_config(fusion, epochs=epochs)
+    for dotted, value in (settings or {}).items():
+        *parents, name = dotted.split(".")
+        target = cfg
+        for part in parents:
+            target = getattr(target, part)
+        setattr(target, name, value)
+    return cfg
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class BundleFactory:
+    """Trains each distinct tiny bundle once and hands the same one to every test that asks for it.
+
+    factory(fusion, signal="text", rows=(64, 32), epochs=1, base=None, settings=None) trains
+    `bundle_config(fusion, ...)` on `frame_for(signal, rows[0], seed 0)` with `frame_for(signal, rows[1], seed 1)`
+    for validation; everything that shapes the bundle is in the cache key. `check_unchanged()` (run when the session
+    ends) fails if a test changed a shared bundle instead of its `copy_to` copy."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._bundles: dict[str, TrainedBundle] = {}
+        self._digests: dict[str, dict[str, str]] = {}
+
+    def __call__(self, fusion: str, *, signal: str = "text", rows: tuple[int, int] = (64, 32), epochs: int = 1,
+                 base: str | None = None, settings: dict | None = None) -> TrainedBundle:
+        spec = {"fusion": fusion, "signal": signal, "rows": list(rows), "epochs": epochs, "base": base,
+                "settings": settings or {}}
+        key = json.dumps(spec, sort_keys=True)
+        if key not in self._bundles:
+            from bsmfusion.training.fit import train
+
+            cfg = bundle_config(fusion, epochs=epochs, base=base, settings=settings)
+            name = f"{fusion}-{signal}-{rows[0]}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+            path = self.root / name / "model"
+            result = train(cfg, frame_for(signal, rows[0], 0), frame_for(signal, rows[1], 1), path, progress=False)
+            self._bundles[key] = TrainedBundle(path, result, spec)
+            self._digests[key] = _digests(path)
+        return self._bundles[key]
+
+    def check_unchanged(self) -> None:
+        changed = [bundle.spec for key, bundle in self._bundles.items() if _digests(bundle.path) != self._digests[key]]
+        assert not changed, f"a test changed a shared bundle (use TrainedBundle.copy_to): {changed}"

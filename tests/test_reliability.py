@@ -24,11 +24,10 @@ from bsmfusion.training.fit import train
 from tests.helpers import cli_train, fast_config, planted_frame, write_train_inputs
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rel") / "model"
-    train(fast_config("concat", epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
-    return out
+@pytest.fixture
+def bundle(bundle_factory):
+    """concat, one epoch on 64 planted text rows (shared: the tests below copy it before changing it)."""
+    return bundle_factory("concat").path
 
 
 # ---------------------------------------------------------------- bundles

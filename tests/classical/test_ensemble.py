@@ -13,11 +13,11 @@ from bsmfusion.training.fit import train
 from tests.helpers import ensemble_config, mixed, planted_frame
 
 
-@pytest.fixture(scope="module")
-def ensemble(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ensemble") / "model"
-    result = train(ensemble_config(), mixed(240, 0), mixed(160, 1), out, progress=False)
-    return out, result
+@pytest.fixture
+def ensemble(bundle_factory):
+    """(bundle, result): neural (gate) + tfidf_lr + gbdt on 240 `mixed` rows (the session's shared bundle)."""
+    trained = bundle_factory("ensemble", signal="mixed", rows=(240, 160))
+    return trained.path, trained.result
 
 
 def test_weights_sum_to_one_and_meta_records_every_member(ensemble):

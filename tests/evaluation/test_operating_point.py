@@ -48,14 +48,11 @@ def test_ece_of_a_perfectly_calibrated_model_is_its_sampling_noise():
     assert simulated_ece(np.full((1000, 2), 0.5)) == pytest.approx(0.0126, rel=0.15)
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """tfidf_lr on a tabular signal, decided by review budget (seconds to train)."""
-    cfg = classical_config("tfidf_lr")
-    cfg.train.decision = {"review_budget": 0.3}
-    out = tmp_path_factory.mktemp("op") / "model"
-    train(cfg, planted(300, "tab", 0), planted(200, "tab", 1), out, progress=False)
-    return out
+@pytest.fixture
+def bundle(bundle_factory):
+    """tfidf_lr on a tabular signal, decided by review budget (seconds to train; the session's shared bundle)."""
+    return bundle_factory("tfidf_lr", signal="tab", rows=(300, 200),
+                          settings={"train.decision": {"review_budget": 0.3}}).path
 
 
 def test_evaluate_reports_the_operating_point_alternatives_and_calibration(bundle, tmp_path):

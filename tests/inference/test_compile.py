@@ -7,15 +7,13 @@ import torch
 
 import bsmfusion
 from bsmfusion.cli import main
-from bsmfusion.training.fit import train
-from tests.helpers import fast_config, planted_frame
+from tests.helpers import planted_frame
 
 
-@pytest.fixture(scope="module")
-def gate_bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("compile") / "m"
-    train(fast_config("gate", epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
-    return out
+@pytest.fixture
+def gate_bundle(bundle_factory):
+    """gate, one epoch on 64 planted text rows (the session's shared bundle)."""
+    return bundle_factory("gate").path
 
 
 def scoring_frame():

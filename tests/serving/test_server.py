@@ -7,17 +7,15 @@ import pytest
 
 import bsmfusion
 from bsmfusion.serving.app import ServerSettings, create_app
-from bsmfusion.training.fit import train
-from tests.helpers import PRECISIONS, fast_config, planted_frame, prob_tolerance, running
+from tests.helpers import PRECISIONS, planted_frame, prob_tolerance, running
 
 KEY = "s3cret-key"
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("srv") / "model"
-    train(fast_config("gate", epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
-    return out
+def bundle(bundle_factory):
+    """gate, one epoch on 64 planted text rows (the session's shared bundle)."""
+    return bundle_factory("gate").path
 
 
 @pytest.fixture(scope="module", params=PRECISIONS)
@@ -94,15 +92,11 @@ def test_200_concurrent_requests_match_the_batch_predictor(server, bundle):
 
 
 @pytest.fixture(scope="module")
-def no_id_server(tmp_path_factory):
+def no_id_server(bundle_factory):
     """A bundle without data.id behind a server that waits 300 ms to merge concurrent requests."""
-    from tests.helpers import tiny_config
-
-    out = tmp_path_factory.mktemp("srv_noid") / "model"
-    cfg = tiny_config("concat", train={"precision": "fp32"})
-    assert cfg.data.id is None
-    train(cfg, planted_frame(48, "text", 0), planted_frame(24, "text", 1), out, progress=False)
+    out = bundle_factory("concat", base="tiny", rows=(48, 24)).path  # tiny_config: fp32, no data.id
     predictor = bsmfusion.load(out, precision="fp32")
+    assert predictor.bundle.cfg.data.id is None
     frames = []
     original = predictor.predict_frame
     predictor.predict_frame = lambda frame, **kw: frames.append(len(frame)) or original(frame, **kw)

@@ -43,12 +43,11 @@ def test_interaction_signal_needs_a_multiplicative_fusion(tmp_path):
     assert auc_after_training(tmp_path, "concat", "interaction", epochs=10, tab_encoder="design") < 0.75
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundle") / "model"
-    val = planted_frame(120, "text", 1)
-    result = train(fast_config("gate", epochs=3), planted_frame(300, "text", 0), val, out, progress=False)
-    return result, out, val
+@pytest.fixture
+def trained(bundle_factory):
+    """(result, bundle, validation frame): gate, 3 epochs on 300 planted text rows (the session's shared bundle)."""
+    bundle = bundle_factory("gate", rows=(300, 120), epochs=3)
+    return bundle.result, bundle.path, planted_frame(120, "text", 1)
 
 
 def test_bundle_round_trip_gives_identical_predictions(trained):
