@@ -153,6 +153,7 @@ def readme_python_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     (tmp_path / "my.yaml").write_text(yaml.safe_dump(api_config().to_dict()))
     for name, n, seed in (("train", 160, 0), ("val", 80, 1), ("test", 50, 2)):

@@ -86,6 +86,7 @@ def test_crash_while_writing_a_bundle_leaves_the_old_one_intact(bundle, tmp_path
     bsmfusion.load(target)
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_moment_then_resume_matches(tmp_path):
     cfg = fast_config("concat", epochs=3, checkpoint_every_steps=1)
     write_train_inputs(tmp_path, cfg)

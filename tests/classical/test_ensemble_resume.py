@@ -9,6 +9,7 @@ from bsmfusion.training.fit import train
 from tests.helpers import ensemble_config, mixed
 
 
+@pytest.mark.slow
 def test_the_neural_members_work_folder_outlives_a_later_failure_and_goes_with_success(tmp_path, monkeypatch, caplog):
     import bsmfusion.classical.gbdt as gbdt
 

@@ -23,6 +23,7 @@ def scoring_frame():
     return frame
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None, reason="TorchInductor needs a C++ compiler (g++) on CPU; none on PATH")
 def test_compiled_backbone_scores_as_the_eager_one_in_fp32(gate_bundle):
     frame = scoring_frame()

@@ -29,7 +29,8 @@ SCORES = ["prob_0", "prob_1", "text_contribution", "tab_contribution"]
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """A local Ray with 2 CPUs, started once for the module and shut down after it."""
+    """A local Ray with 2 CPUs, started once for the module and shut down after it (about 7 s on 2 cores: every test
+    that needs it is marked slow)."""
     try:
         ray = require_ray()
     except ConfigError as err:
@@ -87,6 +88,7 @@ def assert_equal_scores(ray_out: pd.DataFrame, local_out: pd.DataFrame, key: str
     assert a["error"].tolist() == b["error"].tolist()
 
 
+@pytest.mark.slow
 def test_cli_on_a_glob_of_csv_files_with_broken_rows_equals_the_local_predict(ray_local, bundle, tmp_path, capsys):
     frame = broken_frame()
     (tmp_path / "in").mkdir()
@@ -115,6 +117,7 @@ def test_cli_on_a_glob_of_csv_files_with_broken_rows_equals_the_local_predict(ra
     assert main(argv[:-1]) == 2 and "pass --overwrite to replace it" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data folder {SHARED_DATA} is absent")
 @pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors")
 def test_cb_nosale_test_split_equals_the_local_predict(ray_local, tmp_path):
@@ -141,6 +144,7 @@ def test_cb_nosale_test_split_equals_the_local_predict(ray_local, tmp_path):
     assert_equal_scores(pd.read_parquet(tmp_path / "ray"), local, key="row_id")
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors")
 def test_a_folder_of_parquet_parts_on_two_actors_without_an_id_column(ray_local, tmp_path):
     """A bundle without data.id: `row` numbers the rows in read order (files sorted by path, then file order), as
@@ -158,6 +162,7 @@ def test_a_folder_of_parquet_parts_on_two_actors_without_an_id_column(ray_local,
     assert local["error"].str.contains("'cheap'").sum() == 2
 
 
+@pytest.mark.slow
 def test_jsonl_and_csv_globs_are_parsed_as_the_local_predict_parses_them(ray_local, tmp_path):
     """The read side alone (no actors): pandas parses CSV and JSONL inside Ray's read tasks, in frames of
     `batch_rows` rows, so mixed columns and missing cells arrive exactly as the local predict's `iter_table` gives
@@ -183,6 +188,7 @@ def test_jsonl_and_csv_globs_are_parsed_as_the_local_predict_parses_them(ray_loc
                    [None if pd.isna(v) else v for v in expected[column]], (suffix, column)
 
 
+@pytest.mark.slow
 def test_a_bsmfusion_error_inside_a_ray_task_is_found_for_the_one_line_message(ray_local):
     from bsmfusion.inference.ray_predict import user_error
 
@@ -194,6 +200,7 @@ def test_a_bsmfusion_error_inside_a_ray_task_is_found_for_the_one_line_message(r
     assert str(user_error(caught.value)) == "column 'price' is missing from the input data"
 
 
+@pytest.mark.slow
 def test_write_predictions_replaces_a_folder_only_with_overwrite(ray_local, tmp_path):
     from bsmfusion.inference.ray_predict import write_predictions
 

@@ -7,6 +7,7 @@ from bsmfusion.training.fit import train
 from tests.helpers import fast_config, planted_frame
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion", ["concat", "gate", "moe", "cross_attn"])
 def test_text_share_follows_the_planted_signal(tmp_path, fusion):
     """label = a numeric column only → the dialogue's mean share ≤ 0.2; label = a keyword only → ≥ 0.8.

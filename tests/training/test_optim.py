@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bsmfusion.data.io import write_table
@@ -47,6 +48,7 @@ def test_no_decay_for_biases_and_norm_layers_whatever_their_shape():
     assert {"fusion.gate_net.1.weight", "fusion.gate_net.1.bias"} <= no_decay_names(gate)  # LayerNorm in a Sequential
 
 
+@pytest.mark.slow
 def test_fsdp_on_two_cpu_processes_keeps_the_decay_groups_of_the_unwrapped_model(tmp_path):
     cfg = _config()
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))

@@ -22,18 +22,21 @@ def auc_after_training(tmp_path, fusion, signal, epochs=8, tab_encoder="plr"):
     return result.val_metrics["roc_auc"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion,expect_high", [("concat", True), ("text_only", True), ("tab_only", False)])
 def test_text_signal(tmp_path, fusion, expect_high):
     auc = auc_after_training(tmp_path, fusion, "text")
     assert (auc > 0.95) if expect_high else (auc < 0.7), auc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion,expect_high", [("gate", True), ("text_only", False)])
 def test_tabular_signal(tmp_path, fusion, expect_high):
     auc = auc_after_training(tmp_path, fusion, "tab")
     assert (auc > 0.95) if expect_high else (auc < 0.7), auc
 
 
+@pytest.mark.slow
 def test_interaction_signal_needs_a_multiplicative_fusion(tmp_path):
     """label = keyword XOR (x > 0): concat's logits are additive in text and tab, so it cannot fit it;
     cross_attn's two-layer merge network over both embeddings can. The test is about the fusions, so it uses the
@@ -45,11 +48,13 @@ def test_interaction_signal_needs_a_multiplicative_fusion(tmp_path):
 
 @pytest.fixture
 def trained(bundle_factory):
-    """(result, bundle, validation frame): gate, 3 epochs on 300 planted text rows (the session's shared bundle)."""
+    """(result, bundle, validation frame): gate, 3 epochs on 300 planted text rows (the session's shared bundle).
+    Over 3 s to train on 2 cores: every test that needs it is marked slow."""
     bundle = bundle_factory("gate", rows=(300, 120), epochs=3)
     return bundle.result, bundle.path, planted_frame(120, "text", 1)
 
 
+@pytest.mark.slow
 def test_bundle_round_trip_gives_identical_predictions(trained):
     result, out, val = trained
     files = sorted(p.name for p in out.iterdir())
@@ -64,6 +69,7 @@ def test_bundle_round_trip_gives_identical_predictions(trained):
     assert meta["label_names"] == ["0", "1"] and meta["fusion"] == "gate" and "torch" in meta["versions"]
 
 
+@pytest.mark.slow
 def test_threshold_is_chosen_on_validation(trained):
     result, out, val = trained
     predictor = bsmfusion.load(out)
@@ -72,6 +78,7 @@ def test_threshold_is_chosen_on_validation(trained):
     assert json.loads((out / "metrics.json").read_text())["validation"]["threshold"] == pytest.approx(predictor.threshold)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_predict_streams_in_order_with_bounded_batches(trained, tmp_path, monkeypatch, precision):
     _, out, _ = trained
@@ -102,6 +109,7 @@ def test_predict_streams_in_order_with_bounded_batches(trained, tmp_path, monkey
     np.testing.assert_allclose(got["prob_1"].to_numpy(), whole["prob_1"].to_numpy(), atol=tolerance)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_scores_do_not_depend_on_the_batch_a_row_lands_in(trained, precision):
     """fp32: the same row scores the same (≤ 1e-6) whatever its batch size and neighbours; bf16 within its tolerance."""
@@ -118,6 +126,7 @@ def test_scores_do_not_depend_on_the_batch_a_row_lands_in(trained, precision):
                                        atol=tolerance, err_msg=f"batch_size={batch_size}")
 
 
+@pytest.mark.slow
 def test_bundle_records_the_precision_of_its_threshold(trained):
     _, out, _ = trained
     meta = json.loads((out / "meta.json").read_text())
@@ -126,6 +135,7 @@ def test_bundle_records_the_precision_of_its_threshold(trained):
     assert bsmfusion.load(out).describe_precision() == "fp32 (asked)"
 
 
+@pytest.mark.slow
 def test_bundle_records_every_epochs_validation_metrics(trained):
     """meta.json keeps the monitored metric of each epoch (3 epochs, patience 50: all run), and the best
     checkpoint's score is the best of them."""
@@ -139,6 +149,7 @@ def test_bundle_records_every_epochs_validation_metrics(trained):
     assert all("val_loss" in row for row in history)
 
 
+@pytest.mark.slow
 def test_keep_weights_last_runs_every_epoch_and_keeps_the_last_weights(tmp_path):
     """`train.keep_weights: last` (a refit for a fixed epoch count): no early stopping even with patience 1, and the
     bundle holds the last epoch's weights, not the best checkpoint's."""
@@ -189,6 +200,7 @@ def assert_same_validation_metrics(reference_bundle: Path, resumed_bundle: Path)
         assert run_metrics[key] == pytest.approx(ref_metrics[key], abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
     cfg = fast_config("concat", epochs=3, checkpoint_every_steps=2)
     write_train_inputs(tmp_path, cfg)
@@ -210,6 +222,7 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
         assert run_row["val_roc_auc"] == pytest.approx(ref_row["val_roc_auc"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_identical_weights_and_one_bundle(tmp_path):
     cfg = fast_config("gate", epochs=1, strategy="ddp", devices=2, accelerator="cpu")
     write_train_inputs(tmp_path, cfg)
@@ -223,6 +236,7 @@ def test_ddp_two_cpu_processes_identical_weights_and_one_bundle(tmp_path):
     assert run.stdout.count("bundle:") == 1
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics_plots_and_report(trained, tmp_path, capsys):
     from bsmfusion.cli import main
 
@@ -236,6 +250,7 @@ def test_evaluate_writes_metrics_plots_and_report(trained, tmp_path, capsys):
         assert f"]({png})" in (tmp_path / "rep" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_num_workers_feed_both_loaders_and_change_no_result(tmp_path, monkeypatch):
     from bsmfusion.training import fit
 
@@ -252,6 +267,7 @@ def test_num_workers_feed_both_loaders_and_change_no_result(tmp_path, monkeypatc
         assert with_workers.val_metrics[key] == pytest.approx(in_process.val_metrics[key], abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_resume_with_workers_and_accumulation_matches_uninterrupted_run(tmp_path):
     """Worker processes make the sampler run ahead of training, and 2 micro-batches share each optimiser step with
     dropout on: a run killed mid-epoch and resumed still ends with the uninterrupted run's metrics."""
@@ -268,6 +284,7 @@ def test_resume_with_workers_and_accumulation_matches_uninterrupted_run(tmp_path
     assert_same_validation_metrics(tmp_path / "ref", tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_tab_only_trains_and_predicts_without_a_text_column_and_never_tokenises(tmp_path, monkeypatch):
     from transformers import PreTrainedTokenizerBase
 
