@@ -17,8 +17,7 @@ import bsmfusion
 from bsmfusion.errors import ConfigError, DataError
 from bsmfusion.evaluation.metrics import classification_metrics
 from bsmfusion.inference.predictor import CONTRIBUTION_COLUMNS, Predictor
-from tests.conftest import tiny_config
-from tests.synthetic import planted_frame
+from tests.helpers import planted_frame, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,6 +159,7 @@ def readme_python_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     (tmp_path / "my.yaml").write_text(yaml.safe_dump(api_config().to_dict()))
     for name, n, seed in (("train", 160, 0), ("val", 80, 1), ("test", 50, 2)):

@@ -16,8 +16,7 @@ import yaml
 from bsmfusion import strict_json
 from bsmfusion.cli import EXAMPLES, build_parser, main
 from bsmfusion.data.io import write_table
-from tests.conftest import tiny_config
-from tests.synthetic import planted_frame
+from tests.helpers import planted_frame, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,15 +6,9 @@ from bsmfusion.config import config_from_dict
 from bsmfusion.decision import choose_threshold, rates_at
 from bsmfusion.policy import Policy, parse_policy
 from bsmfusion.errors import ConfigError
+from tests.helpers import LABELS, SCORES
 
-# 20 validation rows with scores 0.05, 0.10, ..., 1.00; the positives are the rows scored (×20) 20, 19, 18, 16,
-# 15, 12, 10 and 6. Walking down from the top score (tp, fp; precision; recall of 8):
-#   1.00 (1,0) 1 1/8 · 0.95 (2,0) 1 2/8 · 0.90 (3,0) 1 3/8 · 0.85 (3,1) .75 · 0.80 (4,1) .80 4/8 ·
-#   0.75 (5,1) .833 5/8 · 0.70 (5,2) · 0.65 (5,3) · 0.60 (6,3) .667 6/8 · 0.55 (6,4) · 0.50 (7,4) .636 7/8 ·
-#   0.45–0.35 (7,5–7) · 0.30 (8,7) .533 8/8 · below: only negatives.
-# F1 = 2tp / (tp + fp + 8) peaks at 0.50: 14/19 = 0.737.
-SCORES = np.arange(1, 21) / 20
-LABELS = np.isin(np.arange(1, 21), [20, 19, 18, 16, 15, 12, 10, 6]).astype(int)
+# LABELS, SCORES: 20 hand-scored validation rows; their thresholds are worked out in tests/helpers.py
 
 
 @pytest.mark.parametrize("policy,expected", [

@@ -11,7 +11,7 @@ from bsmfusion.config import config_from_dict
 from bsmfusion.errors import ConfigError
 from bsmfusion.kinds import (CLASSICAL, CLASSICAL_LOADER, CLASSICAL_TRAINER, ModelKind, TrainRun, get_kind,
                              model_kinds, register_kind, unregister_kind)
-from tests.conftest import make_frame, tiny_config
+from tests.helpers import make_frame, tiny_config
 
 
 class TabLR(ClassicalMember):

@@ -13,8 +13,7 @@ from bsmfusion.cli import main
 from bsmfusion.data.io import count_rows, write_table
 from bsmfusion.progress import Progress, advance, format_duration
 from bsmfusion.workflows.train import train
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
+from tests.helpers import fast_config, planted_frame
 
 RATE = r"[\d,]+\.\d"
 DURATION = r"\d+(?:h \d\dm|m \d\ds|s)"

@@ -21,15 +21,13 @@ from bsmfusion.data.io import read_table, write_table
 from bsmfusion.data.tabular import TabularPreprocessor
 from bsmfusion.errors import BundleError, DataError
 from bsmfusion.workflows.train import train
-from tests.synthetic import planted_frame
-from tests.training.test_train import _cli, _write_inputs, fast_config
+from tests.helpers import cli_train, fast_config, planted_frame, write_train_inputs
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rel") / "model"
-    train(fast_config("concat", epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
-    return out
+@pytest.fixture
+def bundle(bundle_factory):
+    """concat, one epoch on 64 planted text rows (shared: the tests below copy it before changing it)."""
+    return bundle_factory("concat").path
 
 
 # ---------------------------------------------------------------- bundles
@@ -88,10 +86,11 @@ def test_crash_while_writing_a_bundle_leaves_the_old_one_intact(bundle, tmp_path
     bsmfusion.load(target)
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_moment_then_resume_matches(tmp_path):
     cfg = fast_config("concat", epochs=3, checkpoint_every_steps=1)
-    _write_inputs(tmp_path, cfg)
-    reference = _cli(tmp_path, tmp_path / "ref")
+    write_train_inputs(tmp_path, cfg)
+    reference = cli_train(tmp_path, tmp_path / "ref")
     assert reference.returncode == 0, reference.stderr[-2000:]
     cmd = [sys.executable, "-m", "bsmfusion", "train", "--config", str(tmp_path / "cfg.yaml"), "--train",
            str(tmp_path / "train.csv"), "--val", str(tmp_path / "val.csv"), "--out", str(tmp_path / "run"), "--quiet"]
@@ -104,7 +103,7 @@ def test_sigkill_at_a_random_moment_then_resume_matches(tmp_path):
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "training finished before it could be killed"
-    resumed = _cli(tmp_path, tmp_path / "run", "--resume")
+    resumed = cli_train(tmp_path, tmp_path / "run", "--resume")
     assert resumed.returncode == 0, f"killed after {delay:.1f}s: " + resumed.stderr[-2000:]
     ref = json.loads((tmp_path / "ref" / "metrics.json").read_text())["validation"]
     run = json.loads((tmp_path / "run" / "metrics.json").read_text())["validation"]

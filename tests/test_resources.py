@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 HF_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM")
 
@@ -37,6 +39,7 @@ print(json.dumps({"changed_env": changed_env, "before": {k: v for k, v in before
 """
 
 
+@pytest.mark.slow
 def test_importing_bsmfusion_changes_no_environment_variable_or_logger():
     out = _run(IMPORT_ONLY)
     assert out["changed_env"] == []
@@ -71,6 +74,7 @@ print(json.dumps({"blocked": blocked, "offline_env": [k for k in %r if k in os.e
 """ % (HF_VARIABLES,)
 
 
+@pytest.mark.slow
 def test_model_and_tokenizer_load_without_network_or_offline_variables():
     out = _run(NO_NETWORK_LOAD)
     assert out["blocked"] and out["offline_env"] == []

@@ -29,8 +29,7 @@ from bsmfusion.manifest import MANIFEST, SIGNATURE, check_manifest, read_signatu
 from bsmfusion.models.classifier import build_model
 from bsmfusion.signing import generate
 from bsmfusion.workflows.train import train
-from tests.conftest import make_frame, tiny_config
-from tests.inference.test_ray_predict import ray_local  # noqa: F401  (the module's local Ray fixture)
+from tests.helpers import make_frame, tiny_config
 
 
 # ----------------------------------------------------------------------------------------------- fixtures
@@ -344,7 +343,7 @@ def test_a_signed_bundle_scores_on_ray_actors_with_its_verify_key(ray_local, sig
 
 # ----------------------------------------------------------------------------------------------- training signs
 def test_train_signs_with_the_flag_or_the_environment_and_checks_the_key_first(keys, tmp_path, monkeypatch, capsys):
-    from tests.classical.helpers import classical_config, planted
+    from tests.helpers import classical_config, planted
 
     cfg = classical_config("tfidf_lr")
     (tmp_path / "cfg.yaml").write_text(json.dumps(cfg.to_dict()))

@@ -9,7 +9,7 @@ import bsmfusion
 from bsmfusion.cli import main
 from bsmfusion.data.io import write_table
 from bsmfusion.inference.predictor import CONTRIBUTION_COLUMNS
-from tests.classical.helpers import classical_config, planted
+from tests.helpers import classical_config, planted
 
 
 @pytest.fixture(scope="module")

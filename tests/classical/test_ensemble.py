@@ -10,38 +10,18 @@ import bsmfusion
 from bsmfusion.errors import BundleError
 from bsmfusion.inference.predictor import CONTRIBUTION_COLUMNS
 from bsmfusion.workflows.train import train
-from tests.classical.helpers import FAST_CLASSICAL
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
+from tests.helpers import ensemble_config, mixed, planted_frame
 
 
-def mixed(n: int, seed: int):
-    """Both modalities matter additively: logit = ±2.5 (keyword) + 2.5·price, label drawn from it."""
-    frame = planted_frame(n, "text", seed)
-    keyword = frame["dialogue"].str.contains("refund").to_numpy()
-    logit = 2.5 * (2 * keyword - 1) + 2.5 * frame["price"].to_numpy()
-    frame["label"] = (np.random.default_rng(seed + 100).uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(int)
-    return frame
+@pytest.fixture
+def ensemble(bundle_factory):
+    """(bundle, result): neural (gate) + tfidf_lr + gbdt on 240 `mixed` rows (the session's shared bundle). About
+    30 s to train on 2 cores: every test that needs it is marked slow."""
+    trained = bundle_factory("ensemble", signal="mixed", rows=(240, 160))
+    return trained.path, trained.result
 
 
-def ensemble_config(members=("neural", "tfidf_lr", "gbdt"), num_classes=2):
-    cfg = fast_config("ensemble", epochs=1)  # the neural member: tiny BERT, fp32, one epoch
-    cfg.model.num_classes = num_classes
-    cfg.model.ensemble.neural = "gate"
-    cfg.model.ensemble.members = list(members)
-    cfg.model.ensemble.neural_seeds = 1  # one neural member: the default two only double the time here
-    for key, value in FAST_CLASSICAL.items():
-        setattr(cfg.model.classical, key, value)
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def ensemble(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ensemble") / "model"
-    result = train(ensemble_config(), mixed(240, 0), mixed(160, 1), out, progress=False)
-    return out, result
-
-
+@pytest.mark.slow
 def test_weights_sum_to_one_and_meta_records_every_member(ensemble):
     out, _ = ensemble
     meta = json.loads((out / "meta.json").read_text())
@@ -57,6 +37,7 @@ def test_weights_sum_to_one_and_meta_records_every_member(ensemble):
     assert np.allclose(bags.mean(axis=0), [meta["weights"][n] for n in ("neural", "tfidf_lr", "gbdt")], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_no_member_chooses_on_the_validation_rows_that_fit_the_weights(ensemble):
     out, result = ensemble
     meta = json.loads((out / "meta.json").read_text())
@@ -72,6 +53,7 @@ def test_no_member_chooses_on_the_validation_rows_that_fit_the_weights(ensemble)
     assert json.loads((out / "metrics.json").read_text())["validation"]["roc_auc"] == result.val_metrics["roc_auc"]
 
 
+@pytest.mark.slow
 def test_refit_neural_retrains_on_all_training_rows_for_the_holdouts_best_epoch_count(tmp_path):
     """`model.ensemble.refit_neural`: the holdout run picks the epoch count, the member in the bundle is a fresh run
     on all 240 training rows for that many epochs, its last weights kept."""
@@ -97,6 +79,7 @@ def test_refit_neural_retrains_on_all_training_rows_for_the_holdouts_best_epoch_
     assert predictor.predict_proba(mixed(20, 2)).shape[0] == 20
 
 
+@pytest.mark.slow
 def test_ensemble_bundle_round_trip_and_exact_contributions(ensemble):
     out, result = ensemble
     members = sorted(p.name for p in (out / "members").iterdir())
@@ -125,6 +108,7 @@ def test_ensemble_bundle_round_trip_and_exact_contributions(ensemble):
     assert "ensemble" == predictor.precision.requested and "×" in predictor.describe_precision()
 
 
+@pytest.mark.slow
 def test_compile_reaches_the_neural_member_only(ensemble, monkeypatch):
     from bsmfusion.scoring import compiled
 
@@ -135,6 +119,7 @@ def test_compile_reaches_the_neural_member_only(ensemble, monkeypatch):
     assert "neural" in predictor.describe_precision() and "compile on: stub" in predictor.describe_precision()
 
 
+@pytest.mark.slow
 def test_a_tampered_member_file_is_refused(ensemble, tmp_path):
     out, _ = ensemble
     copy = tmp_path / "copy"
@@ -147,6 +132,7 @@ def test_a_tampered_member_file_is_refused(ensemble, tmp_path):
         bsmfusion.load(copy)
 
 
+@pytest.mark.slow
 def test_multiclass_ensemble_splits_every_member_at_the_ensembles_class(tmp_path):
     """Three classes (keyword + price > 0): members that predict another class are re-split at the ensemble's."""
     def three(n, seed):
@@ -185,6 +171,7 @@ def test_shapley_split_of_a_given_class():
     torch.testing.assert_close(parts.text + parts.tab + parts.baseline_score, chosen, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal,low,high", [("tab", 0.0, 0.2), ("text", 0.8, 1.0)])
 def test_ensemble_text_share_follows_the_planted_signal(tmp_path, signal, low, high):
     """The ensemble's split is the weighted sum of its members' splits: it inherits their meaning."""
@@ -215,6 +202,7 @@ def test_plain_greedy_selection_never_scores_below_its_best_member():
     assert started.sum() == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_bagged_initialised_selection_shrinks_a_noise_member_and_keeps_the_signal():
     from bsmfusion.ensemble.selection import bagged_selection, selection_key, weighted_sum
 
@@ -267,6 +255,7 @@ def test_member_holdout_and_cv_folds_keep_each_group_whole():
         assert all(abs(labels[held].mean() - labels.mean()) < 0.12 for _, held in folds)  # still stratified
 
 
+@pytest.mark.slow
 def test_neural_seeds_adds_members_each_the_first_member_of_the_next_seed(tmp_path):
     """`neural_seeds: 2`: neural_2 trains with seed + 1 and its own holdout, i.e. it is exactly the neural member an
     ensemble seeded one higher trains (what lets the benchmark re-combine stored runs); both enter the selection."""

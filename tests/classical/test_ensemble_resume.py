@@ -6,9 +6,10 @@ import pytest
 
 from bsmfusion.manifest import sha256_file
 from bsmfusion.workflows.train import train
-from tests.classical.test_ensemble import ensemble_config, mixed
+from tests.helpers import ensemble_config, mixed
 
 
+@pytest.mark.slow
 def test_the_neural_members_work_folder_outlives_a_later_failure_and_goes_with_success(tmp_path, monkeypatch, caplog):
     import bsmfusion.classical.gbdt as gbdt
 

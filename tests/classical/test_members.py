@@ -9,21 +9,17 @@ from bsmfusion.errors import BundleError
 from bsmfusion.evaluation.metrics import classification_metrics
 from bsmfusion.inference.predictor import CONTRIBUTION_COLUMNS
 from bsmfusion.workflows.train import train
-from tests.classical.helpers import classical_config, planted
+from tests.helpers import classical_config, planted
 
-# (kind, planted signal) → trained once per module
+# (kind, planted signal) → each trained once per session by the bundle factory
 RUNS = {("tfidf_lr", "text"), ("tfidf_lr", "tab"), ("gbdt", "text"), ("gbdt", "nonlinear")}
 
 
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    root = tmp_path_factory.mktemp("classical")
-    out = {}
-    for kind, signal in sorted(RUNS):
-        folder = root / f"{kind}-{signal}"
-        result = train(classical_config(kind), planted(400, signal, 0), planted(200, signal, 1), folder, progress=False)
-        out[kind, signal] = (folder, result)
-    return out
+@pytest.fixture
+def bundles(bundle_factory):
+    """(kind, signal) → (bundle, result): classical_config(kind), 400 planted rows (shared for the session)."""
+    trained = {run: bundle_factory(run[0], signal=run[1], rows=(400, 200)) for run in sorted(RUNS)}
+    return {run: (bundle.path, bundle.result) for run, bundle in trained.items()}
 
 
 def test_tfidf_lr_learns_a_text_keyword(bundles):

@@ -169,7 +169,7 @@ def test_appending_messages_never_changes_an_earlier_chunk_even_as_the_window_mo
 
 def test_a_thread_growing_line_by_line_keeps_its_chunks_through_the_text_pipeline(tokenizer):
     from bsmfusion.data.text import TextPipeline
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     window_cfg = tiny_config(text={"max_chunks": 3, "chunk_tokens": 16}).text
     full_cfg = tiny_config(text={"max_chunks": 64, "chunk_tokens": 16}).text

@@ -61,8 +61,7 @@ def test_training_and_evaluate_warn_about_shared_groups(tmp_path, caplog, kind):
     import bsmfusion
     from bsmfusion.evaluation.report import evaluate
     from bsmfusion.workflows.train import train
-    from tests.synthetic import planted_frame
-    from tests.training.test_train import fast_config
+    from tests.helpers import fast_config, planted_frame
 
     cfg = fast_config(kind, epochs=1)
     cfg.data.group = "seller"

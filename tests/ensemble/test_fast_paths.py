@@ -12,8 +12,7 @@ import bsmfusion
 from bsmfusion.cli import main
 from bsmfusion.errors import BundleError
 from bsmfusion.workflows.train import train
-from tests.conftest import make_frame, tiny_config
-from tests.inference.test_chunk_cache import assert_same_scores, growing_frame, thread_lines
+from tests.helpers import assert_same_scores, growing_frame, make_frame, thread_lines, tiny_config
 
 NEURAL = ["neural", "neural_2"]
 

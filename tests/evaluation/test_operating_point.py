@@ -12,8 +12,7 @@ from bsmfusion.errors import ConfigError
 from bsmfusion.evaluation.operating_point import alternatives, bootstrap_rates, simulated_ece
 from bsmfusion.evaluation.report import evaluate
 from bsmfusion.workflows.train import train
-from tests.classical.helpers import classical_config, planted
-from tests.test_decision import LABELS, SCORES
+from tests.helpers import LABELS, SCORES, classical_config, mixed, planted
 
 
 def test_bootstrap_intervals_match_the_binomial_width():
@@ -49,14 +48,11 @@ def test_ece_of_a_perfectly_calibrated_model_is_its_sampling_noise():
     assert simulated_ece(np.full((1000, 2), 0.5)) == pytest.approx(0.0126, rel=0.15)
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """tfidf_lr on a tabular signal, decided by review budget (seconds to train)."""
-    cfg = classical_config("tfidf_lr")
-    cfg.train.decision = {"review_budget": 0.3}
-    out = tmp_path_factory.mktemp("op") / "model"
-    train(cfg, planted(300, "tab", 0), planted(200, "tab", 1), out, progress=False)
-    return out
+@pytest.fixture
+def bundle(bundle_factory):
+    """tfidf_lr on a tabular signal, decided by review budget (seconds to train; the session's shared bundle)."""
+    return bundle_factory("tfidf_lr", signal="tab", rows=(300, 200),
+                          settings={"train.decision": {"review_budget": 0.3}}).path
 
 
 def test_evaluate_reports_the_operating_point_alternatives_and_calibration(bundle, tmp_path):
@@ -141,8 +137,6 @@ def test_multiclass_bundles_take_the_argmax_and_refuse_binary_policies(tmp_path)
 def test_calibration_fixes_a_deliberately_overconfident_model_on_new_rows(tmp_path, method):
     """tfidf_lr with almost no regularisation (C = 1000) on 300 noisy rows: near-0/1 probabilities. Calibrated on
     the validation rows, the test rows' ECE falls to the level of ECE's own noise and the log loss drops."""
-    from tests.classical.test_ensemble import mixed
-
     cfg = classical_config("tfidf_lr")
     cfg.model.classical.lr_c_grid = [1000.0]
     cfg.train.calibration = method

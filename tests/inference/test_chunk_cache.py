@@ -2,7 +2,6 @@
 LRU bounded in bytes, thread safety, keys per bundle and precision, and where it is off (ONNX, tab_only)."""
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,10 +14,9 @@ from bsmfusion.data.preprocess import RowPreprocessor
 from bsmfusion.data.text import load_tokenizer, tokenizer_source
 from bsmfusion.scoring.chunk_cache import ENTRY_OVERHEAD_BYTES, ChunkVectorCache, cache_namespace
 from bsmfusion.models.classifier import build_model
-from tests.conftest import PRECISIONS, make_frame, prob_tolerance, tiny_config
+from tests.helpers import (FP32, PRECISIONS, assert_same_scores, growing_frame, make_frame, prob_tolerance, thread_lines,
+                           tiny_config)
 
-FP32 = 1e-6
-SCORE_COLUMNS = ["prob_0", "prob_1", "text_contribution", "tab_contribution"]
 
 
 def random_bundle(path, fusion="gate", **text):
@@ -34,29 +32,9 @@ def random_bundle(path, fusion="gate", **text):
                         metrics={})
 
 
-def thread_lines(n: int) -> list[str]:
-    words = ["refund", "shipping", "broken", "thanks", "price", "offer", "deal", "late", "great", "box"]
-    return [f"{'BUYER' if i % 2 == 0 else 'SELLER'}: " + " ".join(words[(i + j) % 10] for j in range(2 + (5 * i) % 9))
-            for i in range(n)]
-
-
-def growing_frame(lines: list[str]) -> pd.DataFrame:
-    """One row per prefix of the thread: the thread after its 1st, 2nd, ... message."""
-    return pd.DataFrame([{"id": f"t{k}", "dialogue": "\n".join(lines[:k]), "price": 120.0, "ratio": 0.3,
-                          "category": "b"} for k in range(1, len(lines) + 1)])
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     return random_bundle(tmp_path_factory.mktemp("cache") / "model")
-
-
-def assert_same_scores(a: pd.DataFrame, b: pd.DataFrame, atol: float = FP32) -> None:
-    assert list(a["id"]) == list(b["id"])
-    for column in SCORE_COLUMNS:
-        np.testing.assert_allclose(a[column].to_numpy(), b[column].to_numpy(), atol=atol, rtol=0, err_msg=column)
-    # text_share = |text| / (|text| + |tab|) divides by the contributions: ~1e-7 on two values of ~1e-3 moves it ~1e-5
-    np.testing.assert_allclose(a["text_share"].to_numpy(), b["text_share"].to_numpy(), atol=20 * atol, rtol=0)
 
 
 @pytest.mark.parametrize("text", [{}, {"chunk_reduce": "attention"}, {"chunk_reduce": "padded_mean"},

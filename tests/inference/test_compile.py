@@ -7,16 +7,13 @@ import torch
 
 import bsmfusion
 from bsmfusion.cli import main
-from bsmfusion.workflows.train import train
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
+from tests.helpers import planted_frame
 
 
-@pytest.fixture(scope="module")
-def gate_bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("compile") / "m"
-    train(fast_config("gate", epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
-    return out
+@pytest.fixture
+def gate_bundle(bundle_factory):
+    """gate, one epoch on 64 planted text rows (the session's shared bundle)."""
+    return bundle_factory("gate").path
 
 
 def scoring_frame():
@@ -26,6 +23,7 @@ def scoring_frame():
     return frame
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None, reason="TorchInductor needs a C++ compiler (g++) on CPU; none on PATH")
 def test_compiled_backbone_scores_as_the_eager_one_in_fp32(gate_bundle):
     frame = scoring_frame()

@@ -9,24 +9,20 @@ import pytest
 import bsmfusion
 from bsmfusion.cli import main
 from bsmfusion.serving.app import create_app
-from bsmfusion.workflows.train import train
-from tests.serving.test_server import running
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
+from tests.helpers import planted_frame, running
 
 pytest.importorskip("onnxruntime")
 POLICY = "recall_at_least=0.8"
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("decide") / "model"
-    cfg = fast_config("gate", epochs=1)
-    cfg.train.decision = {"review_budget": 0.25}
+def bundle(bundle_factory, tmp_path_factory):
+    """gate, one epoch, decided by review budget, exported to ONNX (a copy of the shared bundle: export writes)."""
     # temperature keeps this weak one-epoch model's scores spread (Platt, the binary default, may flatten them
     # toward the base rate, leaving no row clear of the threshold to compare engines on)
-    cfg.train.calibration = "temperature"
-    train(cfg, planted_frame(64, "text", 0), planted_frame(48, "text", 1), out, progress=False)
+    trained = bundle_factory("gate", rows=(64, 48), settings={"train.decision": {"review_budget": 0.25},
+                                                              "train.calibration": "temperature"})
+    out = trained.copy_to(tmp_path_factory.mktemp("decide") / "model")
     assert main(["export", "--model", str(out), "--format", "onnx"]) == 0
     return out
 

@@ -4,21 +4,16 @@ import pytest
 import bsmfusion
 from bsmfusion.cli import main
 from bsmfusion.errors import BundleError
-from bsmfusion.workflows.train import train
-from tests.conftest import PRECISIONS, prob_tolerance
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
+from tests.helpers import PRECISIONS, planted_frame, prob_tolerance
 
 pytest.importorskip("onnxruntime")
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("fusion", ["gate", "cross_attn", "tab_only"])
-def test_onnx_fp32_matches_pytorch_and_int8_runs(tmp_path, fusion, precision):
-    out = tmp_path / "m"
-    cfg = fast_config(fusion, epochs=1)
-    cfg.train.calibration = "none"  # the graph's own outputs: a calibration scale would multiply bf16's rounding
-    train(cfg, planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
+def test_onnx_fp32_matches_pytorch_and_int8_runs(bundle_factory, tmp_path, fusion, precision):
+    # calibration none: the graph's own outputs; a calibration scale would multiply bf16's rounding
+    out = bundle_factory(fusion, settings={"train.calibration": "none"}).copy_to(tmp_path / "m")  # export writes
     frame = planted_frame(50, "text", 2)
     frame.loc[0, "dialogue"] = ""  # empty thread
     frame.loc[1, "dialogue"] = " <eos> ".join(["BUYER: " + "refund please " * 20] * 3)  # several chunks
@@ -42,7 +37,7 @@ def test_onnx_fp32_matches_pytorch_and_int8_runs(tmp_path, fusion, precision):
         bsmfusion.load(out)
 
 
-def test_onnx_model_has_the_torch_models_scoring_interface(tmp_path):
+def test_onnx_model_has_the_torch_models_scoring_interface(bundle_factory, tmp_path):
     """`OnnxModel` answers `eval()`, `batch_scores(batch)` and `model(batch)` as the PyTorch model does, so the
     scoring loop has no engine branch."""
     import torch
@@ -52,8 +47,7 @@ def test_onnx_model_has_the_torch_models_scoring_interface(tmp_path):
     from bsmfusion.inference.onnx_export import export_onnx
     from bsmfusion.scoring.onnx_runtime import OnnxModel, onnx_file
 
-    out = tmp_path / "m"
-    train(fast_config("gate", epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
+    out = bundle_factory("gate").copy_to(tmp_path / "m")  # export writes into the bundle
     export_onnx(out)
     bundle = load_bundle(out)
     engines = {"torch": bundle.model.float(), "onnx": OnnxModel(onnx_file(out))}
@@ -97,15 +91,14 @@ def test_engine_auto_picks_the_int8_graph_only_where_int8_is_the_fast_path(tmp_p
         bsmfusion.ScoringOptions(engine="tvm")
 
 
-def test_engine_auto_scores_with_the_engine_it_names(tmp_path, monkeypatch):
+def test_engine_auto_scores_with_the_engine_it_names(bundle_factory, tmp_path, monkeypatch):
     """On a VNNI CPU without AMX, `--engine auto` scores with the bundle's int8 graph (the same numbers as
     `--engine onnx --int8`) and says so; on AMX it scores as the torch engine."""
     import torch
 
     from bsmfusion.scoring import scorers
 
-    out = tmp_path / "m"
-    train(fast_config("gate", epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
+    out = bundle_factory("gate").copy_to(tmp_path / "m")  # export writes into the bundle
     assert main(["export", "--model", str(out), "--format", "onnx", "--quantize", "int8"]) == 0
     frame = planted_frame(20, "text", 2)
     monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: True)

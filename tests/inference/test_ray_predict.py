@@ -2,7 +2,6 @@
 input row once, scores equal to the local predict in fp32 (≤ 1e-6, order-independent), a broken row keeps its
 error; file, folder, glob and DataFrame inputs; rows numbered in read order without an id column. One local Ray
 with 2 CPUs for the module."""
-import logging
 import sys
 from pathlib import Path
 
@@ -17,32 +16,14 @@ from bsmfusion.cli import main
 from bsmfusion.data.preprocess import RowPreprocessor
 from bsmfusion.data.text import load_tokenizer, tokenizer_source
 from bsmfusion.errors import ConfigError, DataError
-from bsmfusion.inference.ray_predict import require_ray, resolve_inputs
+from bsmfusion.inference.ray_predict import resolve_inputs
 from bsmfusion.models.classifier import build_model
-from tests.conftest import SHARED_DATA, make_frame, tiny_config
+from tests.helpers import SHARED_DATA, make_frame, tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")  # Ray's own DataContext deprecations
 
 FP32 = 1e-6
 SCORES = ["prob_0", "prob_1", "text_contribution", "tab_contribution"]
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    """A local Ray with 2 CPUs, started once for the module and shut down after it."""
-    try:
-        ray = require_ray()
-    except ConfigError as err:
-        pytest.skip(f"ray cannot be imported: {err}")
-    from ray.data import DataContext
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-             object_store_memory=200 * 1024 ** 2, configure_logging=False)
-    context = DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    yield ray
-    ray.shutdown()
 
 
 def random_bundle(path, id_column="id"):
@@ -87,6 +68,7 @@ def assert_equal_scores(ray_out: pd.DataFrame, local_out: pd.DataFrame, key: str
     assert a["error"].tolist() == b["error"].tolist()
 
 
+@pytest.mark.slow
 def test_cli_on_a_glob_of_csv_files_with_broken_rows_equals_the_local_predict(ray_local, bundle, tmp_path, capsys):
     frame = broken_frame()
     (tmp_path / "in").mkdir()
@@ -115,6 +97,7 @@ def test_cli_on_a_glob_of_csv_files_with_broken_rows_equals_the_local_predict(ra
     assert main(argv[:-1]) == 2 and "pass --overwrite to replace it" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data folder {SHARED_DATA} is absent")
 @pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors")
 def test_cb_nosale_test_split_equals_the_local_predict(ray_local, tmp_path):
@@ -141,6 +124,7 @@ def test_cb_nosale_test_split_equals_the_local_predict(ray_local, tmp_path):
     assert_equal_scores(pd.read_parquet(tmp_path / "ray"), local, key="row_id")
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors")
 def test_a_folder_of_parquet_parts_on_two_actors_without_an_id_column(ray_local, tmp_path):
     """A bundle without data.id: `row` numbers the rows in read order (files sorted by path, then file order), as
@@ -158,6 +142,7 @@ def test_a_folder_of_parquet_parts_on_two_actors_without_an_id_column(ray_local,
     assert local["error"].str.contains("'cheap'").sum() == 2
 
 
+@pytest.mark.slow
 def test_jsonl_and_csv_globs_are_parsed_as_the_local_predict_parses_them(ray_local, tmp_path):
     """The read side alone (no actors): pandas parses CSV and JSONL inside Ray's read tasks, in frames of
     `batch_rows` rows, so mixed columns and missing cells arrive exactly as the local predict's `iter_table` gives
@@ -183,6 +168,7 @@ def test_jsonl_and_csv_globs_are_parsed_as_the_local_predict_parses_them(ray_loc
                    [None if pd.isna(v) else v for v in expected[column]], (suffix, column)
 
 
+@pytest.mark.slow
 def test_a_bsmfusion_error_inside_a_ray_task_is_found_for_the_one_line_message(ray_local):
     from bsmfusion.inference.ray_predict import user_error
 
@@ -194,6 +180,7 @@ def test_a_bsmfusion_error_inside_a_ray_task_is_found_for_the_one_line_message(r
     assert str(user_error(caught.value)) == "column 'price' is missing from the input data"
 
 
+@pytest.mark.slow
 def test_write_predictions_replaces_a_folder_only_with_overwrite(ray_local, tmp_path):
     from bsmfusion.inference.ray_predict import write_predictions
 

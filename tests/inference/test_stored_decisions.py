@@ -13,10 +13,7 @@ from bsmfusion.manifest import MANIFEST, sha256_file
 from bsmfusion.cli import main
 from bsmfusion.errors import ConfigError, OptionError
 from bsmfusion.serving.app import create_app
-from bsmfusion.workflows.train import train
-from tests.classical.helpers import classical_config
-from tests.classical.test_ensemble import mixed
-from tests.serving.test_server import running
+from tests.helpers import mixed, running
 
 
 def strict_json(text: str):
@@ -26,14 +23,12 @@ def strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """tfidf_lr (seconds) on noisy labels with a threshold no validation row reaches: precision is undefined there."""
-    cfg = classical_config("tfidf_lr")
-    cfg.train.decision = {"fixed": 0.999}
-    out = tmp_path_factory.mktemp("stored") / "model"
-    train(cfg, mixed(200, 0), mixed(120, 1), out, progress=False)
-    return out
+@pytest.fixture
+def bundle(bundle_factory):
+    """tfidf_lr (seconds) on noisy labels with a threshold no validation row reaches: precision is undefined there
+    (the session's shared bundle: `old_bundle` changes a copy)."""
+    return bundle_factory("tfidf_lr", signal="mixed", rows=(200, 120),
+                          settings={"train.decision": {"fixed": 0.999}}).path
 
 
 def test_an_undefined_validation_rate_is_null_in_meta_json_and_in_get_model(bundle):

@@ -10,7 +10,7 @@ from bsmfusion.models import build_model
 from bsmfusion.models.fusion import Batch, FusionOutput
 from bsmfusion.models.fusion.base import TextForm
 from bsmfusion.models.scores import score_table
-from tests.conftest import make_frame, tiny_config
+from tests.helpers import make_frame, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from bsmfusion.data import Collator, EncodedDataset
 from bsmfusion.data.preprocess import RowPreprocessor
 from bsmfusion.models import FUSIONS, build_model
 from bsmfusion.models.fusion import Fusion, FusionDims, FusionOutput, build_fusion, register_fusion
-from tests.conftest import make_frame, tiny_config
+from tests.helpers import make_frame, tiny_config
 
 ALL = ["concat", "gate", "moe", "cross_attn", "text_only", "tab_only"]
 
@@ -170,8 +170,7 @@ def my_fusion():
 
 def test_fusion_registered_by_user_code_is_usable_from_a_config(my_fusion, tmp_path):
     from bsmfusion.workflows.train import train
-    from tests.synthetic import planted_frame
-    from tests.training.test_train import fast_config
+    from tests.helpers import fast_config, planted_frame
 
     cfg = tiny_config("my_fusion")
     assert cfg.model.fusion == "my_fusion" and cfg.model.uses_text

@@ -13,7 +13,7 @@ from bsmfusion.data.tabular import MISSING_ID, UNKNOWN_ID, TabularPreprocessor
 from bsmfusion.models import build_model
 from bsmfusion.models.tabular_encoder import (CategoryIdDropout, PLRTabularEncoder, TabularEncoder,
                                               build_tab_encoder)
-from tests.conftest import make_frame, tiny_config
+from tests.helpers import make_frame, tiny_config
 
 SEED_PARITY = Path(__file__).resolve().parents[2] / "examples" / "seed_parity.yaml"
 

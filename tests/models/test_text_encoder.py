@@ -4,7 +4,7 @@ import torch
 from bsmfusion.data import Collator, EncodedDataset
 from bsmfusion.data.preprocess import RowPreprocessor
 from bsmfusion.models import build_model
-from tests.conftest import make_frame, tiny_config
+from tests.helpers import make_frame, tiny_config
 
 
 def setup(tokenizer, fusion="concat", **text):

@@ -1,9 +1,5 @@
 """The scoring server on loopback: auth, limits, validation, and 200 concurrent requests vs the batch predictor."""
 import asyncio
-import contextlib
-import socket
-import threading
-import time
 
 import httpx
 import numpy as np
@@ -11,44 +7,15 @@ import pytest
 
 import bsmfusion
 from bsmfusion.serving.app import ServerSettings, create_app
-from bsmfusion.workflows.train import train
-from tests.conftest import PRECISIONS, prob_tolerance
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
+from tests.helpers import PRECISIONS, planted_frame, prob_tolerance, running
 
 KEY = "s3cret-key"
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("srv") / "model"
-    train(fast_config("gate", epochs=1), planted_frame(64, "text", 0), planted_frame(32, "text", 1), out, progress=False)
-    return out
-
-
-@contextlib.contextmanager
-def running(app):
-    """Serve `app` with uvicorn on a free loopback port in a thread; yields the base URL once /healthz answers."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    try:
-        yield base
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
+def bundle(bundle_factory):
+    """gate, one epoch on 64 planted text rows (the session's shared bundle)."""
+    return bundle_factory("gate").path
 
 
 @pytest.fixture(scope="module", params=PRECISIONS)
@@ -125,15 +92,11 @@ def test_200_concurrent_requests_match_the_batch_predictor(server, bundle):
 
 
 @pytest.fixture(scope="module")
-def no_id_server(tmp_path_factory):
+def no_id_server(bundle_factory):
     """A bundle without data.id behind a server that waits 300 ms to merge concurrent requests."""
-    from tests.conftest import tiny_config
-
-    out = tmp_path_factory.mktemp("srv_noid") / "model"
-    cfg = tiny_config("concat", train={"precision": "fp32"})
-    assert cfg.data.id is None
-    train(cfg, planted_frame(48, "text", 0), planted_frame(24, "text", 1), out, progress=False)
+    out = bundle_factory("concat", base="tiny", rows=(48, 24)).path  # tiny_config: fp32, no data.id
     predictor = bsmfusion.load(out, precision="fp32")
+    assert predictor.bundle.cfg.data.id is None
     frames = []
     original = predictor.predict_frame
     predictor.predict_frame = lambda frame, **kw: frames.append(len(frame)) or original(frame, **kw)

@@ -13,16 +13,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
-
-def group_record(module, optimizer) -> list[dict]:
-    """Per optimiser group: base lr (before the schedule), weight decay, and each parameter's canonical name and
-    element count."""
-    from bsmfusion.training.optim import canonical_name
-
-    names = {id(p): canonical_name(n) for n, p in module.model.named_parameters()}
-    return [{"lr": group.get("initial_lr", group["lr"]), "weight_decay": group["weight_decay"],
-             "params": [[names[id(p)], p.numel()] for p in group["params"]]} for group in optimizer.param_groups]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: make `tests.helpers` importable
+from tests.helpers import group_record  # noqa: E402
 
 
 def main(config: str, train_csv: str, out: str) -> None:

@@ -4,10 +4,10 @@ import pytest
 
 import bsmfusion
 from bsmfusion.workflows.train import train
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
+from tests.helpers import fast_config, planted_frame
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion", ["concat", "gate", "moe", "cross_attn"])
 def test_text_share_follows_the_planted_signal(tmp_path, fusion):
     """label = a numeric column only → the dialogue's mean share ≤ 0.2; label = a keyword only → ≥ 0.8.

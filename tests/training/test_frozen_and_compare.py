@@ -6,10 +6,10 @@ import pytest
 from bsmfusion.cli import main
 from bsmfusion.data.io import write_table
 from bsmfusion.workflows.train import train
-from tests.synthetic import planted_frame
-from tests.training.test_train import fast_config
+from tests.helpers import fast_config, planted_frame
 
 
+@pytest.mark.slow
 def test_frozen_encoder_trains_only_the_head_and_caches_vectors(tmp_path):
     cache = tmp_path / "cache"
     cfg = fast_config("concat", epochs=8, freeze_encoder=True, embedding_cache=str(cache))
@@ -34,6 +34,7 @@ def test_frozen_encoder_trains_only_the_head_and_caches_vectors(tmp_path):
     assert m["roc_auc"] == pytest.approx(result.val_metrics["roc_auc"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_frozen_backbone_is_unchanged_by_training(tmp_path):
     import bsmfusion
     import torch
@@ -50,6 +51,7 @@ def test_frozen_backbone_is_unchanged_by_training(tmp_path):
     assert any(not torch.equal(ha[k], hb[k]) for k in ha)
 
 
+@pytest.mark.slow
 def test_compare_ranks_the_six_neural_models_and_the_classical_members(tmp_path, capsys):
     import yaml
 
@@ -72,11 +74,12 @@ def test_compare_ranks_the_six_neural_models_and_the_classical_members(tmp_path,
     assert "leaderboard:" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_frozen_encoder_with_attention_reduce_caches_chunk_vectors_and_trains_the_attention(tmp_path):
     import bsmfusion
     import torch
 
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     def config(epochs):
         return tiny_config(

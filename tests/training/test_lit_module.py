@@ -7,7 +7,7 @@ from bsmfusion.data.sampling import BucketBatchSampler
 from bsmfusion.models.classifier import build_model
 from bsmfusion.training.fit import _loader, prepare
 from bsmfusion.training.lit_module import FusionLitModule
-from tests.conftest import make_frame, tiny_config
+from tests.helpers import make_frame, tiny_config
 
 
 class _SeedSpy(pl.Callback):

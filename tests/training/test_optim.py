@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bsmfusion.data.io import write_table
@@ -12,9 +13,7 @@ from bsmfusion.models.classifier import build_model
 from bsmfusion.training.fit import prepare
 from bsmfusion.training.lit_module import FusionLitModule
 from bsmfusion.training.optim import canonical_name, no_decay_names
-from tests.conftest import tiny_config
-from tests.synthetic import planted_frame
-from tests.training.fsdp_cpu_groups import group_record
+from tests.helpers import group_record, planted_frame, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +48,7 @@ def test_no_decay_for_biases_and_norm_layers_whatever_their_shape():
     assert {"fusion.gate_net.1.weight", "fusion.gate_net.1.bias"} <= no_decay_names(gate)  # LayerNorm in a Sequential
 
 
+@pytest.mark.slow
 def test_fsdp_on_two_cpu_processes_keeps_the_decay_groups_of_the_unwrapped_model(tmp_path):
     cfg = _config()
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))

@@ -1,30 +1,18 @@
 """End-to-end training on synthetic tables with a planted signal (tiny BERT, fp32, seconds per run)."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 import bsmfusion
 from bsmfusion.data.io import write_table
 from bsmfusion.evaluation.metrics import best_f1_threshold
 from bsmfusion.workflows.train import train
-from tests.conftest import PRECISIONS, prob_tolerance, tiny_config
-from tests.synthetic import planted_frame
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def fast_config(fusion, epochs=8, **train_overrides):
-    return tiny_config(
-        fusion, data={"id": "id"}, text={"pooling": "cls", "max_chunks": 2, "chunk_tokens": 32},
-        train={"epochs": epochs, "batch_size": 16, "precision": "fp32", "lr": 3e-3, "head_lr": 3e-3,
-               "patience": 50, "warmup_ratio": 0.0, **train_overrides},
-    )
+from tests.helpers import (PRECISIONS, ROOT, cli_train, fast_config, planted_frame, prob_tolerance,
+                           write_train_inputs)
 
 
 def auc_after_training(tmp_path, fusion, signal, epochs=8, tab_encoder="plr"):
@@ -34,18 +22,21 @@ def auc_after_training(tmp_path, fusion, signal, epochs=8, tab_encoder="plr"):
     return result.val_metrics["roc_auc"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion,expect_high", [("concat", True), ("text_only", True), ("tab_only", False)])
 def test_text_signal(tmp_path, fusion, expect_high):
     auc = auc_after_training(tmp_path, fusion, "text")
     assert (auc > 0.95) if expect_high else (auc < 0.7), auc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion,expect_high", [("gate", True), ("text_only", False)])
 def test_tabular_signal(tmp_path, fusion, expect_high):
     auc = auc_after_training(tmp_path, fusion, "tab")
     assert (auc > 0.95) if expect_high else (auc < 0.7), auc
 
 
+@pytest.mark.slow
 def test_interaction_signal_needs_a_multiplicative_fusion(tmp_path):
     """label = keyword XOR (x > 0): concat's logits are additive in text and tab, so it cannot fit it;
     cross_attn's two-layer merge network over both embeddings can. The test is about the fusions, so it uses the
@@ -55,14 +46,15 @@ def test_interaction_signal_needs_a_multiplicative_fusion(tmp_path):
     assert auc_after_training(tmp_path, "concat", "interaction", epochs=10, tab_encoder="design") < 0.75
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundle") / "model"
-    val = planted_frame(120, "text", 1)
-    result = train(fast_config("gate", epochs=3), planted_frame(300, "text", 0), val, out, progress=False)
-    return result, out, val
+@pytest.fixture
+def trained(bundle_factory):
+    """(result, bundle, validation frame): gate, 3 epochs on 300 planted text rows (the session's shared bundle).
+    Over 3 s to train on 2 cores: every test that needs it is marked slow."""
+    bundle = bundle_factory("gate", rows=(300, 120), epochs=3)
+    return bundle.result, bundle.path, planted_frame(120, "text", 1)
 
 
+@pytest.mark.slow
 def test_bundle_round_trip_gives_identical_predictions(trained):
     result, out, val = trained
     files = sorted(p.name for p in out.iterdir())
@@ -77,6 +69,7 @@ def test_bundle_round_trip_gives_identical_predictions(trained):
     assert meta["label_names"] == ["0", "1"] and meta["fusion"] == "gate" and "torch" in meta["versions"]
 
 
+@pytest.mark.slow
 def test_threshold_is_chosen_on_validation(trained):
     result, out, val = trained
     predictor = bsmfusion.load(out)
@@ -85,6 +78,7 @@ def test_threshold_is_chosen_on_validation(trained):
     assert json.loads((out / "metrics.json").read_text())["validation"]["threshold"] == pytest.approx(predictor.threshold)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_predict_streams_in_order_with_bounded_batches(trained, tmp_path, monkeypatch, precision):
     _, out, _ = trained
@@ -115,6 +109,7 @@ def test_predict_streams_in_order_with_bounded_batches(trained, tmp_path, monkey
     np.testing.assert_allclose(got["prob_1"].to_numpy(), whole["prob_1"].to_numpy(), atol=tolerance)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_scores_do_not_depend_on_the_batch_a_row_lands_in(trained, precision):
     """fp32: the same row scores the same (≤ 1e-6) whatever its batch size and neighbours; bf16 within its tolerance."""
@@ -131,6 +126,7 @@ def test_scores_do_not_depend_on_the_batch_a_row_lands_in(trained, precision):
                                        atol=tolerance, err_msg=f"batch_size={batch_size}")
 
 
+@pytest.mark.slow
 def test_bundle_records_the_precision_of_its_threshold(trained):
     _, out, _ = trained
     meta = json.loads((out / "meta.json").read_text())
@@ -139,6 +135,7 @@ def test_bundle_records_the_precision_of_its_threshold(trained):
     assert bsmfusion.load(out).describe_precision() == "fp32 (asked)"
 
 
+@pytest.mark.slow
 def test_bundle_records_every_epochs_validation_metrics(trained):
     """meta.json keeps the monitored metric of each epoch (3 epochs, patience 50: all run), and the best
     checkpoint's score is the best of them."""
@@ -152,6 +149,7 @@ def test_bundle_records_every_epochs_validation_metrics(trained):
     assert all("val_loss" in row for row in history)
 
 
+@pytest.mark.slow
 def test_keep_weights_last_runs_every_epoch_and_keeps_the_last_weights(tmp_path):
     """`train.keep_weights: last` (a refit for a fixed epoch count): no early stopping even with patience 1, and the
     bundle holds the last epoch's weights, not the best checkpoint's."""
@@ -187,20 +185,6 @@ def test_best_epoch_is_the_earliest_best_row():
         best_epoch(rows, "val_f1")
 
 
-def _write_inputs(tmp_path, cfg):
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-    write_table(planted_frame(160, "text", 0), tmp_path / "train.csv")
-    write_table(planted_frame(64, "text", 1), tmp_path / "val.csv")
-
-
-def _cli(tmp_path, out, *extra, env=None, launcher=()):
-    cmd = [*launcher, "-m", "bsmfusion", "train", "--config", str(tmp_path / "cfg.yaml"), "--train",
-           str(tmp_path / "train.csv"), "--val", str(tmp_path / "val.csv"), "--out", str(out), "--quiet", *extra]
-    if not launcher:
-        cmd = [sys.executable, *cmd]
-    return subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600, cwd=ROOT)
-
-
 def _killed_run(tmp_path, out, step: int):
     """Train in a subprocess that a test callback SIGKILLs at optimiser step `step` (tests/training/killed_run.py)."""
     cmd = [sys.executable, str(ROOT / "tests" / "training" / "killed_run.py"), str(tmp_path / "cfg.yaml"),
@@ -216,17 +200,18 @@ def assert_same_validation_metrics(reference_bundle: Path, resumed_bundle: Path)
         assert run_metrics[key] == pytest.approx(ref_metrics[key], abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
     cfg = fast_config("concat", epochs=3, checkpoint_every_steps=2)
-    _write_inputs(tmp_path, cfg)
-    reference = _cli(tmp_path, tmp_path / "ref")
+    write_train_inputs(tmp_path, cfg)
+    reference = cli_train(tmp_path, tmp_path / "ref")
     assert reference.returncode == 0, reference.stderr[-2000:]
     # 160 rows / 16 = 10 steps per epoch: step 15 is the middle of epoch 2; the last checkpoint is step 14.
     killed = _killed_run(tmp_path, tmp_path / "run", step=15)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (tmp_path / "run").exists()
     assert (tmp_path / "run.work" / "last" / "last.ckpt").is_file()
-    resumed = _cli(tmp_path, tmp_path / "run", "--resume")
+    resumed = cli_train(tmp_path, tmp_path / "run", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_validation_metrics(tmp_path / "ref", tmp_path / "run")
     # the epoch finished before the kill is in the resumed bundle's history, with the uninterrupted run's value
@@ -237,11 +222,12 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path):
         assert run_row["val_roc_auc"] == pytest.approx(ref_row["val_roc_auc"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_identical_weights_and_one_bundle(tmp_path):
     cfg = fast_config("gate", epochs=1, strategy="ddp", devices=2, accelerator="cpu")
-    _write_inputs(tmp_path, cfg)
+    write_train_inputs(tmp_path, cfg)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    run = _cli(tmp_path, tmp_path / "ddp", launcher=launcher, env={"OMP_NUM_THREADS": "1"})
+    run = cli_train(tmp_path, tmp_path / "ddp", launcher=launcher, env={"OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((tmp_path / "ddp.work" / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
@@ -250,6 +236,7 @@ def test_ddp_two_cpu_processes_identical_weights_and_one_bundle(tmp_path):
     assert run.stdout.count("bundle:") == 1
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics_plots_and_report(trained, tmp_path, capsys):
     from bsmfusion.cli import main
 
@@ -263,6 +250,7 @@ def test_evaluate_writes_metrics_plots_and_report(trained, tmp_path, capsys):
         assert f"]({png})" in (tmp_path / "rep" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_num_workers_feed_both_loaders_and_change_no_result(tmp_path, monkeypatch):
     from bsmfusion.training import fit
 
@@ -279,22 +267,24 @@ def test_num_workers_feed_both_loaders_and_change_no_result(tmp_path, monkeypatc
         assert with_workers.val_metrics[key] == pytest.approx(in_process.val_metrics[key], abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_resume_with_workers_and_accumulation_matches_uninterrupted_run(tmp_path):
     """Worker processes make the sampler run ahead of training, and 2 micro-batches share each optimiser step with
     dropout on: a run killed mid-epoch and resumed still ends with the uninterrupted run's metrics."""
     cfg = fast_config("concat", epochs=3, checkpoint_every_steps=2, num_workers=2, accumulate_grad_batches=2)
     cfg.model.dropout = 0.3
-    _write_inputs(tmp_path, cfg)
-    reference = _cli(tmp_path, tmp_path / "ref")
+    write_train_inputs(tmp_path, cfg)
+    reference = cli_train(tmp_path, tmp_path / "ref")
     assert reference.returncode == 0, reference.stderr[-2000:]
     # 160 rows / 16 = 10 micro-batches = 5 steps per epoch: step 7 is mid epoch 2; the last checkpoint is step 6.
     killed = _killed_run(tmp_path, tmp_path / "run", step=7)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    resumed = _cli(tmp_path, tmp_path / "run", "--resume")
+    resumed = cli_train(tmp_path, tmp_path / "run", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_validation_metrics(tmp_path / "ref", tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_tab_only_trains_and_predicts_without_a_text_column_and_never_tokenises(tmp_path, monkeypatch):
     from transformers import PreTrainedTokenizerBase
 
