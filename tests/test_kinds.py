@@ -60,6 +60,7 @@ def planted_tab(n, seed):
     return frame
 
 
+@pytest.mark.slow
 def test_a_registered_classical_member_trains_loads_scores_and_joins_ensembles_and_compare(tab_lr, tmp_path):
     assert "tab_lr" in model_kinds() and get_kind("tab_lr") is tab_lr
     cfg = tiny_config("tab_lr", data={"id": "id"})

@@ -274,6 +274,7 @@ def test_without_a_verify_key_the_unchecked_signature_is_said_once_per_bundle(ke
 
 
 # ----------------------------------------------------------------------------------------------- export re-signs
+@pytest.mark.slow
 def test_a_signed_bundle_exported_is_re_signed_and_still_verifies(clone, keys, capsys):
     pytest.importorskip("onnxruntime")
     a, b = keys
@@ -324,6 +325,7 @@ def test_a_signed_bundle_is_served_with_its_verify_key_and_refused_without_its_s
     assert "not by the verify key" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")  # Ray's own DataContext deprecations
 def test_a_signed_bundle_scores_on_ray_actors_with_its_verify_key(ray_local, signed, keys, tmp_path, capsys):
     frame = make_frame(24, seed=4)
@@ -342,6 +344,7 @@ def test_a_signed_bundle_scores_on_ray_actors_with_its_verify_key(ray_local, sig
 
 
 # ----------------------------------------------------------------------------------------------- training signs
+@pytest.mark.slow
 def test_train_signs_with_the_flag_or_the_environment_and_checks_the_key_first(keys, tmp_path, monkeypatch, capsys):
     from tests.helpers import classical_config, planted
 
@@ -373,6 +376,7 @@ def signed_ensemble(tmp_path_factory, keys):
     return out
 
 
+@pytest.mark.slow
 def test_an_ensemble_is_signed_members_included_and_its_member_folders_are_closed(signed_ensemble, keys, tmp_path):
     for folder in (signed_ensemble, *(signed_ensemble / "members").iterdir()):
         assert read_signature(folder)["key_id"] == keys[0].id
@@ -383,6 +387,7 @@ def test_an_ensemble_is_signed_members_included_and_its_member_folders_are_close
     refused(copy, "file 'members/neural/model.int8.onnx' is not listed in manifest.json", verify_key=keys[0].public)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")
 def test_a_signed_ensemble_of_the_defaults_shape_scores_in_predict_serve_and_ray(ray_local, signed_ensemble, keys,
                                                                                    tmp_path, monkeypatch):
@@ -410,6 +415,7 @@ def test_a_signed_ensemble_of_the_defaults_shape_scores_in_predict_serve_and_ray
     np.testing.assert_allclose(merged["prob_1"], merged["prob_1_local"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_an_exported_signed_ensemble_keeps_both_manifests_closed_and_signed(signed_ensemble, keys, tmp_path):
     pytest.importorskip("onnxruntime")
     copy = tmp_path / "ens"

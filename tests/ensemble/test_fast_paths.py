@@ -15,6 +15,7 @@ from bsmfusion.workflows.train import train
 from tests.helpers import assert_same_scores, growing_frame, make_frame, thread_lines, tiny_config
 
 NEURAL = ["neural", "neural_2"]
+pytestmark = pytest.mark.slow  # every test trains or shares a two-member ensemble
 
 
 def two_neural_config():
