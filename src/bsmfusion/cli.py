@@ -251,12 +251,16 @@ OPTION_FLAGS = {"batch_size": "--batch-size", "device": "--device", "precision":
 
 def _scoring_options(args: argparse.Namespace):
     """The `ScoringOptions` a scoring command's flags ask for (fields whose flag the command lacks keep defaults)."""
+    from dataclasses import fields
+
     from .scoring.options import ScoringOptions
 
-    names = {"batch_size": "batch_size", "device": "device", "precision": "precision", "engine": "engine",
-             "quantized": "int8", "chunk_cache_mb": "chunk_cache_mb", "compile": "compile", "decision": "decision",
-             "threshold": "threshold", "verify_key": "verify_key"}
-    return ScoringOptions(**{field: getattr(args, flag) for field, flag in names.items() if hasattr(args, flag)})
+    given = {}
+    for field in fields(ScoringOptions):
+        attribute = OPTION_FLAGS[field.name].removeprefix("--").replace("-", "_")  # --int8 → args.int8
+        if hasattr(args, attribute):
+            given[field.name] = getattr(args, attribute)
+    return ScoringOptions(**given)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

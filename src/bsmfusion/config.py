@@ -11,6 +11,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .kinds import ENSEMBLE, classical_kinds, is_neural, kind_uses_text, model_kinds, neural_kinds  # light: no torch
+from .policy import check_binary, parse_policy
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -207,8 +209,6 @@ class EnsembleConfig(_Section):
     @field_validator("neural")
     @classmethod
     def _neural_fusion(cls, value: str) -> str:
-        from .kinds import is_neural, neural_kinds  # not models.fusion: config validation imports no torch
-
         if not is_neural(value):
             raise ValueError(f"not a neural fusion; choose one of {', '.join(neural_kinds())}")
         return value
@@ -216,8 +216,6 @@ class EnsembleConfig(_Section):
     @field_validator("members")
     @classmethod
     def _members_once(cls, value: list[str]) -> list[str]:
-        from .kinds import classical_kinds
-
         choices = [NEURAL_MEMBER, *classical_kinds()]
         unknown = [m for m in value if m not in choices]
         if unknown:
@@ -261,8 +259,6 @@ class ModelConfig(_Section):
     @field_validator("fusion")
     @classmethod
     def _registered_fusion(cls, value: str) -> str:
-        from .kinds import model_kinds  # imported here, not at module level: `import bsmfusion.config` stays light
-
         if value not in model_kinds():
             raise ValueError(f"unknown fusion; choose one of {', '.join(model_kinds())}")
         return value
@@ -271,8 +267,6 @@ class ModelConfig(_Section):
     def uses_text(self) -> bool:
         """Whether the model reads the dialogue (False for tab_only: text columns are neither needed nor tokenised;
         an ensemble reads it when any member does)."""
-        from .kinds import ENSEMBLE, kind_uses_text
-
         if self.fusion == ENSEMBLE:
             return any(kind_uses_text(self.ensemble.neural if m == NEURAL_MEMBER else m) for m in self.ensemble.members)
         return kind_uses_text(self.fusion)
@@ -350,15 +344,11 @@ class TrainConfig(_Section):
     @field_validator("decision", mode="before")
     @classmethod
     def _known_policy(cls, value: Any) -> Any:
-        from .policy import parse_policy
-
         return parse_policy(value).to_config()
 
     @property
     def policy(self):
         """`train.decision` as a `decision.Policy`."""
-        from .policy import parse_policy
-
         return parse_policy(self.decision)
 
 
@@ -407,8 +397,6 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _binary_only_decisions(self) -> "Config":
-        from .policy import check_binary
-
         check_binary(self.model.num_classes, "train.decision", self.train.policy.name)
         check_binary(self.model.num_classes, "train.calibration", self.train.calibration)
         return self

@@ -52,6 +52,18 @@ def check_log_every(value: float) -> float:
     return value
 
 
+class muted:
+    """`with muted():` inner code moves no `Progress` (an ensemble's members each score the same rows; the ensemble
+    advances once for them)."""
+
+    def __enter__(self) -> "muted":
+        self._token = _ACTIVE.set(None)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _ACTIVE.reset(self._token)
+
+
 def advance(n: int, items: int | None = None) -> None:
     """Move the active `Progress` (the innermost running `with progress:` block) by `n`; no-op without one."""
     current = _ACTIVE.get()

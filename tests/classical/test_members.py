@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import bsmfusion
-from bsmfusion.errors import BundleError
+from bsmfusion.errors import BundleError, OptionError
 from bsmfusion.evaluation.metrics import classification_metrics
 from bsmfusion.inference.predictor import CONTRIBUTION_COLUMNS
 from bsmfusion.workflows.train import train
@@ -124,7 +124,7 @@ def test_onnx_is_refused_for_a_classical_member(bundles):
     folder, _ = bundles["tfidf_lr", "text"]
     with pytest.raises(BundleError, match="is a tfidf_lr model with no neural member: there is no torch graph to export"):
         export_onnx(folder)
-    with pytest.raises(BundleError, match="the ONNX engine covers the neural models only"):
+    with pytest.raises(OptionError, match="the ONNX engine covers the neural models only; pass engine=torch"):
         bsmfusion.load(folder, engine="onnx")
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import bsmfusion
 from bsmfusion.cli import main
-from bsmfusion.errors import BundleError
+from bsmfusion.errors import BundleError, OptionError
 from bsmfusion.workflows.train import train
 from tests.helpers import assert_same_scores, growing_frame, make_frame, thread_lines, tiny_config
 
@@ -143,5 +143,5 @@ def test_a_bundle_without_a_neural_model_has_nothing_to_export(tmp_path):
 
     with pytest.raises(BundleError, match="ensemble model with no neural member: there is no torch graph to export"):
         export_onnx(tmp_path / "m")
-    with pytest.raises(BundleError, match="the ONNX engine covers the neural models only"):
+    with pytest.raises(OptionError, match="the ONNX engine covers the neural models only; pass engine=torch"):
         bsmfusion.load(tmp_path / "m", engine="onnx")

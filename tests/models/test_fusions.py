@@ -208,7 +208,7 @@ def test_model_dropout_reaches_every_fusion_head(fusion):
 
 
 def test_builtin_fusion_table_matches_the_registry():
-    """`models.kinds.BUILTIN_FUSIONS` lets config validation skip importing torch; it must say what the classes say."""
+    """`kinds.BUILTIN_FUSIONS` lets config validation skip importing torch; it must say what the classes say."""
     from bsmfusion.models.fusion import fusion_class
     from bsmfusion.kinds import BUILTIN_FUSIONS
 

@@ -131,7 +131,8 @@ class ClassicalMember:
 
     @property
     def text_columns(self) -> list[str]:
-        return list(self.cfg.data.text)
+        """The text columns an input table needs: none for a member registered with `uses_text=False`."""
+        return list(self.cfg.data.text) if self.cfg.model.uses_text else []
 
     def describe_precision(self) -> str:
         return self.precision.describe()

@@ -36,8 +36,9 @@ def prepare_labels(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> tuple
     from ..data import validation
 
     validation.check_splits(train, val, cfg)
+    text = list(cfg.data.text) if cfg.model.uses_text else []  # a member registered with uses_text=False reads none
     for frame, name in ((train, "training"), (val, "validation")):
-        require_columns(frame, [*cfg.data.text, cfg.data.label], f"{name} data")
+        require_columns(frame, [*text, cfg.data.label], f"{name} data")
     preprocessor = table_preprocessor(cfg, train)
     validation.warn_about_splits(train, val, cfg, preprocessor.label_names)
     y_train, y_val = preprocessor.encode_labels(train), preprocessor.encode_labels(val)
@@ -51,7 +52,10 @@ def prepare_labels(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> tuple
 def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> ClassicalData:
     preprocessor, y_train, y_val = prepare_labels(cfg, train, val)
     groups = group_codes(train, cfg.data.group) if cfg.data.group else None
-    return ClassicalData(preprocessor, render_frame(train, cfg), render_frame(val, cfg),
+    def texts(frame: pd.DataFrame) -> list[str]:
+        return render_frame(frame, cfg) if cfg.model.uses_text else [""] * len(frame)
+
+    return ClassicalData(preprocessor, texts(train), texts(val),
                          tab_matrix(preprocessor.tabular, train), tab_matrix(preprocessor.tabular, val), y_train, y_val,
                          groups)
 
@@ -75,7 +79,7 @@ def train_member(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     fitted = fit_decision(cfg, data.y_val, model.score_frame(val_df))  # calibration, then the threshold
     threshold = fitted.threshold
     val_metrics = classification_metrics(data.y_val, fitted.scores.probs, threshold)
-    meta = {"kind": model.kind, "train_rows": len(train_df), "val_rows": len(val_df),
+    meta = {"kind": cfg.model.fusion, "train_rows": len(train_df), "val_rows": len(val_df),
             "validation_precision": model.precision.to_json(), "training": info, **split_meta(train_df, cfg),
             **fitted.meta()}
     write_classical_bundle(out_dir, cfg=cfg, preprocessor=data.preprocessor, threshold=threshold,

@@ -21,6 +21,8 @@ from ..config import Config
 from ..errors import BundleError
 from ..models.scores import Scores
 from ..precision import Precision
+from ..progress import advance as report_progress
+from ..progress import muted
 from ..scoring.chunk_cache import CacheGroup
 from ..scoring.options import ScoringOptions
 from ..scoring.scorers import member_scorer
@@ -53,8 +55,8 @@ class EnsembleScorer:
         """Summed counters of the members' caches, and each neural member's own info under `members`."""
         infos = {name: scorer.chunk_cache_info() for name, _, scorer in self.members if name in self.neural_names()}
         if self.chunk_cache is None:
-            reasons = sorted({info["description"] for info in infos.values()}) or ["no neural member"]
-            return {"enabled": False, "description": f"off: {'; '.join(reasons)}", "members": infos}
+            reasons = sorted({info["description"].removeprefix("off").lstrip(": ") for info in infos.values()})
+            return {"enabled": False, "description": f"off: {'; '.join(reasons) or 'no neural member'}", "members": infos}
         sizes = ", ".join(f"{name}: {info['description']}" for name, info in infos.items())
         stats = self.chunk_cache.stats()
         stats.pop("members")
@@ -67,6 +69,12 @@ class EnsembleScorer:
     def score_frame(self, frame: pd.DataFrame, targets: np.ndarray | None = None, memo: dict | None = None) -> Scores:
         k = self.cfg.model.num_classes
         memo = {} if memo is None else memo
+        with muted():  # every member scores the same rows: the running progress moves once, below
+            scores = self._score_members(frame, targets, memo, k)
+        report_progress(len(frame))
+        return scores
+
+    def _score_members(self, frame: pd.DataFrame, targets: np.ndarray | None, memo: dict, k: int) -> Scores:
         parts = [(w, scorer.score_frame(frame, memo=memo)) for _, w, scorer in self.members]
         logits, combined = combine(parts, k)
         if k == 2 or len(frame) == 0:

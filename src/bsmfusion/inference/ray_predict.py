@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.io import _CSV, _JSONL, _PARQUET
-from ..errors import BsmFusionError, BundleError, ConfigError, DataError
+from ..errors import BsmFusionError, BundleError, ConfigError, DataError, OptionError
 from ..scoring.options import ScoringOptions
 
 RAY_PIN = "ray[data]==2.60.0"
@@ -380,7 +380,12 @@ def ray_predict(data, bundle: str | Path, options: ScoringOptions | None = None,
     from ..signing import public_pem
     from .predictor import verify_key_of
 
-    options = replace(options or ScoringOptions(), device="cuda" if gpus_per_actor > 0 else "cpu")
+    options = options or ScoringOptions()
+    device = "cuda" if gpus_per_actor > 0 else "cpu"
+    if options.device not in ("cpu", device):
+        raise OptionError(f"{{device}} '{options.device}' on Ray comes from gpus_per_actor ({gpus_per_actor:g}): "
+                          f"actors score on {device}; set gpus_per_actor instead")
+    options = replace(options, device=device)
     key = verify_key_of(options)
     options = replace(options, verify_key=None if key is None else public_pem(key))
     ray = require_ray()

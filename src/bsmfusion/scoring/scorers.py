@@ -28,7 +28,7 @@ import torch
 from ..bundle import Bundle
 from ..manifest import MANIFEST
 from ..data.dataset import Collator
-from ..errors import BundleError
+from ..errors import BundleError, OptionError
 from ..models.scores import Scores, score_table
 from ..precision import Precision, cpu_capability, resolve_precision
 from .options import ScoringOptions
@@ -161,8 +161,11 @@ class NeuralScorer:
                 memo[key] = self.bundle.preprocessor.encode_text(frame)
             threads = memo[key]
         table = self.bundle.preprocessor.encode(frame, with_labels=False, threads=threads)
-        return score_table(self.model, table, self.collator, batch_size=self.batch_size, device=self.device,
-                           precision=self.precision, targets=targets)
+        model, precision = self.model, self.precision
+        if targets is not None and self.engine == "onnx":  # the graph splits the predicted class only
+            model, precision = self.bundle.model.to(self.device).eval(), resolve_precision("fp32", self.device)
+        return score_table(model, table, self.collator, batch_size=self.batch_size, device=self.device,
+                           precision=precision, targets=targets)
 
 
 class CalibratedScorer:
@@ -212,6 +215,6 @@ def build_scorer(bundle: Bundle, options: ScoringOptions | None = None) -> Calib
     a neural model is refused (`BundleError`)."""
     options = options or ScoringOptions()
     if options.engine == "onnx" and bundle.kind != "neural" and not getattr(bundle.model, "neural_members", list)():
-        raise BundleError(f"bundle '{Path(bundle.path)}' is a {bundle.kind} model: the ONNX engine covers the neural "
-                          "models only; score it with --engine torch")
+        raise OptionError(f"bundle '{Path(bundle.path)}' is a {bundle.kind} model with no neural member: the ONNX "
+                          "engine covers the neural models only; pass {engine}=torch")
     return member_scorer(bundle, options)

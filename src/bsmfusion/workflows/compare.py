@@ -14,12 +14,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..bundle import load_bundle
+from ..calibration import bundle_calibration
 from ..config import Config
+from ..data.dataset import Collator
 from ..data.io import as_frame
 from ..evaluation.metrics import classification_metrics
 from ..kinds import check_kind, compare_kinds, is_neural
 from ..models.scores import score_table
 from ..precision import resolve_precision
+from ..scoring.options import ScoringOptions
+from ..scoring.scorers import member_scorer
 from ..training.fit import embedding_cache_dir
 from ..training.frozen import attach_frozen_text_features
 from .train import train
@@ -65,16 +70,10 @@ def compare(cfg: Config, train_data, val_data, test_data, out_dir: str | Path, *
 def _test_scores(cfg: Config, bundle_dir: Path, test: pd.DataFrame):
     """(labels, calibrated Scores, threshold) on the test split: neural fusions through the cached frozen-encoder
     vectors and the bundle's calibration, the classical kinds through their own (calibrated) scorer."""
-    from ..bundle import load_bundle
-    from ..calibration import bundle_calibration
-    from ..data.dataset import Collator
-
     bundle = load_bundle(bundle_dir)
-    if not is_neural(cfg.model.fusion):  # what scoring.scorers.build_scorer does for these kinds
-        from ..scoring.options import ScoringOptions
-
-        scores = bundle.model.scorer(ScoringOptions(batch_size=cfg.train.eval_batch_size)).score_frame(test)
-        return bundle.preprocessor.encode_labels(test), bundle_calibration(bundle).apply(scores), bundle.threshold
+    if not is_neural(cfg.model.fusion):  # the classical kinds and the ensemble: their own calibrated scorer
+        scores = member_scorer(bundle, ScoringOptions(batch_size=cfg.train.eval_batch_size)).score_frame(test)
+        return bundle.preprocessor.encode_labels(test), scores, bundle.threshold
     test_table = bundle.preprocessor.encode(test)
     collator = Collator.for_text(cfg.text, bundle.preprocessor.pad_token_id)
     precision = resolve_precision(cfg.train.precision, "cpu")  # the one the threshold was chosen under
