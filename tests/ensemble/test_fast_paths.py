@@ -145,3 +145,28 @@ def test_a_bundle_without_a_neural_model_has_nothing_to_export(tmp_path):
         export_onnx(tmp_path / "m")
     with pytest.raises(OptionError, match="the ONNX engine covers the neural models only; pass engine=torch"):
         bsmfusion.load(tmp_path / "m", engine="onnx")
+
+
+def test_a_multiclass_ensemble_on_onnx_re_splits_with_its_torch_model(tmp_path):
+    """The graph splits the predicted class only; members that predicted another class than the ensemble are
+    re-split at the ensemble's class with the member's torch model, so ONNX scores equal torch's."""
+    pytest.importorskip("onnxruntime")
+    from bsmfusion.inference.onnx_export import export_onnx
+
+    def three(n, seed):
+        frame = make_frame(n, seed=seed)
+        frame["label"] = frame["label"] + (frame["ratio"] > 0.5).astype(int)
+        return frame
+
+    cfg = two_neural_config()
+    cfg.model.num_classes = 3
+    cfg.model.ensemble.neural_seeds = 1
+    train(cfg, three(90, 0), three(60, 1), tmp_path / "m", progress=False)
+    export_onnx(tmp_path / "m")
+    frame = three(40, 2)
+    torch_out = bsmfusion.load(tmp_path / "m", precision="fp32").predict_frame(frame)
+    onnx_out = bsmfusion.load(tmp_path / "m", engine="onnx").predict_frame(frame)
+    for column in ("prob_0", "prob_1", "prob_2"):
+        np.testing.assert_allclose(onnx_out[column], torch_out[column], atol=1e-5, rtol=0)
+    for column in ("text_contribution", "tab_contribution"):
+        np.testing.assert_allclose(onnx_out[column], torch_out[column], atol=1e-4, rtol=0)
