@@ -54,9 +54,9 @@ class EnsembleScorer:
     def chunk_cache_info(self) -> dict:
         """Summed counters of the members' caches, and each neural member's own info under `members`."""
         infos = {name: scorer.chunk_cache_info() for name, _, scorer in self.members if name in self.neural_names()}
-        if self.chunk_cache is None:
-            reasons = sorted({info["description"].removeprefix("off").lstrip(": ") for info in infos.values()})
-            return {"enabled": False, "description": f"off: {'; '.join(reasons) or 'no neural member'}", "members": infos}
+        if self.chunk_cache is None:  # every neural member's cache is off: say why, once per distinct reason
+            reasons = sorted({info["description"] for info in infos.values()}) or ["off: no neural member"]
+            return {"enabled": False, "description": "; ".join(reasons), "members": infos}
         sizes = ", ".join(f"{name}: {info['description']}" for name, info in infos.items())
         stats = self.chunk_cache.stats()
         stats.pop("members")
