@@ -344,3 +344,24 @@ def assert_same_scores(a: pd.DataFrame, b: pd.DataFrame, atol: float = FP32) -> 
         np.testing.assert_allclose(a[column].to_numpy(), b[column].to_numpy(), atol=atol, rtol=0, err_msg=column)
     # text_share = |text| / (|text| + |tab|) divides by the contributions: ~1e-7 on two values of ~1e-3 moves it ~1e-5
     np.testing.assert_allclose(a["text_share"].to_numpy(), b["text_share"].to_numpy(), atol=20 * atol, rtol=0)
+
+
+# ------------------------------------------------------------------ untrained bundles (scoring needs no training)
+def random_bundle(path: Path, fusion: str = "gate", *, id_column: str | None = "id", sign_key=None, **text) -> Path:
+    """A bundle of the tiny BERT with random weights (fp32 pinned; `text` overrides text keys): for tests of how a
+    bundle is scored, stored or signed, where what it learned does not matter."""
+    import torch
+
+    from bsmfusion.bundle import write_bundle
+    from bsmfusion.data.preprocess import RowPreprocessor
+    from bsmfusion.data.text import load_tokenizer, tokenizer_source
+    from bsmfusion.models.classifier import build_model
+
+    cfg = tiny_config(fusion, data={"id": id_column}, text={"max_chunks": 3, "chunk_tokens": 16, "pooling": "mean",
+                                                            **text}, train={"precision": "fp32"})
+    tokenizer = load_tokenizer(tokenizer_source(cfg.text))
+    preprocessor = RowPreprocessor.fit(cfg, tokenizer, make_frame(40))
+    torch.manual_seed(1)
+    model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities).eval()
+    return write_bundle(path, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model, threshold=0.5,
+                        metrics={}, sign_key=sign_key)

@@ -1,7 +1,6 @@
 """Bad inputs get one-line errors or documented handling; crashes never leave a loadable half-bundle."""
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys

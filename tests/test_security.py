@@ -16,35 +16,18 @@ import stat
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import bsmfusion
-from bsmfusion.bundle import write_bundle
 from bsmfusion.manifest import sha256_file
 from bsmfusion.cli import main
-from bsmfusion.data.preprocess import RowPreprocessor
-from bsmfusion.data.text import load_tokenizer, tokenizer_source
 from bsmfusion.errors import BundleError, OptionError
 from bsmfusion.manifest import MANIFEST, SIGNATURE, check_manifest, read_signature
-from bsmfusion.models.classifier import build_model
 from bsmfusion.signing import generate
 from bsmfusion.workflows.train import train
-from tests.helpers import make_frame, tiny_config
+from tests.helpers import make_frame, random_bundle, tiny_config
 
 
 # ----------------------------------------------------------------------------------------------- fixtures
-def neural_bundle(path, sign_key=None):
-    """The tiny BERT with random weights (gate fusion, fp32, id column): a neural bundle in a second, no training."""
-    cfg = tiny_config("gate", data={"id": "id"}, text={"max_chunks": 3, "chunk_tokens": 16, "pooling": "mean"},
-                      train={"precision": "fp32"})
-    tokenizer = load_tokenizer(tokenizer_source(cfg.text))
-    preprocessor = RowPreprocessor.fit(cfg, tokenizer, make_frame(40))
-    torch.manual_seed(1)
-    model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities).eval()
-    return write_bundle(path, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model, threshold=0.5,
-                        metrics={}, sign_key=sign_key)
-
-
 class Keys:
     def __init__(self, folder):
         self.private, self.public, self.id = generate(folder)
@@ -59,7 +42,7 @@ def keys(tmp_path_factory):
 @pytest.fixture(scope="module")
 def signed(tmp_path_factory, keys):
     """A neural bundle signed by key a when it was written."""
-    return neural_bundle(tmp_path_factory.mktemp("signed") / "model", sign_key=keys[0].private)
+    return random_bundle(tmp_path_factory.mktemp("signed") / "model", sign_key=keys[0].private)
 
 
 @pytest.fixture
@@ -162,7 +145,7 @@ def test_a_symbolic_link_is_refused(clone, tmp_path):
 
 def test_a_signature_by_another_key_is_refused(keys, tmp_path):
     a, b = keys
-    other = neural_bundle(tmp_path / "other", sign_key=b.private)
+    other = random_bundle(tmp_path / "other", sign_key=b.private)
     refused(other, rf"bundle '{other}' is signed by key {b.id}, not by the verify key \({a.id}\); pass the public key "
                    rf"of {b.id}, or have the bundle re-signed with yours", verify_key=a.public)
     # a forged key id changes nothing: the signature is still b's
@@ -172,7 +155,7 @@ def test_a_signature_by_another_key_is_refused(keys, tmp_path):
 
 
 def test_a_signature_borrowed_from_another_bundle_is_refused(clone, keys, tmp_path):
-    other = neural_bundle(tmp_path / "other")
+    other = random_bundle(tmp_path / "other")
     (other / "meta.json").write_text((other / "meta.json").read_text().replace('"threshold": 0.5', '"threshold": 0.9'))
     rewrite_manifest(other, lambda m: m.update({"meta.json": sha256_file(other / "meta.json")}))
     shutil.copy(clone / SIGNATURE, other / SIGNATURE)
@@ -180,7 +163,7 @@ def test_a_signature_borrowed_from_another_bundle_is_refused(clone, keys, tmp_pa
 
 
 def test_an_unsigned_bundle_or_a_damaged_signature_is_refused_with_a_verify_key(keys, tmp_path):
-    plain = neural_bundle(tmp_path / "plain")
+    plain = random_bundle(tmp_path / "plain")
     refused(plain, rf"bundle '{plain}' is not signed, and a verify key \({keys[0].id}\) requires a signature; sign it "
                    rf"where it was built: 'bsmfusion sign --model {plain} --sign-key private.pem'",
             verify_key=keys[0].public)
@@ -189,7 +172,7 @@ def test_an_unsigned_bundle_or_a_damaged_signature_is_refused_with_a_verify_key(
 
 
 def test_the_verify_key_may_come_from_the_environment_or_as_pem_text(signed, keys, tmp_path, monkeypatch):
-    plain = neural_bundle(tmp_path / "plain")
+    plain = random_bundle(tmp_path / "plain")
     monkeypatch.setenv("BSMFUSION_VERIFY_KEY", str(keys[0].public))
     with pytest.raises(BundleError, match="is not signed"):
         bsmfusion.load(plain)
@@ -264,7 +247,7 @@ def test_a_copy_made_with_save_still_verifies(signed, keys, tmp_path):
 
 
 def test_without_a_verify_key_the_unchecked_signature_is_said_once_per_bundle(keys, tmp_path, caplog):
-    plain = neural_bundle(tmp_path / "plain")
+    plain = random_bundle(tmp_path / "plain")
     with caplog.at_level(logging.WARNING, logger="bsmfusion.bundle"):
         for _ in range(3):
             bsmfusion.load(plain)

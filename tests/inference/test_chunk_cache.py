@@ -8,28 +8,11 @@ import pytest
 import torch
 
 import bsmfusion
-from bsmfusion.bundle import write_bundle
 from bsmfusion.cli import main
-from bsmfusion.data.preprocess import RowPreprocessor
-from bsmfusion.data.text import load_tokenizer, tokenizer_source
 from bsmfusion.scoring.chunk_cache import ENTRY_OVERHEAD_BYTES, ChunkVectorCache, cache_namespace
-from bsmfusion.models.classifier import build_model
-from tests.helpers import (FP32, PRECISIONS, assert_same_scores, growing_frame, make_frame, prob_tolerance, thread_lines,
-                           tiny_config)
+from tests.helpers import (FP32, PRECISIONS, assert_same_scores, growing_frame, make_frame, prob_tolerance,
+                           random_bundle, thread_lines)
 
-
-
-def random_bundle(path, fusion="gate", **text):
-    """A bundle of the tiny BERT with random weights (no training: the cache only has to reproduce its scores)."""
-    cfg = tiny_config(fusion, data={"id": "id"}, text={"max_chunks": 3, "chunk_tokens": 16, "pooling": "mean", **text},
-                      train={"precision": "fp32"})
-    tokenizer = load_tokenizer(tokenizer_source(cfg.text))
-    frame = make_frame(40)
-    preprocessor = RowPreprocessor.fit(cfg, tokenizer, frame)
-    torch.manual_seed(1)
-    model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities).eval()
-    return write_bundle(path, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model, threshold=0.5,
-                        metrics={})
 
 
 @pytest.fixture(scope="module")

@@ -18,24 +18,12 @@ from bsmfusion.data.text import load_tokenizer, tokenizer_source
 from bsmfusion.errors import ConfigError, DataError
 from bsmfusion.inference.ray_predict import resolve_inputs
 from bsmfusion.models.classifier import build_model
-from tests.helpers import SHARED_DATA, make_frame, tiny_config
+from tests.helpers import SHARED_DATA, make_frame, random_bundle, tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")  # Ray's own DataContext deprecations
 
 FP32 = 1e-6
 SCORES = ["prob_0", "prob_1", "text_contribution", "tab_contribution"]
-
-
-def random_bundle(path, id_column="id"):
-    """The tiny BERT with random weights, gate fusion, fp32 pinned (scoring needs no training)."""
-    cfg = tiny_config("gate", data={"id": id_column}, text={"max_chunks": 3, "chunk_tokens": 16, "pooling": "mean"},
-                      train={"precision": "fp32"})
-    tokenizer = load_tokenizer(tokenizer_source(cfg.text))
-    preprocessor = RowPreprocessor.fit(cfg, tokenizer, make_frame(40))
-    torch.manual_seed(1)
-    model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities).eval()
-    return write_bundle(path, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model, threshold=0.5,
-                        metrics={})
 
 
 @pytest.fixture(scope="module")
