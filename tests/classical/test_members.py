@@ -22,6 +22,7 @@ def bundles(bundle_factory):
     return {run: (bundle.path, bundle.result) for run, bundle in trained.items()}
 
 
+@pytest.mark.slow
 def test_tfidf_lr_learns_a_text_keyword(bundles):
     folder, result = bundles["tfidf_lr", "text"]
     test = planted(300, "text", 2)

@@ -154,6 +154,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_tab_only_learns_a_nonlinear_signal_as_well_as_gradient_boosting(tmp_path, one_thread):
     from sklearn.metrics import roc_auc_score
 

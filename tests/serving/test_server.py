@@ -73,6 +73,7 @@ def test_per_record_errors_keep_their_place(server):
     assert [r["id"] for r in out] == [r["id"] for r in recs]
 
 
+@pytest.mark.slow
 def test_200_concurrent_requests_match_the_batch_predictor(server, bundle):
     recs = records(200, seed=9)
     precision = httpx.get(f"{server}/v1/model", headers={"X-API-Key": KEY}).json()["precision"]["used"]
