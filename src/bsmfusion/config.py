@@ -169,9 +169,15 @@ class EnsembleConfig(_Section):
         "weights and the threshold are untouched by them; 0: it chooses on the validation rows too (optimistic "
         "validation predictions: a member that early-stopped on them gets too much weight)")
     neural_seeds: int = Field(2, ge=1, le=8, description="fine-tuned neural members (the 'neural' entry of members "
-        "repeated): member k (neural, neural_2, ...) trains with seed train.seed + k - 1 and its own seeded holdout, "
+        "repeated): member k (neural, neural_2, ...) trains with seed train.seed + k - 1 (and its own seeded holdout with "
+        "combine_on: validation; one shared holdout with cross_fit) "
         "and enters the weight selection as a member of its own; each one adds the neural member's training and "
         "scoring time (2, the default, chosen by measurement: README 'The default model'; 1 halves the neural cost)")
+    combine_on: Literal["cross_fit", "validation"] = Field("cross_fit", description="rows the member weights, the "
+        "calibration and the threshold are fitted on. 'cross_fit': the validation rows plus every training row all "
+        "members scored out of sample (the neural members' holdout, which they then share, scored by each; the "
+        "classical members' out-of-fold predictions from their member_cv_folds CV), so a small validation split "
+        "does not decide alone; 'validation': the validation rows only (each neural member its own holdout)")
     refit_neural: bool = Field(False, description="true: once the neural member has early-stopped on the holdout, "
         "train it again from scratch on all training rows for the epoch count that scored best there (its last "
         "weights kept; AutoGluon's refit_full): it learns from the holdout rows too, for about 1 + best epochs / "

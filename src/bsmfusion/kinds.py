@@ -39,6 +39,9 @@ class TrainResult:
     val_metrics: dict[str, Any]
     epochs_run: int
     work_dir: Path | None = None  # the working folder, when it was kept after success (multi-process runs, keep_work)
+    # classical members with CV: `N_train×K` float64 logits of the training rows, each from the fold model that did
+    # not see it (binary [0, log-odds]); the ensemble's cross-fitted combination uses them (None: not available)
+    out_of_fold: Any = None
 
 
 @dataclass(frozen=True)

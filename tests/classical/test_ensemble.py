@@ -29,7 +29,8 @@ def test_weights_sum_to_one_and_meta_records_every_member(ensemble):
     assert [m["name"] for m in meta["members"]] == ["neural", "tfidf_lr", "gbdt"]
     assert sum(meta["weights"].values()) == pytest.approx(1.0, abs=1e-12)
     assert all(0 <= m["weight"] <= 1 and "roc_auc" in m["validation"] for m in meta["members"])
-    assert meta["members"][0]["fusion"] == "gate" and meta["selection"]["rows"] == "validation"
+    assert meta["members"][0]["fusion"] == "gate"
+    assert meta["selection"]["rows"].startswith("validation rows + the neural members' shared holdout")
     selection = meta["selection"]
     assert selection["bags"] == 32 and "picks" not in selection  # the weights come from the bags alone
     bags = np.array(selection["bag_weights"])
@@ -257,13 +258,15 @@ def test_member_holdout_and_cv_folds_keep_each_group_whole():
 
 @pytest.mark.slow
 def test_neural_seeds_adds_members_each_the_first_member_of_the_next_seed(tmp_path):
-    """`neural_seeds: 2`: neural_2 trains with seed + 1 and its own holdout, i.e. it is exactly the neural member an
-    ensemble seeded one higher trains (what lets the benchmark re-combine stored runs); both enter the selection."""
+    """`neural_seeds: 2` with `combine_on: validation`: neural_2 trains with seed + 1 and its own holdout, i.e. it is
+    exactly the neural member an ensemble seeded one higher trains (what lets the benchmark re-combine stored runs
+    of that mode); both enter the selection. (cross_fit shares one holdout: test_cross_fit.py.)"""
     from bsmfusion.bundle import load_bundle
     from bsmfusion.manifest import sha256_file
 
     cfg = ensemble_config(members=("neural", "tfidf_lr"))
     cfg.model.ensemble.neural_seeds = 2
+    cfg.model.ensemble.combine_on = "validation"
     train_df, val_df = mixed(240, 0), mixed(160, 1)
     train(cfg, train_df, val_df, tmp_path / "two", progress=False)
     meta = json.loads((tmp_path / "two" / "meta.json").read_text())
@@ -275,6 +278,7 @@ def test_neural_seeds_adds_members_each_the_first_member_of_the_next_seed(tmp_pa
 
     next_seed = ensemble_config(members=("neural",))
     next_seed.train.seed = cfg.train.seed + 1
+    next_seed.model.ensemble.combine_on = "validation"
     train(next_seed, train_df, val_df, tmp_path / "next", progress=False)
     same = [sha256_file(tmp_path / d / "members" / n / "model.safetensors")
             for d, n in (("two", "neural_2"), ("next", "neural"))]

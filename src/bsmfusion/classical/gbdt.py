@@ -134,6 +134,16 @@ def lightgbm_params(cfg: Config) -> dict[str, Any]:
     return params
 
 
+def cv_logits(cv_booster, folds, x_train: np.ndarray, rounds: int, num_classes: int) -> np.ndarray:
+    """`N×K` float64 out-of-fold logits: each training row scored by the fold booster that did not see it, with the
+    `rounds` CV chose (binary [0, raw log-odds]; multiclass the raw class scores, logits up to a row constant)."""
+    logits = np.zeros((len(x_train), num_classes))
+    for booster, (_, held) in zip(cv_booster.boosters, folds):
+        raw = np.asarray(booster.predict(x_train[held], raw_score=True, num_iteration=rounds), dtype=np.float64)
+        logits[held] = np.stack([np.zeros_like(raw), raw], axis=1) if num_classes == 2 else raw.reshape(len(held), -1)
+    return logits
+
+
 def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], train_tab: np.ndarray,
              y_train: np.ndarray, val_texts: list[str], val_tab: np.ndarray, y_val: np.ndarray,
              sample_weight: np.ndarray | None = None, groups: np.ndarray | None = None) -> tuple[GBDT, dict[str, Any]]:
@@ -156,11 +166,13 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     train_set = lgb.Dataset(x_train, label=y_train, weight=sample_weight, feature_name=names, free_raw_data=False)
     stopping = ([lgb.early_stopping(settings.gbdt_early_stopping_rounds, verbose=False)]
                 if settings.gbdt_early_stopping_rounds else [])
-    max_rounds, chosen_on = settings.gbdt_max_rounds, "validation"
+    max_rounds, chosen_on, out_of_fold = settings.gbdt_max_rounds, "validation", None
     if settings.cv_folds and stopping:  # the rounds from k-fold CV on the training rows; validation untouched
+        folds = cv_folds(y_train, settings.cv_folds, cfg.train.seed, groups)
         history = lgb.cv(lightgbm_params(cfg), train_set, num_boost_round=max_rounds, callbacks=stopping,
-                         folds=cv_folds(y_train, settings.cv_folds, cfg.train.seed, groups))
-        max_rounds, stopping = len(next(iter(history.values()))), []
+                         folds=folds, return_cvbooster=True)
+        max_rounds, stopping = len(history["valid " + lightgbm_params(cfg)["metric"] + "-mean"]), []
+        out_of_fold = cv_logits(history["cvbooster"], folds, x_train, max_rounds, cfg.model.num_classes)
         chosen_on = f"{settings.cv_folds}-fold CV on the training rows"
     valid = {}
     if stopping:
@@ -174,6 +186,7 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     rng = np.random.default_rng(cfg.train.seed)
     background = np.sort(rng.choice(len(y_train), size=min(settings.gbdt_background_rows, len(y_train)), replace=False))
     fitted = GBDT(cfg, text, tabular, components, svd_train[background], train_tab[background], booster)
+    fitted.out_of_fold = out_of_fold
     info = {"rounds": rounds, "chosen_on": chosen_on, "svd_components": k, "svd_explained_variance": float(svd.explained_variance_ratio_.sum()),
             "text_features": text.dim, "tab_features": int(train_tab.shape[1])}
     return fitted, info

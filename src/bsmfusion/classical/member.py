@@ -121,6 +121,9 @@ class ClassicalMember:
 
     kind: ClassVar[str] = ""
     precision: Precision = FP64
+    # set by `fit` when the member chose by CV: `N_train×K` float64 logits of each training row from the fold model
+    # that did not see it (binary [0, log-odds]); the ensemble's cross-fitted combination reads them
+    out_of_fold: np.ndarray | None = None
 
     def __init__(self, cfg: Config):
         self.cfg = cfg

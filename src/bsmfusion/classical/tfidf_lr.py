@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ..config import Config
 from ..data.tabular import TabularPreprocessor
+from ..calibration import softmax
 from ..evaluation.metrics import classification_metrics
 from ..precision import Precision
 from .member import ClassicalData, ClassicalMember, class_weight_dict, cv_folds
@@ -99,18 +100,25 @@ def fit_tfidf_lr(cfg: Config, tabular: TabularPreprocessor, train_texts: list[st
                                   random_state=cfg.train.seed,
                                   class_weight=class_weight_dict(cfg.train.class_weight, cfg.model.num_classes))
 
-    search, best = [], None
+    def fold_logits(fitted: LogisticRegression, rows) -> np.ndarray:
+        """`n×K` logits: binary [0, decision] (exact log-odds, no saturated probabilities), multiclass log-probs."""
+        if binary:
+            z = fitted.decision_function(x_train[rows])
+            return np.stack([np.zeros_like(z), z], axis=1)
+        return fitted.predict_log_proba(x_train[rows])
+
+    search, best, out_of_fold = [], None, None
     chosen_on = "validation"
-    if len(settings.lr_c_grid) > 1 and settings.cv_folds:
+    if settings.cv_folds:  # also with one C: the out-of-fold logits serve the ensemble's cross-fitted combination
         folds = cv_folds(y_train, settings.cv_folds, cfg.train.seed, groups)
         for c in settings.lr_c_grid:
             oof = np.zeros((len(y_train), cfg.model.num_classes))
             for fit_rows, held in folds:
-                oof[held] = regression(c).fit(x_train[fit_rows], y_train[fit_rows]).predict_proba(x_train[held])
-            key = selection_key(y_train, oof)
+                oof[held] = fold_logits(regression(c).fit(x_train[fit_rows], y_train[fit_rows]), held)
+            key = selection_key(y_train, softmax(oof))
             search.append({"C": c, "cv_roc_auc": key[0], "cv_log_loss": -key[1]})
             if best is None or key > best[0]:
-                best = (key, c)
+                best, out_of_fold = (key, c), oof
         model = regression(best[1]).fit(x_train, y_train)
         chosen_on = f"{len(folds)}-fold CV on the training rows"
     else:
@@ -125,5 +133,6 @@ def fit_tfidf_lr(cfg: Config, tabular: TabularPreprocessor, train_texts: list[st
     mean = np.asarray(x_train.mean(axis=0), dtype=np.float64).ravel()
     fitted = TfidfLR(cfg, text, tabular, np.ascontiguousarray(model.coef_, dtype=np.float64),
                      np.ascontiguousarray(model.intercept_, dtype=np.float64), mean)
+    fitted.out_of_fold = out_of_fold
     info = {"C": c, "c_search": search, "chosen_on": chosen_on, "text_features": text.dim, "tab_features": int(train_tab.shape[1])}
     return fitted, info

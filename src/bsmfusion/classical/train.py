@@ -85,4 +85,4 @@ def train_member(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     write_classical_bundle(out_dir, cfg=cfg, preprocessor=data.preprocessor, threshold=threshold,
                            metrics={"validation": val_metrics}, meta=meta, payload=lambda folder: save_member(model, folder),
                            files=fitted.files(), sign_key=run.sign_key)
-    return TrainResult(Path(out_dir), threshold, val_metrics, int(info.get("rounds", 1)))
+    return TrainResult(Path(out_dir), threshold, val_metrics, int(info.get("rounds", 1)), out_of_fold=model.out_of_fold)

@@ -7,7 +7,9 @@ Which rows serve what:
   checkpoint (`refit_neural`: then trained again on all training rows for the epoch count that scored best there);
   the classical members, cheap enough to refit k times, fit on all training rows and choose their settings by
   `member_cv_folds`-fold cross-validation on them. The validation rows, untouched by any of those choices, then
-  fit the member weights (`selection`), the calibration and the threshold.
+  fit the member weights (`selection`), the calibration and the threshold — with `combine_on: cross_fit` (the
+  default) together with the training rows every member scored out of sample (`cross_fit`; the neural members
+  then share one holdout, drawn with train.seed).
 * the members train uncalibrated, with max F1 (`member_config`): only the combined score is calibrated, and a
   policy one member cannot meet does not stop the ensemble.
 
@@ -35,7 +37,8 @@ from ..kinds import TrainResult, TrainRun, get_kind
 from ..scoring.scorers import build_scorer
 from ..training.fit import clear_stale_work, finish_work_folder
 from .model import MEMBERS_DIR
-from .selection import SUMMARY_METRICS, combine, fit_weights, member_logits, selection_key
+from .cross_fit import CombinationRows, logit_scores, pool, shared_holdout
+from .selection import SUMMARY_METRICS, combine, fit_weights, member_logits, selection_key, weighted_sum
 
 log = logging.getLogger("bsmfusion.train")
 
@@ -61,7 +64,8 @@ def member_rows(cfg: Config) -> dict[str, str]:
     whole = f", each '{cfg.data.group}' group on one side" if cfg.data.group else ""
     classical = f"tfidf_lr, gbdt: all training rows, choices by {settings.member_cv_folds}-fold CV on them{whole}"
     n = settings.neural_seeds
-    holdouts = ", each its own holdout" if settings.member_holdout else ""
+    own = "one shared holdout" if settings.combine_on == "cross_fit" else "each its own holdout"
+    holdouts = f", {own}" if settings.member_holdout else ""
     neural = "neural" if n == 1 else f"neural..neural_{n} (seeds train.seed..+{n - 1}{holdouts})"
     if not settings.member_holdout:
         return {"fit": f"{neural}: all training rows; {classical}", "choices": f"{neural}: validation"}
@@ -88,19 +92,37 @@ def refit_neural(cfg: Config, name: str, holdout_bundle, train_df: pd.DataFrame,
     return result, {"epochs": epochs, "holdout_history": history}
 
 
-def split_member_holdout(train_df: pd.DataFrame, val_df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows members fit on, rows members choose on): a seeded `model.ensemble.member_holdout` share of the training
-    rows (of its groups when `data.group` is set), so the members' early stopping never sees the validation rows
-    that later fit the weights."""
+def holdout_mask(train_df: pd.DataFrame, cfg: Config, seed: int) -> np.ndarray:
+    """The `model.ensemble.member_holdout` share of the training rows drawn with `seed` (whole `data.group`
+    groups), as a boolean mask; all False when the share is 0."""
     share = cfg.model.ensemble.member_holdout
     if share == 0:
+        return np.zeros(len(train_df), dtype=bool)
+    codes = group_codes(train_df, cfg.data.group) if cfg.data.group else None
+    return shared_holdout(len(train_df), share, seed, codes)
+
+
+def split_member_holdout(train_df: pd.DataFrame, val_df: pd.DataFrame, cfg: Config,
+                         held: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows members fit on, rows members choose on): the `held` rows of the training table (default: the share
+    drawn with `cfg.train.seed`), so the members' early stopping never sees the validation rows that later fit
+    the weights; (train_df, val_df) when nothing is held out."""
+    held = holdout_mask(train_df, cfg, cfg.train.seed) if held is None else held
+    if not held.any():
         return train_df, val_df
-    if cfg.data.group:  # whole groups: a held-out row whose twin trained the member would flatter late epochs
-        codes = group_codes(train_df, cfg.data.group)
-        held = (np.random.default_rng(cfg.train.seed).random(int(codes.max()) + 1) < share)[codes]
-    else:
-        held = np.random.default_rng(cfg.train.seed).random(len(train_df)) < share
     return train_df[~held].reset_index(drop=True), train_df[held].reset_index(drop=True)
+
+
+def member_out_of_sample(bundle, result: TrainResult, holdout: pd.DataFrame | None, shared: np.ndarray,
+                         num_classes: int) -> np.ndarray | None:
+    """A member's `N×K` logits of the combination's training rows: a neural member scores the shared `holdout`
+    rows itself (the checkpoint it chose there); a classical member gives its out-of-fold logits of those rows
+    (of every training row when no row is held out for neural members). None when it has none."""
+    if holdout is not None:
+        return member_logits(build_scorer(bundle).score_frame(holdout), num_classes)
+    if result.out_of_fold is None:
+        return None
+    return result.out_of_fold[shared] if shared.any() else result.out_of_fold
 
 
 def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: str | Path,
@@ -120,14 +142,26 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     neural_names = settings.neural_member_names
     fitted, refits = [], {}
     member_run = TrainRun.of(run, keep_work=True)  # the members' checkpoints stay for --resume until the end
+    cross_fit = settings.combine_on == "cross_fit"
+    shared = None  # cross_fit: one holdout for every neural member (no neural member: none, all rows out of fold)
+    if cross_fit:
+        shared = (holdout_mask(train_df, cfg, cfg.train.seed) if neural_names
+                  else np.zeros(len(train_df), dtype=bool))
+    held_y = preprocessor.encode_labels(train_df[shared]) if shared is not None and shared.any() else None
+    out_of_sample = []  # per member: logits of the combination's training rows (None: it has none)
     for name in settings.member_names:
         log.info("ensemble: training member %s", name)
         neural = name in neural_names
         member_cfg = member_config(cfg, name)
-        # neural_k's own seed draws its own holdout; classical members: val_df is reported only
-        rows = split_member_holdout(train_df, val_df, member_cfg) if neural else (train_df, val_df)
+        # neural_k draws its own holdout (validation: each with its seed; cross_fit: the shared one);
+        # classical members: val_df is reported only
+        rows = split_member_holdout(train_df, val_df, member_cfg, shared) if neural else (train_df, val_df)
         result = get_kind(member_cfg.model.fusion).train(member_cfg, *rows, work / name, member_run)
         bundle = load_bundle(result.bundle_dir)
+        if cross_fit:
+            holdout = rows[1] if neural and shared.any() else None  # without a holdout a neural member has none
+            out_of_sample.append(None if neural and holdout is None
+                                 else member_out_of_sample(bundle, result, holdout, shared, k))
         if neural and settings.refit_neural and settings.member_holdout:
             result, refits[name] = refit_neural(cfg, name, bundle, train_df, val_df, work / f"{name}_refit", member_run)
             bundle = load_bundle(result.bundle_dir)
@@ -135,11 +169,24 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
         fitted.append((name, bundle, scores, result))
     logits = [member_logits(s, k) for _, _, s, _ in fitted]
     names = [name for name, *_ in fitted]
-    weights, selection = fit_weights(cfg, logits, y_val, names)
+    if cross_fit:
+        source = ("the neural members' shared holdout, the classical members' out-of-fold scores" if neural_names
+                  else "every training row, out of fold")
+        y_out = held_y if neural_names else preprocessor.encode_labels(train_df)
+        rows = pool(logits, y_val, out_of_sample, y_out, names, source)
+    else:
+        rows = CombinationRows(logits, np.asarray(y_val, np.int64), len(y_val))
+    if rows.fallback:
+        log.warning("ensemble: weights, calibration and threshold fitted on the %d validation rows only: %s",
+                    len(y_val), rows.fallback)
+    log.info("ensemble: fitting weights, calibration and threshold on %d rows (%s)", len(rows.labels), rows.source)
+    weights, selection = fit_weights(cfg, rows.logits, rows.labels, names)
+    selection["rows"] = rows.source
     _, val_scores = combine([(w, s) for w, (_, _, s, _) in zip(weights, fitted)], k)
-    decided = fit_decision(cfg, y_val, val_scores)  # calibration of the combined score, then the threshold
+    pooled = val_scores if not rows.out_of_sample_rows else logit_scores(weighted_sum(rows.logits, weights))
+    decided = fit_decision(cfg, rows.labels, pooled)  # calibration of the combined score, then the threshold
     threshold = decided.threshold
-    val_metrics = classification_metrics(y_val, decided.scores.probs, threshold)
+    val_metrics = classification_metrics(y_val, decided.calibration.apply(val_scores).probs, threshold)
     members_meta = [{"name": name, "fusion": bundle.cfg.model.fusion, "weight": float(w),
                      "validation": {m: result.val_metrics.get(m) for m in SUMMARY_METRICS},
                      "selection_key": list(selection_key(y_val, z)),  # the member alone, as selection saw it
@@ -148,7 +195,7 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     meta = {"kind": "ensemble", "combine": "weighted sum of member log-odds (multiclass: log-probabilities)",
             "weights": {name: float(w) for name, w in zip(names, weights)}, "members": members_meta,
             "member_rows": member_rows(cfg),
-            "selection": selection,
+            "selection": selection, "combination_rows": rows.meta(),
             "train_rows": len(train_df), "val_rows": len(val_df), **split_meta(train_df, cfg), **decided.meta()}
 
     def payload(staging: Path) -> None:

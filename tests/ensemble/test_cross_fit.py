@@ -1,0 +1,126 @@
+"""`model.ensemble.combine_on`: the weights, calibration and threshold fitted on the validation rows plus the
+training rows every member scored out of sample (cross_fit, the default), or on the validation rows alone."""
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bsmfusion.classical.gbdt import cv_logits
+from bsmfusion.classical.train import fit_member, prepare
+from bsmfusion.ensemble.cross_fit import logit_scores, pool
+from bsmfusion.ensemble.train import holdout_mask, split_member_holdout
+from bsmfusion.evaluation.metrics import classification_metrics
+from bsmfusion.workflows.train import train
+from tests.helpers import classical_config, ensemble_config, mixed, planted_frame
+
+
+def auc(labels, logits) -> float:
+    return classification_metrics(labels, np.exp(logits) / np.exp(logits).sum(1, keepdims=True), None)["roc_auc"]
+
+
+def memorisable(n: int, seed: int) -> pd.DataFrame:
+    """Random labels; each dialogue carries a token of its own, so a weakly regularised tfidf_lr fits its
+    training rows perfectly and can say nothing about a row it did not see."""
+    frame = planted_frame(n, "text", seed)
+    frame["dialogue"] = [f"BUYER: tok{i}x{seed} hello <eos> SELLER: hi" for i in range(n)]
+    frame["label"] = np.random.default_rng(seed).integers(0, 2, n)
+    frame["id"] = np.arange(n) + 1000 * seed
+    return frame
+
+
+def test_tfidf_lr_out_of_fold_logits_come_from_models_that_did_not_see_the_row():
+    cfg = classical_config("tfidf_lr")
+    cfg.model.classical.cv_folds, cfg.model.classical.lr_c_grid = 5, [1000.0]
+    train_df = memorisable(200, 0)
+    data = prepare(cfg, train_df, memorisable(40, 1))
+    model, info = fit_member(cfg, data)
+    assert info["chosen_on"] == "5-fold CV on the training rows"  # CV runs with one C too: it yields the logits
+    oof = model.out_of_fold
+    assert oof.shape == (200, 2) and np.all(oof[:, 0] == 0)
+    in_sample = model.score_frame(train_df)
+    assert classification_metrics(data.y_train, in_sample.probs, None)["roc_auc"] > 0.9  # memorised
+    assert abs(auc(data.y_train, oof) - 0.5) < 0.15  # out of fold: chance
+
+
+@pytest.mark.slow
+def test_tfidf_lr_and_gbdt_out_of_fold_logits_carry_a_real_signal():
+    for kind in ("tfidf_lr", "gbdt"):
+        cfg = classical_config(kind)
+        cfg.model.classical.cv_folds = 5
+        data = prepare(cfg, mixed(300, 0), mixed(60, 1))
+        model, _ = fit_member(cfg, data)
+        assert model.out_of_fold.shape == (300, 2)
+        assert auc(data.y_train, model.out_of_fold) > 0.75, kind
+
+
+def test_gbdt_cv_logits_score_each_row_with_its_own_folds_booster_at_the_chosen_rounds():
+    class Booster:
+        def __init__(self, fold):
+            self.fold = fold
+
+        def predict(self, x, raw_score, num_iteration):
+            assert raw_score and num_iteration == 7
+            return 10.0 * self.fold + x[:, 0]
+
+    folds = [(np.array([2, 3, 4, 5]), np.array([0, 1])), (np.array([0, 1, 4, 5]), np.array([2, 3])),
+             (np.array([0, 1, 2, 3]), np.array([4, 5]))]
+    x = np.arange(6, dtype=np.float64)[:, None] / 10
+    logits = cv_logits(SimpleNamespace(boosters=[Booster(f) for f in range(3)]), folds, x, 7, 2)
+    assert np.allclose(logits[:, 1], [0.0, 0.1, 10.2, 10.3, 20.4, 20.5]) and np.all(logits[:, 0] == 0)
+
+
+def test_pool_stacks_validation_rows_first_and_falls_back_when_a_member_has_no_out_of_sample_rows():
+    val = [np.ones((3, 2)), 2 * np.ones((3, 2))]
+    out = [np.zeros((4, 2)), np.zeros((4, 2))]
+    rows = pool(val, np.array([1, 0, 1]), out, np.array([0, 0, 1, 1]), ["a", "b"], "the holdout")
+    assert (rows.validation_rows, rows.out_of_sample_rows, rows.labels.tolist()) == (3, 4, [1, 0, 1, 0, 0, 1, 1])
+    assert rows.logits[1].shape == (7, 2) and rows.logits[1][:3].min() == 2 and rows.logits[1][3:].max() == 0
+    assert rows.meta() == {"rows": 7, "validation": 3, "out_of_sample_training": 4,
+                           "source": "validation rows + the holdout"}
+    fallback = pool(val, np.array([1, 0, 1]), [out[0], None], np.array([0, 0, 1, 1]), ["a", "b"], "the holdout")
+    assert fallback.out_of_sample_rows == 0 and len(fallback.labels) == 3
+    assert fallback.meta()["fallback"] == "member(s) b scored no training row out of sample"
+
+
+def test_logit_scores_reproduce_the_combined_log_odds():
+    z = np.array([[0.0, 1.5], [0.0, -2.0]])
+    scores = logit_scores(z)
+    assert np.allclose(scores.text_contribution + scores.tab_contribution + scores.baseline_score, [1.5, -2.0])
+    assert np.allclose(scores.probs[:, 1], 1 / (1 + np.exp(-z[:, 1])))
+
+
+def test_neural_members_share_one_holdout_drawn_with_the_ensembles_seed():
+    cfg = ensemble_config()
+    cfg.model.ensemble.member_holdout = 0.2
+    frame = mixed(200, 0)
+    shared = holdout_mask(frame, cfg, cfg.train.seed)
+    assert 20 < shared.sum() < 60
+    fit_rows, held_rows = split_member_holdout(frame, frame.iloc[:0], cfg, shared)
+    assert held_rows["id"].tolist() == frame["id"][shared].tolist()
+    assert len(fit_rows) + len(held_rows) == 200
+    assert not np.array_equal(holdout_mask(frame, cfg, cfg.train.seed + 1), shared)  # another seed, other rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combine_on", ["cross_fit", "validation"])
+def test_a_classical_ensemble_fits_its_combination_on_the_rows_combine_on_names(tmp_path, combine_on):
+    cfg = ensemble_config(members=("tfidf_lr", "gbdt"))
+    cfg.model.ensemble.combine_on = combine_on
+    out = tmp_path / "model"
+    train(cfg, mixed(240, 0), mixed(30, 1), out, progress=False)
+    meta = json.loads((out / "meta.json").read_text())
+    stored = json.loads((out / "validation_scores.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    pooled = 270 if combine_on == "cross_fit" else 30
+    assert meta["combination_rows"]["rows"] == len(stored["label"]) == pooled
+    assert meta["combination_rows"]["validation"] == 30
+    assert meta["calibration"]["validation"]["rows"] == pooled
+    if combine_on == "cross_fit":
+        assert meta["selection"]["rows"] == "validation rows + every training row, out of fold"
+        assert stored["label"][30:] == mixed(240, 0)["label"].tolist()  # the training rows, after the validation rows
+    else:
+        assert meta["selection"]["rows"] == "validation rows"
+    assert meta["decision"]["threshold"] in stored["probability"]  # a searched threshold is one of the pooled scores
+    assert set(metrics["validation"]) >= {"roc_auc", "f1"}
