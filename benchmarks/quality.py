@@ -1,12 +1,16 @@
 """Quality benchmark: the three tasks of ../shared/benchmarks/TASKS.md × model variants × seeds, test ROC-AUC as
 mean ± sd over seeds with a bootstrap 95% CI, and the paired bootstrap difference to TF-IDF + numerics LR.
 Writes benchmarks/results/quality.json (every run's summary, appended by key), quality_rows/ (one gzip JSON a
-run: the per-row test/validation probabilities of the model and its members that the bootstrap CIs and
---recombine need, without the labels, which are read from the task again; 10–80 KB a run) and quality.md (the
-table); all three are committed, so a later session can re-combine or bootstrap runs it did not train.
+run: the per-row test/validation probabilities of the model and its members, and the members' per-row
+contributions, that the bootstrap CIs and --recombine need, without the labels, which are read from the task
+again; 10–80 KB a run) and quality.md (the table); all three are committed, so a later session can re-combine or
+bootstrap runs it did not train. Every table (quality.md, quality_finetuned_v1.md and the generated blocks of
+docs/benchmarks.md and README.md) is written from the JSON by quality_render.py, never by hand.
 
     .venv/bin/python benchmarks/quality.py --tasks dnd_nodeal,cb_nosale,clothing_recommend \
         --variants tfidf_lr,gbdt,frozen_gate,ensemble_frozen --seeds 0,1,2 [--max-train-rows N] [--epochs E]
+    .venv/bin/python benchmarks/quality.py --render      # rewrite every table from the JSON (seconds, no data)
+    .venv/bin/python benchmarks/quality.py --bootstrap   # recompute the stored CIs from quality_rows/ (needs data)
 
 Variants (see VARIANTS): classical members on the full training sets; `frozen_*` train the heads over cached
 MiniLM chunk vectors (full training sets); `tuned_*` fine-tune MiniLM (capped by --max-train-rows: say so).
@@ -19,11 +23,13 @@ import gzip
 import json
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality_render  # noqa: E402
 from tasks import TASKS  # noqa: E402
 
 import bsmfusion  # noqa: E402
@@ -136,7 +142,9 @@ def run_one(task, name: str, seed: int, args, work: Path) -> dict:
             members[member["name"]] = {"weight": member["weight"], "val_roc_auc": member["validation"]["roc_auc"],
                                        "test_roc_auc": _auc(labels, alone.probs[:, 1])}
             member_scores[member["name"]] = {"test_prob": alone.probs[:, 1].round(6).tolist(),
-                                             "val_prob": on_val.probs[:, 1].round(6).tolist()}
+                                             "val_prob": on_val.probs[:, 1].round(6).tolist(),
+                                             "test_text": alone.text_contribution.round(6).tolist(),
+                                             "test_tab": alone.tab_contribution.round(6).tolist()}
         member_scores["val_label"] = predictor.bundle.preprocessor.encode_labels(task.val).tolist()
     return {
         "task": task.name, "variant": name, "seed": seed, "fusion": cfg.model.fusion,
@@ -159,13 +167,17 @@ def _merge(base: dict, overrides: dict) -> dict:
     return out
 
 
-def _member_scores(probs) -> "Scores":
-    """Binary Scores whose log-odds are the stored P(positive)'s (the split is not stored: all in the baseline)."""
+def _member_scores(probs, text=None, tab=None) -> "Scores":
+    """Binary Scores whose log-odds are the stored P(positive)'s; the stored contributions `text` / `tab` when the
+    run kept them (the rest of the log-odds is the baseline), else all of it in the baseline."""
     from bsmfusion.models.scores import Scores
 
     p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
     z = np.log(p / (1 - p))
-    return Scores(np.stack([1 - p, p], axis=1), np.zeros_like(z), np.zeros_like(z), z)
+    if text is None or tab is None:
+        return Scores(np.stack([1 - p, p], axis=1), np.zeros_like(z), np.zeros_like(z), z)
+    text, tab = np.asarray(text, dtype=np.float64), np.asarray(tab, dtype=np.float64)
+    return Scores(np.stack([1 - p, p], axis=1), text, tab, z - text - tab)
 
 
 def stored_run(runs: list[dict], task_name: str, variant: str, seed: int) -> dict | None:
@@ -205,13 +217,19 @@ def recombine(task, source: dict, name: str, args, borrowed: dict[str, tuple[dic
     names = [m for m in cfg.model.ensemble.member_names if m in stored]
     y_val, y_test = np.array(stored["val_label"]), np.array(source["test_label"])
     val = [_member_scores(stored[m]["val_prob"]) for m in names]
-    test = [_member_scores(stored[m]["test_prob"]) for m in names]
+    test = [_member_scores(stored[m]["test_prob"], stored[m].get("test_text"), stored[m].get("test_tab")) for m in names]
+    split_stored = all("test_text" in stored[m] and "test_tab" in stored[m] for m in names)
     weights, _ = fit_weights(cfg, [member_logits(s, 2) for s in val], y_val, names)
     decided = fit_decision(cfg, y_val, combine(list(zip(weights, val)), 2)[1])
     scores = decided.calibration.apply(combine(list(zip(weights, test)), 2)[1])
     metrics = classification_metrics(y_test, scores.probs, decided.threshold)
     calibration = calibration_report(y_test, scores, decided.calibration)
-    run = {k: v for k, v in source.items() if k not in ("member_scores", "calibration")}
+    # what the members' runs measured (their machine's speed, one-member text_share) is not this combination's
+    run = {k: v for k, v in source.items()
+           if k not in ("member_scores", "calibration", "machine", "predict_rows_per_s", "text_share_mean", "note")}
+    machines = [source] + [r for r, _ in borrowed.values()]
+    run["members_machine"] = "; ".join(dict.fromkeys(r.get("machine") or r.get("members_machine") for r in machines))
+    run["text_share_mean"] = float(np.mean(scores.text_share)) if split_stored else None
     if borrowed:
         run["borrowed"] = {m: f"{r['variant']}/{r['seed']}/{there}" for m, (r, there) in borrowed.items()}
         run["fit_seconds"] = source["fit_seconds"] + sum(r["fit_seconds"] for r, _ in borrowed.values())
@@ -250,7 +268,7 @@ def _task_labels(task_name: str) -> dict[str, list[int]]:
 
 def load_runs(results_path: Path) -> list[dict]:
     """The runs of `results_path`, with their per-row scores and labels where a rows file has them."""
-    runs = json.loads(results_path.read_text())["runs"] if results_path.is_file() else []
+    runs = load_record(results_path)["runs"]
     rows: dict[str, dict] = {}
     labels: dict[str, dict[str, list[int]]] = {}
     for run in runs:
@@ -266,11 +284,23 @@ def load_runs(results_path: Path) -> list[dict]:
     return [{**run, **rows.get(_run_key(run), {})} for run in runs]
 
 
-def save_runs(results_path: Path, runs: list[dict]) -> None:
-    """Summaries to `results_path`; each run's per-row probabilities (labels left out) to its rows file, written
-    byte-identically when unchanged (gzip without a timestamp)."""
+def load_record(results_path: Path) -> dict:
+    """quality.json as stored: `runs` (summaries), `bootstrap` (CIs by task/variant) and `notes` (printed under
+    quality.md's table)."""
+    record = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    return {"runs": [], "bootstrap": {}, "notes": [], **record}
+
+
+def save_runs(results_path: Path, runs: list[dict], bootstrap: dict | None = None) -> None:
+    """Summaries to `results_path` (its `bootstrap` replaced when given, its notes kept); each run's per-row
+    probabilities (labels left out) to its rows file, written byte-identically when unchanged (gzip without a
+    timestamp)."""
+    record = load_record(results_path)
+    record["runs"] = [{k: v for k, v in r.items() if k not in ROW_KEYS} for r in runs]
+    if bootstrap is not None:
+        record["bootstrap"] = bootstrap
     results_path.parent.mkdir(parents=True, exist_ok=True)
-    results_path.write_text(json.dumps({"runs": [{k: v for k, v in r.items() if k not in ROW_KEYS} for r in runs]}))
+    results_path.write_text(json.dumps(record))
     for run in runs:
         if "test_prob" not in run:
             continue
@@ -294,23 +324,30 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def summarise(runs: list[dict], baseline: str = "tfidf_lr") -> list[dict]:
-    """Per (task, variant): mean ± sd over seeds; bootstrap 95% CI of the seed-mean ROC-AUC; paired bootstrap CI
-    of its difference to `baseline` (same resampled test rows for both)."""
-    rows = []
-    rng = np.random.default_rng(0)
-    by_key: dict[tuple[str, str], list[dict]] = {}
+def bootstrap_cis(runs: list[dict], stored: dict, baseline: str = quality_render.BASELINE) -> dict:
+    """task/variant → the bootstrap 95% CI of the seed-mean test ROC-AUC and the paired CI of its difference to
+    `baseline` (same resampled test rows for both; 1,000 resamples, a generator seeded by the key), for every group
+    whose runs all have per-row scores. A `stored` entry is kept for a group without them while its seeds are
+    still the group's (or, for an entry computed on fewer seeds, a subset of them: the table says which)."""
+    by_key: dict[str, list[dict]] = {}
     for run in runs:
-        by_key.setdefault((run["task"], run["variant"]), []).append(run)
-    for (task, variant), group in sorted(by_key.items()):
-        samples, diffs = [], []
-        scored = all("test_prob" in r for r in group)  # per-row scores: only where the local sidecar has them
-        labels = np.array(group[0]["test_label"]) if scored else None
-        probs = np.array([r["test_prob"] for r in group]) if scored else None  # seeds × N
-        base = by_key.get((task, baseline))
+        by_key.setdefault(f"{run['task']}/{run['variant']}", []).append(run)
+    out = {}
+    for key, group in sorted(by_key.items()):
+        seeds = sorted(r["seed"] for r in group)
+        if not all("test_prob" in r for r in group):
+            if key in stored and set(stored[key]["seeds"]) <= set(seeds):
+                out[key] = stored[key]
+            continue
+        group = sorted(group, key=lambda r: r["seed"])
+        labels = np.array(group[0]["test_label"])
+        probs = np.array([r["test_prob"] for r in group])  # seeds × N
+        base = by_key.get(f"{group[0]['task']}/{baseline}")
         base_probs = (np.array([r["test_prob"] for r in base])
-                      if base and all("test_prob" in r for r in base) else None)
-        for _ in range(BOOTSTRAP if scored else 0):
+                      if base and all("test_prob" in r for r in base) and group[0]["variant"] != baseline else None)
+        rng = np.random.default_rng(zlib.crc32(key.encode()))
+        samples, diffs = [], []
+        for _ in range(BOOTSTRAP):
             idx = rng.integers(0, len(labels), len(labels))
             if labels[idx].min() == labels[idx].max():
                 continue
@@ -318,34 +355,22 @@ def summarise(runs: list[dict], baseline: str = "tfidf_lr") -> list[dict]:
             samples.append(value)
             if base_probs is not None:
                 diffs.append(value - np.mean([_auc(labels[idx], p[idx]) for p in base_probs]))
-        aucs = np.array([r["roc_auc"] for r in group])
-        rows.append({
-            "task": task, "variant": variant, "seeds": len(group), "train_rows": group[0]["train_rows"],
-            "roc_auc_mean": float(aucs.mean()), "roc_auc_sd": float(aucs.std(ddof=1)) if len(aucs) > 1 else 0.0,
-            "roc_auc_ci": [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))] if samples else None,
-            "diff_vs_baseline_ci": ([float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
-                                    if diffs and variant != baseline else None),
-            "pr_auc_mean": float(np.mean([r["pr_auc"] for r in group])),
-            "f1_mean": float(np.mean([r["f1"] for r in group])),
-            "val_roc_auc_mean": float(np.mean([r["val_roc_auc"] or np.nan for r in group])),
-            "fit_seconds_mean": float(np.mean([r["fit_seconds"] for r in group])),
-            "text_share_mean": float(np.mean([r["text_share_mean"] for r in group])),
-        })
-    return rows
+        out[key] = {"seeds": seeds, "roc_auc_ci": [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))],
+                    "diff_vs_baseline_ci": ([float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
+                                            if diffs else None),
+                    "source": f"{BOOTSTRAP} resamples of the test rows (quality_rows/)"}
+    return out
 
 
-def markdown(rows: list[dict], baseline: str = "tfidf_lr") -> str:
-    lines = [f"| task | variant | seeds | train rows | test ROC-AUC mean ± sd | 95% CI | Δ vs {baseline} (95% CI) | "
-             "PR-AUC | F1@val-thr | val ROC-AUC | fit s | mean text_share |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        diff = r["diff_vs_baseline_ci"]
-        diff_text = f"{(diff[0] + diff[1]) / 2:+.3f} ({diff[0]:+.3f}, {diff[1]:+.3f})" if diff else "—"
-        ci_text = f"{r['roc_auc_ci'][0]:.3f}–{r['roc_auc_ci'][1]:.3f}" if r["roc_auc_ci"] else "—"
-        lines.append(f"| {r['task']} | {r['variant']} | {r['seeds']} | {r['train_rows']:,} | {r['roc_auc_mean']:.3f} ± "
-                     f"{r['roc_auc_sd']:.3f} | {ci_text} | {diff_text} | "
-                     f"{r['pr_auc_mean']:.3f} | {r['f1_mean']:.3f} | {r['val_roc_auc_mean']:.3f} | "
-                     f"{r['fit_seconds_mean']:.0f} | {r['text_share_mean']:.2f} |")
-    return "\n".join(lines) + "\n"
+def render(results_path: Path) -> None:
+    """Every table written from the stored JSON: quality.md, quality_finetuned_v1.md, docs/benchmarks.md, README.md."""
+    if results_path != RESULTS / "quality.json":
+        (results_path.with_suffix(".md")).write_text(quality_render.render_quality(load_record(results_path)))
+        return
+    for path, text in quality_render.render_all().items():
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+            print(f"wrote {path}")
 
 
 def main() -> None:
@@ -362,9 +387,17 @@ def main() -> None:
     parser.add_argument("--recombine", default=None,
                         help="comma-separated RECOMBINED variants: refit weights/calibration/threshold on the stored "
                              "member scores of their source variant (no training)")
+    parser.add_argument("--render", action="store_true", help="only rewrite every table from the stored JSON")
+    parser.add_argument("--bootstrap", action="store_true",
+                        help="only recompute the stored bootstrap CIs from quality_rows/ (reads the tasks' labels)")
     args = parser.parse_args()
     results_path = Path(args.results)
+    if args.render:
+        return render(results_path)
     runs = load_runs(results_path)
+    if args.bootstrap:
+        save_runs(results_path, runs, bootstrap_cis(runs, load_record(results_path)["bootstrap"]))
+        return render(results_path)
     machine = f"{cpu_capability()}, precision {resolve_precision('auto').describe()}, 2 CPU cores"
     for task_name in args.tasks.split(","):
         task = TASKS[task_name]()
@@ -387,9 +420,8 @@ def main() -> None:
             print(json.dumps({k: v for k, v in run.items() if not k.startswith("test_") and k != "member_scores"}),
                   flush=True)
             save_runs(results_path, runs)
-    rows = summarise(runs)
-    (results_path.with_suffix(".md")).write_text(f"Machine: {machine}\n\n" + markdown(rows))
-    print(markdown(rows))
+    save_runs(results_path, runs, bootstrap_cis(runs, load_record(results_path)["bootstrap"]))
+    render(results_path)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,9 @@ class's log-odds z = text + tab + baseline; multiclass, the log-probabilities.
   log-odds scale, and ties it creates (flat steps) make thresholds coarser. Needs more validation rows than one
   temperature does.
 * `none`: the model's own probabilities.
-* `auto` (default): `platt` for binary models, `temperature` for multiclass ones. Measured on the benchmark tasks
-  (default ensemble, 3 seeds, test; README "The default model"): on cb_nosale the old default (temperature) left
-  ECE at 0.033–0.081 and log loss at 0.41–0.46, today's (Platt) 0.027–0.036 and 0.38–0.39; on dnd_nodeal the
-  ECEs are alike (mean 0.026 vs 0.027) and Platt's log loss is lower every seed (mean 0.304 vs 0.313). The
-  fine-tuned member predicts too few positives on new rows, a shift one temperature cannot undo.
+* `auto` (default): `platt` for binary models, `temperature` for multiclass ones: the fine-tuned member predicts
+  too few positives on new rows, a shift one temperature cannot undo and Platt's bias can. Measurements:
+  docs/benchmarks.md ("Calibration").
 
 Fitting uses Platt's smoothed targets, (N₊ + 1)/(N₊ + 2) for a positive row and 1/(N₋ + 2) for a negative one
 (multiclass: 1 − 1/(N_y + 2) on the row's class, the rest spread evenly): the log loss then has a finite minimum

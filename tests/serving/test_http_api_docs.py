@@ -1,5 +1,5 @@
-"""The README's "HTTP API" section and `serve --help` document every route the server has, both key headers and
-the status codes; the README's example response has the fields the server returns."""
+"""docs/http-api.md and `serve --help` document every route the server has, both key headers and the status
+codes; the page's example response has the fields the server returns."""
 import json
 import re
 from pathlib import Path
@@ -8,15 +8,14 @@ from types import SimpleNamespace
 from bsmfusion.cli import build_parser
 from bsmfusion.serving.app import PredictResponse, RecordResult, create_app
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "http-api.md"
 
 
 def readme_section(title: str) -> str:
-    """The README's `### title` section, up to the next heading."""
+    """docs/http-api.md (its title is `# HTTP API`): the whole page, the API's one section."""
     text = README.read_text(encoding="utf-8")
-    start = text.index(f"\n### {title}\n") + 1
-    following = re.compile(r"^##", re.M).search(text, start + 4)
-    return text[start:following.start() if following else len(text)]
+    assert text.startswith(f"# {title}\n"), f"docs/http-api.md should start with '# {title}'"
+    return text
 
 
 def app_routes() -> list[tuple[str, str, bool]]:

@@ -2,8 +2,8 @@
 
 Eager PyTorch spends most of a bf16 forward outside the matrix multiplies on an AMX CPU (attention, GELU,
 LayerNorm, residual adds and dtype casts: about 70% of the time, docs/performance.md); Inductor fuses those
-element-wise steps and, with `freezing`, folds the weights into the graph as constants. Measured on an AMX Xeon,
-2 cores, bf16: MiniLM forward 595 → 890 GFLOP/s at 128 chunks × 128 tokens, 846 → 1,218 at 80 × 48.
+element-wise steps and, with `freezing`, folds the weights into the graph as constants. Measurements per machine:
+docs/performance.md.
 
 The price is compile time when the scorer starts (about 30 s for MiniLM on 2 cores, plus a second graph for
 single-chunk batches), so it pays for batch scoring and long-running servers, not for a few rows. Shapes are
