@@ -26,7 +26,11 @@ from typing import Any
 import numpy as np
 
 from ..calibration import softmax
+from ..config import Config
+from ..decision import FittedDecision, fit_decision
+from ..evaluation.metrics import classification_metrics
 from ..models.scores import Scores
+from .selection import combine, fit_weights, weighted_sum
 
 
 @dataclass
@@ -83,3 +87,29 @@ def logit_scores(logits: np.ndarray) -> Scores:
     zero = np.zeros(len(logits))
     z = logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits.max(axis=1)
     return Scores(probs=softmax(logits), text_contribution=z, tab_contribution=zero, baseline_score=zero.copy())
+
+
+@dataclass
+class Combination:
+    """The fitted combination: member weights `M` and what meta.json records of their selection, the calibration
+    and decision (`decided`, fitted on the combination rows) and the metrics of the validation rows under them."""
+
+    weights: np.ndarray
+    selection: dict[str, Any]
+    decided: FittedDecision
+    val_metrics: dict[str, Any]
+
+
+def fit_combination(cfg: Config, rows: CombinationRows, val_members: list[Scores], y_val: np.ndarray,
+                    names: list[str]) -> Combination:
+    """Weights by `selection.fit_weights`, then the calibration of the combined score and the threshold
+    (`decision.fit_decision`), all on `rows`; the validation metrics from the members' validation `Scores` (whose
+    exact contributions the combined validation scores keep). The ensemble's training and
+    `benchmarks/small_validation.py` both call this, so a re-combination is what training would give."""
+    weights, selection = fit_weights(cfg, rows.logits, rows.labels, names)
+    selection["rows"] = rows.source
+    _, val_scores = combine(list(zip(weights, val_members)), cfg.model.num_classes)
+    pooled = logit_scores(weighted_sum(rows.logits, weights)) if rows.out_of_sample_rows else val_scores
+    decided = fit_decision(cfg, rows.labels, pooled)  # calibration of the combined score, then the threshold
+    val_metrics = classification_metrics(y_val, decided.calibration.apply(val_scores).probs, decided.threshold)
+    return Combination(weights, selection, decided, val_metrics)

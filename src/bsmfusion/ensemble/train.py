@@ -31,14 +31,12 @@ from ..classical.train import prepare_labels
 from ..config import Config, EnsembleConfig
 from ..data.groups import group_codes
 from ..data.validation import split_meta
-from ..decision import fit_decision
-from ..evaluation.metrics import classification_metrics
 from ..kinds import TrainResult, TrainRun, get_kind
 from ..scoring.scorers import build_scorer
 from ..training.fit import clear_stale_work, finish_work_folder
 from .model import MEMBERS_DIR
-from .cross_fit import CombinationRows, logit_scores, pool, shared_holdout
-from .selection import SUMMARY_METRICS, combine, fit_weights, member_logits, selection_key, weighted_sum
+from .cross_fit import CombinationRows, fit_combination, pool, shared_holdout
+from .selection import SUMMARY_METRICS, member_logits, selection_key
 
 log = logging.getLogger("bsmfusion.train")
 
@@ -127,7 +125,7 @@ def member_out_of_sample(bundle, result: TrainResult, holdout: pd.DataFrame | No
 
 def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: str | Path,
                    run: TrainRun = TrainRun()) -> TrainResult:
-    """Train every member of `model.ensemble.members`, choose the weights and the threshold on validation (see the
+    """Train every member of `model.ensemble.members`, fit the weights, calibration and threshold (`combine_on`; see the
     module docstring for which rows serve what) and write the ensemble bundle. Members train in
     `<out_dir>.work/members/` (kept for `--resume` until the bundle is written; removed then unless
     `run.keep_work`); `run` reaches every member (the neural ones use its progress and callbacks; with
@@ -180,13 +178,9 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
         log.warning("ensemble: weights, calibration and threshold fitted on the %d validation rows only: %s",
                     len(y_val), rows.fallback)
     log.info("ensemble: fitting weights, calibration and threshold on %d rows (%s)", len(rows.labels), rows.source)
-    weights, selection = fit_weights(cfg, rows.logits, rows.labels, names)
-    selection["rows"] = rows.source
-    _, val_scores = combine([(w, s) for w, (_, _, s, _) in zip(weights, fitted)], k)
-    pooled = val_scores if not rows.out_of_sample_rows else logit_scores(weighted_sum(rows.logits, weights))
-    decided = fit_decision(cfg, rows.labels, pooled)  # calibration of the combined score, then the threshold
-    threshold = decided.threshold
-    val_metrics = classification_metrics(y_val, decided.calibration.apply(val_scores).probs, threshold)
+    combination = fit_combination(cfg, rows, [s for _, _, s, _ in fitted], y_val, names)
+    weights, selection, decided = combination.weights, combination.selection, combination.decided
+    threshold, val_metrics = decided.threshold, combination.val_metrics
     members_meta = [{"name": name, "fusion": bundle.cfg.model.fusion, "weight": float(w),
                      "validation": {m: result.val_metrics.get(m) for m in SUMMARY_METRICS},
                      "selection_key": list(selection_key(y_val, z)),  # the member alone, as selection saw it
