@@ -172,7 +172,7 @@ class EnsembleConfig(_Section):
         "repeated): member k (neural, neural_2, ...) trains with seed train.seed + k - 1 (and its own seeded holdout with "
         "combine_on: validation; one shared holdout with cross_fit) "
         "and enters the weight selection as a member of its own; each one adds the neural member's training and "
-        "scoring time (2, the default, chosen by measurement: README 'The default model'; 1 halves the neural cost)")
+        "scoring time (2, the default, chosen by measurement: docs/benchmarks.md 'Why two neural members'; 1 halves the neural cost)")
     combine_on: Literal["cross_fit", "validation"] = Field("cross_fit", description="rows the member weights, the "
         "calibration and the threshold are fitted on. 'cross_fit': the validation rows plus every training row all "
         "members scored out of sample (the neural members' holdout, which they then share, scored by each; the "
@@ -244,7 +244,7 @@ class ModelConfig(_Section):
     """Sizes of the tabular encoder and the fusion head (H, F in the design)."""
 
     fusion: str = Field("ensemble", description="ensemble (the default, chosen by measurement: model.ensemble.neural "
-                        "fine-tuned with 2 seeds + tfidf_lr + gbdt, README 'Benchmark') | a registered fusion: concat | "
+                        "fine-tuned with 2 seeds + tfidf_lr + gbdt, docs/benchmarks.md) | a registered fusion: concat | "
                         "gate | moe | cross_attn | text_only | tab_only, or any class registered with "
                         "@register_fusion(name) | a classical member: tfidf_lr | gbdt (see model.classical, "
                         "model.ensemble)")
