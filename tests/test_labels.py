@@ -125,7 +125,7 @@ def test_fraud_is_the_positive_class_in_train_evaluate_predict_and_http(tmp_path
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["positives"] == int((test["label"] == "fraud").sum())
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "positive class 'fraud', data.positive_label" in report
+    assert "positive class 'fraud' (data.positive_label)" in report
 
     assert main(["predict", "--model", str(model), "--data", str(tmp_path / "test.csv"), "--out",
                  str(tmp_path / "s.csv"), "--quiet"]) == 0

@@ -194,7 +194,7 @@ def _report(predictor, metrics: dict, plots: list[tuple[str, str]], data, notes:
     if "positives" in metrics:
         summary = (
             f"The `{fusion}` model scored {metrics['n']:,} rows of {source} ({metrics['positives']:,} of the "
-            f"positive class {show(predictor.label_values[1])}, {positive_class_reason(predictor.cfg)}; precision, "
+            f"positive class {show(predictor.label_values[1])} ({positive_class_reason(predictor.cfg)}); precision, "
             "recall, F1, the curves and the contributions' sign are for that class). "
             f"It ranks positives above negatives with ROC-AUC {metrics['roc_auc']:.3f} and average precision "
             f"{metrics['pr_auc']:.3f}. At the decision threshold ({metrics['threshold']:.3f}; "
