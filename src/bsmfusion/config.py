@@ -35,8 +35,8 @@ class DataConfig(_Section):
         "last of the sorted label values")
     id: str | None = Field(None, description="optional row-id column, kept in predictions, must be unique; null: "
         "rows are numbered")
-    label_names: list[str] | None = Field(None, description="the classes in order; null: the sorted label values of "
-        "the training data")
+    label_names: list[str] | None = Field(None, description="the classes in order (binary: the second is the "
+        "positive class); null: the sorted label values of the training data, data.positive_label last")
     group: str | None = Field(None, description="optional column naming who a row belongs to (a buyer, a seller): "
         "training warns when a group is in both training and validation data, evaluate when one is in training and "
         "test data; `bsmfusion split --group` writes group-disjoint splits. Not a feature")
