@@ -42,7 +42,8 @@ def test_without_positive_label_the_last_sorted_label_is_positive_and_that_is_sa
         "positive class: 'legit' (sorted last; set data.positive_label to choose)"
     assert describe_positive(cfg, pd.DataFrame({"label": [10, 9, 10]})) == \
         "positive class: 10 (sorted last; set data.positive_label to choose)"  # numbers sort by value, not as text
-    assert describe_positive(config_from_dict({"model": {"num_classes": 3}}), pd.DataFrame({"label": [0, 1, 2]})) is None
+    multiclass = config_from_dict({"model": {"num_classes": 3}})
+    assert describe_positive(multiclass, pd.DataFrame({"label": [0, 1, 2]})) is None
 
 
 def test_positive_label_picks_class_one_by_its_value_as_written():
@@ -53,8 +54,9 @@ def test_positive_label_picks_class_one_by_its_value_as_written():
     assert order(0, [0, 1, 1]) == ["1", "0"]
     assert order("0", [0, 1, 1]) == ["1", "0"]  # YAML quoted or not
     assert order(False, [True, False]) == ["True", "False"]
-    assert describe_positive(config_from_dict({"data": {"positive_label": "fraud"}}),
-                             pd.DataFrame({"label": ["legit", "fraud"]})) == "positive class: 'fraud' (data.positive_label)"
+    fraud = config_from_dict({"data": {"positive_label": "fraud"}})
+    assert describe_positive(fraud, pd.DataFrame({"label": ["legit", "fraud"]})) == \
+        "positive class: 'fraud' (data.positive_label)"
 
 
 def test_a_wrong_positive_label_is_one_line_naming_key_value_and_the_labels_found():
@@ -63,7 +65,7 @@ def test_a_wrong_positive_label_is_one_line_naming_key_value_and_the_labels_foun
         class_order(cfg, pd.DataFrame({"status": ["legit", "fraud"]}))
     assert str(err.value) == ("data.positive_label 'frud' is not one of the labels found in column 'status': "
                               "['fraud', 'legit']; set it to one of them")
-    with pytest.raises(ConfigError, match=r"data.positive_label 'fraud' is for binary tasks, not a model with 3 classes"):
+    with pytest.raises(ConfigError, match=r"positive_label 'fraud' is for binary tasks, not a model with 3 classes"):
         config_from_dict({"data": {"positive_label": "fraud"}, "model": {"num_classes": 3}})
     both = config_from_dict({"data": {"positive_label": "legit", "label_names": ["legit", "fraud"]}})
     with pytest.raises(DataError, match=r"contradicts data.label_names \['legit', 'fraud'\]"):

@@ -3,8 +3,9 @@
 * `POST /v1/predict` — one record (JSON object) or a list of records (or `{"records": [...]}`); answers one result
   per record: probabilities, label, modality contributions, or a per-record `error`.
 * `GET /healthz` — liveness, never needs the key. `GET /v1/model` — the labels and which is the positive class (and
-  why), config, versions, validation metrics, the calibration and the active decision (policy, threshold, whether it is the bundle's or an override), and the
-  chunk-vector cache's size and counters (`chunk_cache`: hits, encoded chunks; see `scoring.chunk_cache`).
+  why), config, versions, validation metrics, the calibration and the active decision (policy, threshold, whether
+  it is the bundle's or an override), and the chunk-vector cache's size and counters (`chunk_cache`: hits, encoded
+  chunks; see `scoring.chunk_cache`).
 * With an API key every other request needs `Authorization: Bearer KEY` or `X-API-Key: KEY` (constant-time check).
 * Bodies over `max_body_bytes` get 413, more than `max_records` records 413, malformed JSON or a wrong shape 422,
   and so does a record holding a number that is not finite (`NaN`, `Infinity`, `1e999`), naming the record and
@@ -286,7 +287,8 @@ def check_port(host: str, port: int) -> None:
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
                 raise ConfigError(f"port {port} is in use; pass --port N") from None
-            raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror or err}); check --host and --port") from None
+            raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror or err}); check --host and "
+                              "--port") from None
         except OverflowError as err:  # a port beyond 65535
             raise ConfigError(f"cannot listen on {host}:{port} ({err}); check --host and --port") from None
 

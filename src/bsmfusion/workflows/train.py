@@ -1,5 +1,6 @@
 """`bsmfusion train` for every model kind: read the tables, apply `train.max_train_samples`, say which class is
-positive (`data.labels`; on stderr with progress on), and hand the rows to the trainer the kind registry names for `model.fusion` (`kinds.get_kind(...).train`): a torch fusion
+positive (`data.labels`; on stderr with progress on), and hand the rows to the trainer the kind registry names for
+`model.fusion` (`kinds.get_kind(...).train`): a torch fusion
 (`training.fit.train_neural`), a classical member (`classical.train.train_member`) or the ensemble
 (`ensemble.train.train_ensemble`, which trains its members through the registry too). No trainer calls back here.
 """
