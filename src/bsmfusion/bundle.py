@@ -51,6 +51,11 @@ class Bundle:
         return list(self.meta["label_names"])
 
     @property
+    def label_values(self) -> list[Any]:
+        """The class names in the training label column's type (`data.labels`), in class-id order."""
+        return self.preprocessor.label_values
+
+    @property
     def kind(self) -> str:
         """`neural` (a torch fusion), `tfidf_lr`, `gbdt` or `ensemble`; bundles written before kinds were neural."""
         return str(self.meta.get("kind", "neural"))
@@ -143,6 +148,7 @@ def write_bundle_folder(out_dir: str | Path, *, cfg: Config, preprocessor, thres
             "fusion": cfg.model.fusion,
             "threshold": threshold,
             "label_names": preprocessor.label_names,
+            "label_type": preprocessor.label_type,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **meta,
             "versions": package_versions(*meta.get("versions", ())),

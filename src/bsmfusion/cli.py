@@ -31,10 +31,12 @@ EXAMPLES = {
              "in the bundle). Endpoints (README, \"HTTP API\", has the bodies in full):\n"
              "  POST /v1/predict  one record, a list, or {\"records\": [...]} with the config's text, numeric and\n"
              "                    categorical columns (and data.id) -> {\"results\": [{\"id\", \"probabilities\",\n"
-             "                    \"label\", \"text_contribution\", \"tab_contribution\", \"text_share\", \"error\"}]}\n"
+             "                    \"label\", \"text_contribution\", \"tab_contribution\", \"baseline\", \"text_share\",\n"
+             "                    \"error\"}]} (the columns of 'bsmfusion predict --help', same units and signs)\n"
              "                    in request order; a record that cannot be scored gets its reason in \"error\"\n"
-             "  GET  /v1/model    fusion, labels, decision and threshold (bundle or override), calibration,\n"
-             "                    precision, chunk_cache (hits, encoded chunks), validation metrics, config\n"
+             "  GET  /v1/model    fusion, labels and the positive class (and why), decision and threshold\n"
+             "                    (bundle or override), calibration, precision, chunk_cache (hits, encoded\n"
+             "                    chunks), validation metrics, config\n"
              "  GET  /healthz     liveness; no key. /docs, /redoc, /openapi.json: no key\n"
              "Auth: with --api-key-env, /v1/* need 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (else 401).\n"
              "Status: 200 (per-record errors inside), 401, 413 (body over --max-body-bytes or more records than\n"
@@ -176,7 +178,21 @@ def cmd_train(args: argparse.Namespace) -> None:
         print("validation: " + ", ".join(f"{k}={metrics[k]:.4f}" for k in ("roc_auc", "pr_auc", "f1", "accuracy") if k in metrics))
         if result.threshold is not None:
             print(f"threshold ({cfg.train.policy.describe()}, on calibrated probabilities): {result.threshold:.4f}")
+        _print_positive_class(cfg, result.bundle_dir)
         _print_signature(result.bundle_dir)
+
+
+def _print_positive_class(cfg, folder) -> None:
+    """Say which class the metrics and the threshold are about (binary), from the bundle just written."""
+    from pathlib import Path
+
+    from .data.labels import positive_class_line, typed_labels
+
+    meta = json.loads((Path(folder) / "meta.json").read_text(encoding="utf-8"))
+    names = list(meta["label_names"])
+    line = positive_class_line(cfg, names, typed_labels(names, meta.get("label_type")))
+    if line:
+        print(line)
 
 
 def _print_signature(folder) -> None:
@@ -548,6 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify_key(p)
     _add_log_every(p)
     p.set_defaults(func=cmd_predict)
+    from .inference.columns import columns_help  # standard library only: --help stays fast
+
+    p.epilog = f"example:\n  {EXAMPLES['predict']}\n\n{columns_help()}"
 
     p = sub.add_parser("export", help="export the whole model to ONNX inside the bundle")
     p.add_argument("--model", required=True, help="bundle folder")
@@ -562,10 +581,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="HTTP scoring server (FastAPI + uvicorn)")
     p.add_argument("--model", required=True, help="bundle folder")
     p.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, default=8080, help="TCP port to listen on; one in use is refused before the "
+                   "model loads")
     p.add_argument("--api-key-env", help="name of the environment variable holding the API key")
     p.add_argument("--max-records", type=int, default=256, help="records per request")
-    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, metavar="BYTES",
+                   help="refuse a request body larger than this with 413 (checked on Content-Length and on the body "
+                        "read)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="default: the bundle's train.precision, resolved on this machine (the output says when it differs from the one its threshold was chosen under)")
     p.add_argument("--chunk-cache-mb", type=_cache_megabytes, default=256, metavar="MB",

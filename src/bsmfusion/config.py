@@ -27,12 +27,16 @@ class DataConfig(_Section):
         "missing indicators, standardised, clipped)")
     categorical: list[str] = Field(default_factory=list, description="categorical feature columns (embedded; "
         "reserved ids for missing and unseen values)")
-    label: str = Field("label", description="the label column: any values; sorted, the second is the positive class "
-        "for binary tasks")
+    label: str = Field("label", description="the label column: any values (predictions come back in its type: "
+        "integers stay integers); binary tasks: the positive class is data.positive_label, else the last value "
+        "sorted (train prints which)")
+    positive_label: str | int | bool | None = Field(None, description="binary tasks: the label value that is the "
+        "positive class (PR-AUC, thresholds, review budgets and contributions are about it), e.g. fraud; null: the "
+        "last of the sorted label values")
     id: str | None = Field(None, description="optional row-id column, kept in predictions, must be unique; null: "
         "rows are numbered")
-    label_names: list[str] | None = Field(None, description="the classes in order; null: the sorted label values of "
-        "the training data")
+    label_names: list[str] | None = Field(None, description="the classes in order (binary: the second is the "
+        "positive class); null: the sorted label values of the training data, data.positive_label last")
     group: str | None = Field(None, description="optional column naming who a row belongs to (a buyer, a seller): "
         "training warns when a group is in both training and validation data, evaluate when one is in training and "
         "test data; `bsmfusion split --group` writes group-disjoint splits. Not a feature")
@@ -399,6 +403,13 @@ class Config(_Section):
         if trained > 1 and last > 2**32 - 1:
             raise ValueError(f"the neural members' seeds run from train.seed ({self.train.seed}) to {last}, past "
                              "4294967295; choose a smaller train.seed")
+        return self
+
+    @model_validator(mode="after")
+    def _positive_label_is_binary(self) -> "Config":
+        if self.data.positive_label is not None and self.model.num_classes != 2:
+            raise ValueError(f"data.positive_label {self.data.positive_label!r} is for binary tasks, not a model with "
+                             f"{self.model.num_classes} classes; remove it (data.label_names orders the classes)")
         return self
 
     @model_validator(mode="after")

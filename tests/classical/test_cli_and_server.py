@@ -39,7 +39,8 @@ def test_cli_train_predict_evaluate_on_a_classical_member(cli_bundle, capsys):
     assert metrics["roc_auc"] > 0.95 and metrics["scoring_precision"].startswith("fp64")
     report = (root / "report" / "report.md").read_text()
     assert "`tfidf_lr` model scored 120 rows" in report
-    assert "of the positive class '1'; precision, recall, F1 and the curves are for that class" in report
+    assert ("of the positive class 1 (sorted last; set data.positive_label to choose); precision, recall, F1, the "
+            "curves and the contributions' sign are for that class") in report
     out = capsys.readouterr()
     assert "precision: fp64" in out.err
 

@@ -155,7 +155,7 @@ def test_multiclass_ensemble_splits_every_member_at_the_ensembles_class(tmp_path
     assert predictor.calibration.method == "temperature" and temperature != 1.0
     np.testing.assert_allclose(scores.text_contribution + scores.tab_contribution + scores.baseline_score,
                                expected / temperature, atol=1e-9)
-    assert predictor.predict_frame(test)["predicted_label"].isin(["0", "1", "2"]).all()
+    assert predictor.predict_frame(test)["predicted_label"].isin([0, 1, 2]).all()  # integer labels stay integers
 
 
 def test_shapley_split_of_a_given_class():

@@ -102,7 +102,7 @@ def test_predict_streams_in_order_with_bounded_batches(trained, tmp_path, monkey
         got = bsmfusion.data.io.read_table(tmp_path / name)
         assert got["id"].tolist() == big["id"].tolist()
         assert set(got.columns) == {"id", "prob_0", "prob_1", "predicted_label", "text_contribution",
-                                    "tab_contribution", "text_share", "error"}
+                                    "tab_contribution", "baseline", "text_share", "error"}
     whole = original(big)
     # fp32: a row's score does not depend on the frame it was streamed in; bf16: within its rounding
     tolerance = 1e-6 if precision == "fp32" else prob_tolerance(precision)

@@ -15,29 +15,26 @@ import pandas as pd
 from ..config import Config
 from ..errors import DataError, show
 from .dataset import EncodedTable
+from .labels import class_order, label_type, typed_labels
 from .tabular import TabularPreprocessor, category_key, require_columns
 from .text import TextPipeline
 
 
-def _label_sort_key(name: str) -> tuple[int, Any]:
-    try:
-        return (0, float(name))
-    except ValueError:
-        return (1, name)
-
-
 class RowPreprocessor:
-    """Fitted preprocessing of whole rows for one config: the tabular state (`TabularPreprocessor`) + label names;
-    text needs only the tokenizer.
+    """Fitted preprocessing of whole rows for one config: the tabular state (`TabularPreprocessor`) + label names
+    in class-id order (`data.labels.class_order`) and their type (`label_type`: how predictions are given back;
+    None for a bundle written before types were stored: strings); text needs only the tokenizer.
 
     A fusion that reads no text (tab_only) has no text pipeline: its tables need no text column and are never
     tokenised.
     """
 
-    def __init__(self, cfg: Config, tokenizer, tabular: TabularPreprocessor, label_names: list[str]):
+    def __init__(self, cfg: Config, tokenizer, tabular: TabularPreprocessor, label_names: list[str],
+                 label_type: str | None = None):
         self.cfg = cfg
         self.tabular = tabular
         self.label_names = label_names
+        self.label_type = label_type
         self.tokenizer = tokenizer
         self.text = TextPipeline(cfg.text, tokenizer) if cfg.model.uses_text else None
 
@@ -45,6 +42,11 @@ class RowPreprocessor:
     def text_columns(self) -> list[str]:
         """The text columns an input table needs: none when the fusion reads no text."""
         return list(self.cfg.data.text) if self.text is not None else []
+
+    @property
+    def label_values(self) -> list[Any]:
+        """The class names as the training label column held them (0 and 1, not '0' and '1'), in class-id order."""
+        return typed_labels(self.label_names, self.label_type)
 
     @property
     def pad_token_id(self) -> int:
@@ -57,22 +59,12 @@ class RowPreprocessor:
         require_columns(train, [*text_columns, data.label], "training data")
         tabular = TabularPreprocessor.fit(train, data.numeric, data.categorical, label=data.label, id_column=data.id,
                                           min_category_count=data.min_category_count)
-        keys = [category_key(v) for v in train[data.label]]
-        missing = [i for i, k in enumerate(keys) if k is None]
-        if missing:
-            raise DataError(f"column '{data.label}' row {missing[0]}: the label is missing; fill it or drop the row")
-        seen = sorted(set(keys), key=_label_sort_key)
-        names = list(data.label_names) if data.label_names else seen
-        unknown = sorted(set(seen) - set(names))
-        if unknown:
-            raise DataError(f"column '{data.label}': value {show(unknown[0])} is not in data.label_names {names}")
-        if len(set(seen)) < 2:
-            raise DataError(f"column '{data.label}': the training data has a single class ({show(seen[0])}); a classifier needs at least two")
+        names = class_order(cfg, train)
         if len(names) != cfg.model.num_classes:
             raise DataError(
                 f"column '{data.label}' has {len(names)} classes {names[:10]} but model.num_classes is {cfg.model.num_classes}; set model.num_classes: {len(names)}"
             )
-        return cls(cfg, tokenizer, tabular, names)
+        return cls(cfg, tokenizer, tabular, names, label_type(train[data.label], names))
 
     def encode_labels(self, frame: pd.DataFrame) -> np.ndarray:
         column = self.cfg.data.label
@@ -112,7 +104,7 @@ class RowPreprocessor:
         return EncodedTable(threads=threads, numeric=numeric, categorical=categorical, labels=labels, ids=self.row_ids(frame))
 
     def state(self) -> dict[str, Any]:
-        return {"tabular": self.tabular.to_dict(), "label_names": self.label_names}
+        return {"tabular": self.tabular.to_dict(), "label_names": self.label_names, "label_type": self.label_type}
 
     def to_json(self) -> str:
         return json.dumps(self.state(), indent=2, sort_keys=True)
@@ -120,6 +112,7 @@ class RowPreprocessor:
     @classmethod
     def from_json(cls, cfg: Config, tokenizer, text: str) -> "RowPreprocessor":
         state = json.loads(text)
-        return cls(cfg, tokenizer, TabularPreprocessor.from_dict(state["tabular"]), list(state["label_names"]))
+        return cls(cfg, tokenizer, TabularPreprocessor.from_dict(state["tabular"]), list(state["label_names"]),
+                   state.get("label_type"))
 
 

@@ -10,6 +10,8 @@ import pandas as pd
 
 from ..data.groups import warn_on_group_overlap
 from ..data.io import as_frame
+from ..data.labels import positive_class_reason
+from ..errors import show
 from ..progress import DEFAULT_LOG_EVERY, Progress
 from .metrics import classification_metrics, predict_labels
 from .operating_point import decision_markdown, decision_report
@@ -114,7 +116,8 @@ def _plots(out_dir: Path, labels: np.ndarray, probs: np.ndarray, text_share: np.
 CONTRIBUTION_EXPLAINED = (
     "Modality contributions are an exact two-player Shapley split of each row's score (the positive class's "
     "log-odds; for multiclass the predicted class's logit) between the dialogue and the tabular facts, measured "
-    "against the model's score at the mean training embeddings: text + tab + baseline = the row's score. "
+    "against the model's score at the mean training embeddings: text + tab + baseline = the row's score "
+    "(`predict` writes all three). "
     "`text_share` = |text| / (|text| + |tab|) says which side moved this decision more, the same way for every model."
 )
 
@@ -191,7 +194,8 @@ def _report(predictor, metrics: dict, plots: list[tuple[str, str]], data, notes:
     if "positives" in metrics:
         summary = (
             f"The `{fusion}` model scored {metrics['n']:,} rows of {source} ({metrics['positives']:,} of the "
-            f"positive class '{predictor.label_names[1]}'; precision, recall, F1 and the curves are for that class). "
+            f"positive class {show(predictor.label_values[1])} ({positive_class_reason(predictor.cfg)}); precision, "
+            "recall, F1, the curves and the contributions' sign are for that class). "
             f"It ranks positives above negatives with ROC-AUC {metrics['roc_auc']:.3f} and average precision "
             f"{metrics['pr_auc']:.3f}. At the decision threshold ({metrics['threshold']:.3f}; "
             f"{predictor.decision.policy.describe()}) it has "

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..bundle import Bundle, load_bundle
 from ..data.io import count_rows, iter_table, table_format
+from ..data.labels import pandas_dtype
 from ..decision import Decision, active_decision
 from ..evaluation.metrics import predict_labels
 from ..precision import Precision
@@ -16,9 +17,7 @@ from ..progress import DEFAULT_LOG_EVERY, Progress
 from ..models.scores import Scores
 from ..scoring.options import ScoringOptions
 from ..scoring.scorers import build_scorer
-
-
-CONTRIBUTION_COLUMNS = ("text_contribution", "tab_contribution", "text_share")
+from .columns import CONTRIBUTION_COLUMNS
 
 
 class FileSummary(NamedTuple):
@@ -29,11 +28,12 @@ class FileSummary(NamedTuple):
 
 
 class Predictor:
-    """Scores rows with a bundle. Output columns: the id column (or `row`), `prob_<label>` per class (calibrated
-    with the bundle's calibration), `predicted_label` (binary: P(positive) ≥ the active decision's threshold;
-    multiclass: argmax), and the modality contributions `text_contribution`, `tab_contribution` (signed, in
-    log-odds for binary tasks; they add up with the model's baseline score to the row's calibrated score — for
-    isotonic calibration, to the uncalibrated one) and `text_share` = |text| / (|text| + |tab|). The bundle's kind
+    """Scores rows with a bundle. Output columns (`inference.columns.OUTPUT_COLUMNS` says each one's unit and sign):
+    the id column (or `row`), `prob_<label>` per class (calibrated with the bundle's calibration), `predicted_label`
+    (binary: P(positive) ≥ the active decision's threshold; multiclass: argmax; in the training labels' type,
+    `label_values`), and the modality contributions `text_contribution`, `tab_contribution` (signed, in log-odds
+    toward the positive class for binary tasks), `baseline` (text + tab + baseline = the row's calibrated log-odds
+    — for isotonic calibration, the uncalibrated one) and `text_share` = |text| / (|text| + |tab|). The bundle's kind
     picks the scorer (`scoring.scorers.build_scorer`): a torch fusion, a classical member or an ensemble all go
     through the same output code here. `options` (`scoring.ScoringOptions`) say how: engine, precision, chunk
     cache, compile, batch size, and a `decision` (a policy, see `bsmfusion.decision`) or `threshold` (shorthand for
@@ -52,6 +52,12 @@ class Predictor:
     @property
     def label_names(self) -> list[str]:
         return self.bundle.label_names
+
+    @property
+    def label_values(self) -> list:
+        """The classes as the training label column held them (0 and 1 stay integers), in the order of
+        `label_names` and of `predict_proba`'s columns; binary: the second is the positive class."""
+        return self.bundle.label_values
 
     @property
     def threshold(self) -> float | None:
@@ -103,17 +109,20 @@ class Predictor:
         # float64: the probabilities the decision compared with the threshold, to the last digit (float32 rounding
         # near a saturated threshold would disagree with predicted_label when the threshold is re-applied)
         probs = np.full((len(frame), len(self.label_names)), np.nan, dtype=np.float64)
-        contributions = np.full((3, len(frame)), np.nan, dtype=np.float32)
+        contributions = np.full((len(CONTRIBUTION_COLUMNS), len(frame)), np.nan, dtype=np.float32)
         predicted: list = [None] * len(frame)
         if len(good):
             scores = self.score_frame(frame.iloc[good].reset_index(drop=True) if len(problems) else frame)
             probs[good] = scores.probs
-            contributions[:, good] = np.stack([scores.text_contribution, scores.tab_contribution, scores.text_share])
+            contributions[:, good] = np.stack([scores.text_contribution, scores.tab_contribution,
+                                               scores.baseline_score, scores.text_share])
+            values = self.label_values
             for row, label in zip(good, predict_labels(scores.probs, self.threshold)):
-                predicted[row] = self.label_names[label]
+                predicted[row] = values[label]
         for k, name in enumerate(self.label_names):
             out[f"prob_{name}"] = probs[:, k]
-        out["predicted_label"] = predicted
+        dtype = pandas_dtype(self.bundle.preprocessor.label_type)
+        out["predicted_label"] = predicted if dtype is None else pd.array(predicted, dtype=dtype)
         for k, name in enumerate(CONTRIBUTION_COLUMNS):
             out[name] = contributions[k]
         out["error"] = [problems.get(i, "") for i in range(len(frame))]
@@ -187,10 +196,14 @@ class Predictor:
             frame: rows with the config's text, numeric and categorical columns (a label column is ignored).
 
         Returns:
-            A numpy array of label names (`label_names`), at the active decision's threshold for binary tasks
-            (the bundle's own, or the one `load(..., decision=...)` asked for).
+            A numpy array of labels in the training label column's type (`label_values`: integer labels give an
+            integer array), at the active decision's threshold for binary tasks (the bundle's own, or the one
+            `load(..., decision=...)` asked for).
         """
-        return self._scored(frame)["predicted_label"].to_numpy()
+        predicted = self._scored(frame)["predicted_label"]
+        if pandas_dtype(self.bundle.preprocessor.label_type) is None:
+            return predicted.to_numpy()
+        return predicted.to_numpy(dtype=predicted.dtype.numpy_dtype)  # no gaps here: Int64 → int64
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Class probabilities, one row per input row.
@@ -211,7 +224,8 @@ class Predictor:
             frame: rows with the config's text, numeric and categorical columns.
 
         Returns:
-            A DataFrame with `frame`'s index and the columns `text_contribution`, `tab_contribution`, `text_share`.
+            A DataFrame with `frame`'s index and the columns `text_contribution`, `tab_contribution`, `baseline`
+            (text + tab + baseline = the row's log-odds) and `text_share`.
         """
         result = self._scored(frame)[list(CONTRIBUTION_COLUMNS)]
         result.index = frame.index

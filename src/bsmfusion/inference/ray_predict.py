@@ -302,11 +302,15 @@ def _numbered(ds):
 
 
 # --------------------------------------------------------------------------- the actors
-def _as_arrow(frame: pd.DataFrame):
-    """The output frame as an Arrow table with fixed types, so every Parquet file of the output has one schema."""
+ARROW_LABEL_TYPES = {"int": "int64", "float": "float64", "bool": "bool_"}  # data.labels.LABEL_TYPES; else string
+
+
+def _as_arrow(frame: pd.DataFrame, label_type: str | None = None):
+    """The output frame as an Arrow table with fixed types, so every Parquet file of the output has one schema;
+    `predicted_label` in the training labels' type (`data.labels`), as the local predict writes it."""
     import pyarrow as pa
 
-    from .predictor import CONTRIBUTION_COLUMNS
+    from .columns import CONTRIBUTION_COLUMNS
 
     fields, arrays = [], []
     for column in frame.columns:
@@ -317,6 +321,8 @@ def _as_arrow(frame: pd.DataFrame):
             array = pa.array(values.to_numpy(dtype=np.float64), type=pa.float64())
         elif column in CONTRIBUTION_COLUMNS:
             array = pa.array(values.to_numpy(dtype=np.float32), type=pa.float32())
+        elif column == "predicted_label" and label_type in ARROW_LABEL_TYPES:
+            array = pa.array(values, type=getattr(pa, ARROW_LABEL_TYPES[label_type])(), from_pandas=True)
         elif column in ("predicted_label", "error"):
             array = pa.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
                               for v in values], type=pa.string())
@@ -360,7 +366,7 @@ class BundleScorer:
         result = self.predictor.predict_frame(batch.reset_index(drop=True))
         if rows is not None:
             result["row"] = rows
-        return _as_arrow(result)
+        return _as_arrow(result, self.predictor.bundle.preprocessor.label_type)
 
     def __del__(self):
         if getattr(self, "_folder", None) is not None:

@@ -2,9 +2,10 @@
 
 * `POST /v1/predict` — one record (JSON object) or a list of records (or `{"records": [...]}`); answers one result
   per record: probabilities, label, modality contributions, or a per-record `error`.
-* `GET /healthz` — liveness, never needs the key. `GET /v1/model` — config, versions, validation metrics, the
-  calibration and the active decision (policy, threshold, whether it is the bundle's or an override), and the
-  chunk-vector cache's size and counters (`chunk_cache`: hits, encoded chunks; see `scoring.chunk_cache`).
+* `GET /healthz` — liveness, never needs the key. `GET /v1/model` — the labels and which is the positive class (and
+  why), config, versions, validation metrics, the calibration and the active decision (policy, threshold, whether
+  it is the bundle's or an override), and the chunk-vector cache's size and counters (`chunk_cache`: hits, encoded
+  chunks; see `scoring.chunk_cache`).
 * With an API key every other request needs `Authorization: Bearer KEY` or `X-API-Key: KEY` (constant-time check).
 * Bodies over `max_body_bytes` get 413, more than `max_records` records 413, malformed JSON or a wrong shape 422,
   and so does a record holding a number that is not finite (`NaN`, `Infinity`, `1e999`), naming the record and
@@ -25,7 +26,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from ..inference.predictor import CONTRIBUTION_COLUMNS
+from ..inference.columns import CONTRIBUTION_COLUMNS
 from ..scoring.options import ScoringOptions
 
 PUBLIC_PATHS = {"/healthz", "/docs", "/openapi.json", "/redoc"}
@@ -48,9 +49,10 @@ class RecordResult(BaseModel):
 
     id: Any = None
     probabilities: dict[str, float] | None = None
-    label: str | None = None
+    label: bool | int | float | str | None = None  # in the training labels' type: 0/1 labels answer 0/1
     text_contribution: float | None = None
     tab_contribution: float | None = None
+    baseline: float | None = None
     text_share: float | None = None
     error: str | None = None
 
@@ -150,7 +152,7 @@ def score_records(predictor, records: list[dict], positions: list[int] | None = 
             results[i] = {
                 "id": identifier,
                 "probabilities": {name: float(row[f"prob_{name}"]) for name in predictor.label_names},
-                "label": row["predicted_label"],
+                "label": _plain(row["predicted_label"]),
                 **{name: _finite(row[name]) for name in CONTRIBUTION_COLUMNS},
             }
     return results
@@ -168,8 +170,24 @@ def non_finite(records: list[dict]) -> str | None:
     return None
 
 
+def _plain(value):
+    """A NumPy scalar as the Python value JSON needs (np.int64(1) → 1)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _finite(value) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
+
+
+def positive_class(predictor) -> dict:
+    """`positive_label` (binary: the class probabilities, thresholds and contributions are about; None for
+    multiclass) and `positive_label_source` (the config key that chose it, or the sorting rule)."""
+    from ..data.labels import positive_class_reason
+
+    if len(predictor.label_names) != 2:
+        return {"positive_label": None, "positive_label_source": None}
+    return {"positive_label": _plain(predictor.label_values[1]),
+            "positive_label_source": positive_class_reason(predictor.cfg)}
 
 
 def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
@@ -211,7 +229,9 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
     @app.get("/v1/model", dependencies=[Depends(require_key)])
     async def model_info() -> dict:
         bundle = predictor.bundle
-        return {"fusion": bundle.meta.get("fusion"), "label_names": bundle.label_names, "threshold": predictor.threshold,
+        return {"fusion": bundle.meta.get("fusion"), "label_names": bundle.label_names,
+                "labels": [_plain(v) for v in predictor.label_values], **positive_class(predictor),
+                "threshold": predictor.threshold,
                 "decision": predictor.decision.to_json(), "calibration": predictor.calibration.to_json(),
                 "versions": bundle.meta.get("versions"), "created": bundle.meta.get("created"),
                 "validation_metrics": bundle.metrics.get("validation"), "config": bundle.cfg.to_dict(),
@@ -252,17 +272,40 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
     return app
 
 
+def check_port(host: str, port: int) -> None:
+    """Bind (host, port) as uvicorn will, and let go: a port in use is one line (`ConfigError`) before the model
+    loads, not uvicorn's error after it."""
+    import errno
+    import socket
+
+    from ..errors import ConfigError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} is in use; pass --port N") from None
+            raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror or err}); check --host and "
+                              "--port") from None
+        except OverflowError as err:  # a port beyond 65535
+            raise ConfigError(f"cannot listen on {host}:{port} ({err}); check --host and --port") from None
+
+
 def serve(bundle_dir: str, options: ScoringOptions | None = None, *, host: str = "127.0.0.1", port: int = 8080,
           api_key: str | None = None, **settings) -> None:
     """Serve a bundle, scored as `options` say (`scoring.ScoringOptions`; its default here caches
     `DEFAULT_CHUNK_CACHE_MB` MB of chunk vectors, so a thread re-scored after each new message encodes about one
-    chunk per request, per neural member); `settings` are `ServerSettings` fields (max_records, ...)."""
+    chunk per request, per neural member); `settings` are `ServerSettings` fields (max_records, ...). A port in
+    use is refused before the bundle loads (`check_port`)."""
     import sys
 
     import uvicorn
 
     from ..inference.predictor import load
 
+    check_port(host, port)
     predictor = load(bundle_dir, options or ScoringOptions(chunk_cache_mb=DEFAULT_CHUNK_CACHE_MB))
     print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
     print(f"chunk cache: {predictor.chunk_cache_info()['description']}", file=sys.stderr)

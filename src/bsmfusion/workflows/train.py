@@ -1,16 +1,20 @@
-"""`bsmfusion train` for every model kind: read the tables, apply `train.max_train_samples`, and hand the rows to
-the trainer the kind registry names for `model.fusion` (`kinds.get_kind(...).train`): a torch fusion
+"""`bsmfusion train` for every model kind: read the tables, apply `train.max_train_samples`, say which class is
+positive (`data.labels`; on stderr with progress on), and hand the rows to the trainer the kind registry names for
+`model.fusion` (`kinds.get_kind(...).train`): a torch fusion
 (`training.fit.train_neural`), a classical member (`classical.train.train_member`) or the ensemble
 (`ensemble.train.train_ensemble`, which trains its members through the registry too). No trainer calls back here.
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from ..config import Config
 from ..data.io import as_frame
+from ..data.labels import describe_positive
 from ..kinds import TrainResult, TrainRun, get_kind
 
 
@@ -42,4 +46,7 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
     train_df, val_df = as_frame(train_data), as_frame(val_data)
     if cfg.train.max_train_samples and len(train_df) > cfg.train.max_train_samples:
         train_df = train_df.sample(n=cfg.train.max_train_samples, random_state=cfg.train.seed).reset_index(drop=True)
+    positive = describe_positive(cfg, train_df)  # a data.positive_label that is no label fails here, before training
+    if positive and run.progress and os.environ.get("RANK", "0") == "0":
+        print(positive, file=sys.stderr)
     return kind.train(cfg, train_df, val_df, Path(out_dir), run)
