@@ -5,6 +5,7 @@ the trainer the kind registry names for `model.fusion` (`kinds.get_kind(...).tra
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,8 @@ import pandas as pd
 from ..config import Config
 from ..data.io import as_frame
 from ..kinds import TrainResult, TrainRun, get_kind
+from ..progress import phase_lines, say
+from .estimate import before_training
 
 
 def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Path | pd.DataFrame,
@@ -24,7 +27,8 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
         val_data: validation rows (early stopping, calibration, the threshold; ensemble weights).
         out_dir: the bundle folder; checkpoints go to `<out_dir>.work/` until training succeeds.
         run: how the run goes (`kinds.TrainRun`: resume, progress, keep_work, log_every, callbacks, sign_key);
-            `settings` replace single fields, e.g. `train(cfg, tr, va, out, progress=False)`. Without a
+            `settings` replace single fields, e.g. `train(cfg, tr, va, out, progress=False)`. With `progress`,
+            stderr gets a rough time estimate first and one line per phase (`progress.say`). Without a
             `sign_key`, `BSMFUSION_SIGN_KEY` (a PEM file's path or PEM text) signs the bundle when set.
 
     Returns:
@@ -42,4 +46,7 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
     train_df, val_df = as_frame(train_data), as_frame(val_data)
     if cfg.train.max_train_samples and len(train_df) > cfg.train.max_train_samples:
         train_df = train_df.sample(n=cfg.train.max_train_samples, random_state=cfg.train.seed).reset_index(drop=True)
-    return kind.train(cfg, train_df, val_df, Path(out_dir), run)
+    with phase_lines(run.progress and os.environ.get("RANK", "0") == "0"):  # one process of a multi-process run
+        for line in before_training(cfg, train_df):
+            say(line)
+        return kind.train(cfg, train_df, val_df, Path(out_dir), run)
