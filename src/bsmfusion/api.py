@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .folders import check_out_folder  # noqa: F401  (also `bsmfusion.api.check_out_folder`)
-from .folders import check_work_folder
+from .folders import check_work_folder, discard_work_folder
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -116,6 +116,8 @@ def train(config: str | Path | dict[str, Any] | Config, train: str | Path | pd.D
         out = Path(tempfile.mkdtemp(prefix="bsmfusion-")) / "model"
     check_out_folder(out, overwrite)
     check_work_folder(out, resume, overwrite)  # an interrupted run's <out>.work/ is never discarded unasked
+    if overwrite and not resume:
+        discard_work_folder(out)
     from .workflows.train import train as fit
 
     result = fit(cfg, train, val, out, resume=resume, progress=progress, log_every=log_every, sign_key=sign_key)

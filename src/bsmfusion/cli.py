@@ -157,6 +157,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.precision:
         overrides["train.precision"] = args.precision
     cfg = load_config(args.config, overrides)  # config errors before Lightning is imported
+    if args.overwrite and not args.resume:
+        from .folders import discard_work_folder
+
+        discard_work_folder(args.out)  # check_inputs refused it without --overwrite
     from .workflows.train import train
 
     try:
@@ -206,7 +210,7 @@ def _decision_line(bundle_dir, cfg, threshold: float) -> str:
     from pathlib import Path
 
     decision = json.loads((Path(bundle_dir) / "meta.json").read_text(encoding="utf-8")).get("decision") or {}
-    line = f"decision: {decision.get('description') or cfg.train.policy.describe()} (threshold {threshold:.4f})"
+    line = f"decision: {decision.get('description') or f'{cfg.train.policy.describe()} → threshold {threshold:.4f}'}"
     flagged = (decision.get("validation") or {}).get("flagged_fraction")
     if flagged is not None:
         line += f", flags {flagged:.1%} of the validation rows"

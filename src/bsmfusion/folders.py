@@ -44,3 +44,11 @@ def check_out_file(out: str | Path, overwrite: bool, flag: str = "overwrite=True
         raise ConfigError(f"output '{out}' is a folder; give a file name, e.g. {out / 'scores.csv'}")
     if out.exists() and not overwrite:
         raise ConfigError(f"output file '{out}' exists; pass {flag} to replace it, or choose another name")
+
+
+def discard_work_folder(out: str | Path) -> None:
+    """`--overwrite` without `--resume`: remove an interrupted run's `<out>.work/` (every kind; the neural and
+    ensemble trainers would clear it too, a classical member never looks at it)."""
+    import shutil
+
+    shutil.rmtree(work_folder(out), ignore_errors=True)

@@ -174,7 +174,7 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
             shutil.copytree(bundle.path, staging / MEMBERS_DIR / name)
 
     metrics = {"validation": val_metrics, "validation_note": FITTED_NOTE,
-               "members": {name: {scored_on[name]["on"]: {**result.val_metrics, "rows": scored_on[name]["rows"]}}
+               "members": {name: {scored_on[name]["on"]: result.val_metrics}  # "n": the rows they were scored on
                            for name, _, _, result in fitted}}
     with stage(f"ensemble: writing the bundle {out_dir}"):
         write_classical_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,

@@ -2,8 +2,8 @@
 
 The cost model is deliberately simple: each neural fine-tuning costs `NEURAL_SECONDS_PER_TOKEN` per training row
 per token of its thread (tokens ≈ characters / 4, capped at C·T) for `train.epochs` epochs at most (3 by default;
-early stopping may end sooner), and each classical member `CLASSICAL_SECONDS_PER_ROW` per row per fit (its CV folds
-plus the final fit). The constants come from the default ensemble's benchmark runs on 2 AVX-512-BF16 EPYC cores
+early stopping may end sooner), each classical member `CLASSICAL_SECONDS_PER_ROW` per row per fit (its CV folds
+plus the final fit), and an ensemble `ENSEMBLE_SECONDS` besides. The constants come from the default ensemble's benchmark runs on 2 AVX-512-BF16 EPYC cores
 (benchmarks/results/quality.json, docs/benchmarks.md): one fine-tuned member took ~500 s on dnd_nodeal (10,034
 rows, ~60 tokens a row by this count), ~90 s on cb_nosale (547 rows, ~134 tokens) and ~2,400 s on clothing_recommend
 (18,788 rows, ~79 tokens): 0.8-1.6 ms per row-token, so an estimate is good to a factor of about 1.5 on that class of
@@ -19,6 +19,7 @@ from ..progress import format_duration
 
 NEURAL_SECONDS_PER_TOKEN = 1.2e-3  # per row-token, per fine-tuning of 3 epochs (see the module docstring)
 CLASSICAL_SECONDS_PER_ROW = 1e-3  # per row and fit: tfidf_lr took 10.6 s on dnd_nodeal's 10,034 rows
+ENSEMBLE_SECONDS = 60.0  # an ensemble's fixed cost: loading its members, the bagged weight selection, scoring
 CHARS_PER_TOKEN = 4
 SMALL_TABLE = 500  # fewer training rows than this: the hint below (cb_nosale's 547 rows: the default won there)
 SMALL_TABLE_HINT = ("on {rows:,} training rows the default ensemble is slower than tfidf_lr and was not better on a "
@@ -47,7 +48,7 @@ def estimate_seconds(cfg: Config, frame: pd.DataFrame) -> float:
         classical = len(settings.member_names) - neural
         fits = classical * (settings.member_cv_folds + 1)  # each classical member: its CV folds and the final fit
         return (neural * rows * tokens_per_row(cfg, frame) * NEURAL_SECONDS_PER_TOKEN * epochs
-                + fits * rows * CLASSICAL_SECONDS_PER_ROW)
+                + fits * rows * CLASSICAL_SECONDS_PER_ROW + ENSEMBLE_SECONDS)
     if kind.family == CLASSICAL:
         return (max(cfg.model.classical.cv_folds, 1) + 1) * rows * CLASSICAL_SECONDS_PER_ROW
     return rows * tokens_per_row(cfg, frame) * NEURAL_SECONDS_PER_TOKEN * epochs
