@@ -72,7 +72,7 @@ def bundle(tmp_path_factory):
 def test_tfidf_lr_says_each_c_of_its_cv_search_and_each_phase(tmp_path):
     _, err = trained("tfidf_lr", tmp_path)
     lines = err.splitlines()
-    assert lines[0].startswith("train: tfidf_lr on 120 rows × ~") and "rough estimate" in lines[0]
+    assert lines[0].startswith("estimate: tfidf_lr on 120 rows × ~") and "rough estimate" in lines[0]
     searched = [line for line in lines if line.startswith("tfidf_lr: C=") and "3-fold CV on 120 training rows" in line]
     assert len(searched) == 4 and all("roc_auc" in line for line in searched)  # the default grid's four C values
     for phase in ("fitting on 120 training rows", "scoring 60 validation rows, calibration and threshold",
@@ -281,7 +281,7 @@ def test_the_contributions_plot_caption_names_text_share(bundle, tmp_path):
 
 def test_an_ensembles_members_say_which_rows_scored_them(tmp_path):
     cfg = ensemble_config(members=("tfidf_lr", "gbdt"))
-    cfg.model.ensemble.bags = 2  # selection's default 32 bags take most of a tiny run
+    cfg.model.ensemble.bags, cfg.model.ensemble.iterations = 2, 5  # selection's defaults take most of a tiny run
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         train(cfg, *tables(), tmp_path / "model", progress=True)

@@ -61,7 +61,7 @@ def before_training(cfg: Config, frame: pd.DataFrame) -> list[str]:
         return []
     seconds = estimate_seconds(cfg, frame)
     tokens = tokens_per_row(cfg, frame)
-    lines = [f"train: {cfg.model.fusion} on {len(frame):,} rows × ~{tokens:.0f} tokens: roughly "
+    lines = [f"estimate: {cfg.model.fusion} on {len(frame):,} rows × ~{tokens:.0f} tokens: roughly "
              f"{format_duration(max(seconds, 1))} on 2 CPU cores (a rough estimate from rows × tokens, measured on "
              "2 AVX-512-BF16 EPYC cores; more cores or a GPU: less)"]
     kind = get_kind(cfg.model.fusion)
