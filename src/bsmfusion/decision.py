@@ -291,10 +291,10 @@ def fit_decision(cfg, labels: np.ndarray, scores) -> FittedDecision:
             raise
         decision = decide(Policy(), labels, calibrated.probs, "bundle", "train.decision")
         unreachable = str(err)
-        log.warning("%s; the bundle is written with max_f1 (threshold %.4f, precision %.4f, recall %.4f on "
-                    "validation) instead: choose a policy at scoring time with --decision (Python: decision=...)",
-                    str(err).split("; lower it")[0].split("; raise it")[0], decision.threshold,
-                    decision.validation.get("precision", float("nan")), decision.validation.get("recall", float("nan")))
+        log.warning("%s; the bundle is written with max_f1 meanwhile (threshold %.4f, precision %.4f, recall %.4f "
+                    "on validation): choose a policy at scoring time with --decision (Python: decision=...)",
+                    err, decision.threshold, decision.validation.get("precision", float("nan")),
+                    decision.validation.get("recall", float("nan")))
     if decision.threshold is not None:
         warning = few_flagged_warning(decision.policy, labels, calibrated.probs[:, 1], decision.threshold)
         if warning:

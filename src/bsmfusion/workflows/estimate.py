@@ -3,11 +3,10 @@
 The cost model is deliberately simple: each neural fine-tuning costs `NEURAL_SECONDS_PER_TOKEN` per training row
 per token of its thread (tokens ≈ characters / 4, capped at C·T) for `train.epochs` epochs at most (3 by default;
 early stopping may end sooner), each classical member `CLASSICAL_SECONDS_PER_ROW` per row per fit (its CV folds
-plus the final fit), and an ensemble `ENSEMBLE_SECONDS` besides. The constants come from the default ensemble's benchmark runs on 2 AVX-512-BF16 EPYC cores
-(benchmarks/results/quality.json, docs/benchmarks.md): one fine-tuned member took ~500 s on dnd_nodeal (10,034
-rows, ~60 tokens a row by this count), ~90 s on cb_nosale (547 rows, ~134 tokens) and ~2,400 s on clothing_recommend
-(18,788 rows, ~79 tokens): 0.8-1.6 ms per row-token, so an estimate is good to a factor of about 1.5 on that class of
-machine, and says nothing about a GPU or a machine with many more cores.
+plus the final fit), and an ensemble `ENSEMBLE_SECONDS` besides. The constants are fitted to the default
+ensemble's benchmark runs on 2 AVX-512-BF16 EPYC cores (benchmarks/results/quality.json: dnd_nodeal, cb_nosale,
+clothing_recommend), which they match to within a factor of about 1.6; they say nothing about a GPU or a machine
+with many more cores, and the line says it is a rough estimate.
 """
 from __future__ import annotations
 
