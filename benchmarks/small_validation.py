@@ -177,7 +177,8 @@ def render(records: list[dict]) -> str:
                      f"{s['f1_gap'][0]:.3f}, {s['f1_gap'][1]:.3f} | {'; '.join(s['machine'])} |")
     fits = sorted({(r["task"], r["seed"], r["fit_seconds"], r["machine"]) for r in records if r["fit_seconds"]})
     if fits:
-        lines += ["", "Default training time (the bundle trained by this script, `combine_on: cross_fit`): " +
+        lines += ["", "Wall time of the default's training in this script (`combine_on: cross_fit`; the 2 cores were "
+                  "shared with other work, so this is not a training-speed measurement): " +
                   "; ".join(f"{t} seed {s}: {sec:.0f} s ({m})" for t, s, sec, m in fits) + "."]
     return "\n".join(lines) + "\n"
 

@@ -117,7 +117,7 @@ def test_predict_reports_rows_with_errors_and_strict_fails(trained, capsys):
     frame.loc[[2, 5], "price"] = "cheap"
     write_table(frame, root / "bad.csv")
     argv = ["predict", "--model", str(root / "model"), "--data", str(root / "bad.csv"), "--out", str(root / "s.csv"),
-            "--quiet"]
+            "--quiet", "--overwrite"]  # the same --out three times
     assert main(argv) == 0
     assert capsys.readouterr().out == f"wrote 10 rows to {root / 's.csv'}; 2 with errors (see the 'error' column)\n"
     assert main([*argv, "--strict"]) == 2

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .folders import check_out_folder  # noqa: F401  (also `bsmfusion.api.check_out_folder`)
+from .folders import check_work_folder, discard_work_folder
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -88,7 +89,8 @@ def train(config: str | Path | dict[str, Any] | Config, train: str | Path | pd.D
         val: validation table (early stopping, best checkpoint and the decision threshold).
         out: the bundle folder; None: a new temporary folder, kept (its path is the returned predictor's `.path`).
         overrides: dotted config keys set on top of `config`, e.g. `{"model.fusion": "gate"}`.
-        overwrite: replace an existing non-empty `out` (refused otherwise).
+        overwrite: replace an existing non-empty `out` (refused otherwise) and discard an interrupted run's
+            `<out>.work/` (without `resume` or `overwrite`, an existing one is refused).
         resume: continue from the last checkpoint in `<out>.work/` after an interruption.
         progress: show progress on stderr: a live bar on a terminal, else a plain line every `log_every` seconds
             (epoch, steps done of the total, samples/s, ETA, the last validation metric).
@@ -102,7 +104,8 @@ def train(config: str | Path | dict[str, Any] | Config, train: str | Path | pd.D
         only rank 0 writes the bundle.
 
     Raises:
-        ConfigError: an invalid config or override, `out` exists and is not empty without `overwrite`, or
+        ConfigError: an invalid config or override, `out` exists and is not empty without `overwrite`,
+            `<out>.work/` exists without `resume` or `overwrite`, or
             `sign_key` is not an Ed25519 private key (an `OptionError`).
         DataError: a training or validation table is unusable (the message names the column and row).
     """
@@ -112,6 +115,9 @@ def train(config: str | Path | dict[str, Any] | Config, train: str | Path | pd.D
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="bsmfusion-")) / "model"
     check_out_folder(out, overwrite)
+    check_work_folder(out, resume, overwrite)  # an interrupted run's <out>.work/ is never discarded unasked
+    if overwrite and not resume:
+        discard_work_folder(out)
     from .workflows.train import train as fit
 
     result = fit(cfg, train, val, out, resume=resume, progress=progress, log_every=log_every, sign_key=sign_key)

@@ -88,9 +88,14 @@ def check_inputs(args: argparse.Namespace) -> None:
         what = "does not exist" if not Path(model).exists() else "is not a bsmfusion bundle (no manifest.json)"
         raise BundleError(f"--model: '{model}' {what}; pass the folder written by 'bsmfusion train --out'")
     if args.command == "train":
-        from .folders import check_out_folder
+        from .folders import check_out_folder, check_work_folder
 
         check_out_folder(args.out, args.overwrite, "--overwrite")
+        check_work_folder(args.out, args.resume, args.overwrite, ("--resume", "--overwrite"))
+    if args.command == "predict" and args.ray is None:
+        from .folders import check_out_file
+
+        check_out_file(args.out, args.overwrite, "--overwrite")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -154,6 +159,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.precision:
         overrides["train.precision"] = args.precision
     cfg = load_config(args.config, overrides)  # config errors before Lightning is imported
+    if args.overwrite and not args.resume:
+        from .folders import discard_work_folder
+
+        discard_work_folder(args.out)  # check_inputs refused it without --overwrite
     from .workflows.train import train
 
     try:
@@ -175,11 +184,45 @@ def cmd_train(args: argparse.Namespace) -> None:
     if result.bundle_dir is not None:
         metrics = result.val_metrics
         print(f"bundle: {result.bundle_dir}")
-        print("validation: " + ", ".join(f"{k}={metrics[k]:.4f}" for k in ("roc_auc", "pr_auc", "f1", "accuracy") if k in metrics))
+        print(f"validation ({_fitted_on_validation(cfg)}: optimistic; 'bsmfusion evaluate' on a test table for an "
+              "unbiased estimate): " + ", ".join(f"{k}={metrics[k]:.4f}" for k in ("roc_auc", "pr_auc", "f1", "accuracy")
+                                                if k in metrics))
         if result.threshold is not None:
-            print(f"threshold ({cfg.train.policy.describe()}, on calibrated probabilities): {result.threshold:.4f}")
+            print(_decision_line(result.bundle_dir, cfg, result.threshold))
         _print_positive_class(cfg, result.bundle_dir)
         _print_signature(result.bundle_dir)
+
+
+def _fitted_on_validation(cfg) -> str:
+    """What the validation rows chose for this kind of model, for the summary's caveat."""
+    from .kinds import CLASSICAL, ENSEMBLE, get_kind
+
+    family = get_kind(cfg.model.fusion).family
+    if family == ENSEMBLE:
+        return "fitted on these rows: member weights, calibration, threshold"
+    if family == CLASSICAL and not cfg.model.classical.cv_folds:
+        return "fitted on these rows: C / boosting rounds, calibration, threshold"
+    if family == CLASSICAL:
+        return "fitted on these rows: calibration, threshold"
+    return "fitted on these rows: early stopping, calibration, threshold"
+
+
+def _decision_line(bundle_dir, cfg, threshold: float) -> str:
+    """The summary's threshold line: the decision the bundle holds (max_f1 when train.decision was unreachable),
+    what it flags on validation, and for a review budget what a budget is (a cut, not a cap)."""
+    from pathlib import Path
+
+    decision = json.loads((Path(bundle_dir) / "meta.json").read_text(encoding="utf-8")).get("decision") or {}
+    line = f"decision: {decision.get('description') or f'{cfg.train.policy.describe()} → threshold {threshold:.4f}'}"
+    flagged = (decision.get("validation") or {}).get("flagged_fraction")
+    if flagged is not None:
+        line += f", flags {flagged:.1%} of the validation rows"
+    if decision.get("unreachable"):
+        line += "; train.decision was unreachable, so max_f1 stands: choose another with --decision at scoring time"
+    elif cfg.train.policy.name == "review_budget":
+        line += ("; a budget is a cut fixed on the validation scores, not a cap: the share flagged on new rows "
+                 "follows their scores and can differ")
+    return line
 
 
 def _print_positive_class(cfg, folder) -> None:
@@ -284,9 +327,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation.report import evaluate
 
     predictor = load(args.model, _scoring_options(args))
-    print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
-    print(predictor.decision.summary(), file=sys.stderr)
-    metrics = evaluate(predictor, args.data, args.out, progress=True, log_every=args.log_every)
+    if not args.quiet:
+        print(f"precision: {predictor.describe_precision()}", file=sys.stderr)
+        print(predictor.decision.summary(), file=sys.stderr)
+    metrics = evaluate(predictor, args.data, args.out, progress=not args.quiet, log_every=args.log_every)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, indent=2))
     print(f"report: {args.out}/report.md")
 
@@ -381,7 +425,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from .workflows.compare import compare, leaderboard_markdown
 
     models = args.models.split(",") if args.models else None
-    rows = compare(cfg, args.train, args.val, args.test, args.out, models=models, epochs=args.epochs)
+    rows = compare(cfg, args.train, args.val, args.test, args.out, models=models, epochs=args.epochs, progress=True)
     print(leaderboard_markdown(rows))
     print(f"leaderboard: {args.out}/leaderboard.md, {args.out}/leaderboard.json")
 
@@ -469,11 +513,15 @@ def cmd_split(args: argparse.Namespace) -> None:
     from .data.groups import group_split
     from .data.io import read_table, table_format, write_table
 
+    from .folders import check_out_file
+
+    out = Path(args.out)
+    suffix = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}[table_format(args.data)]
+    for name in ("train", "val", "test"):  # before reading the table: nothing is replaced unasked
+        check_out_file(out / f"{name}{suffix}", args.overwrite, "--overwrite")
     frame = read_table(args.data)
     parts = group_split(frame, args.group, test_frac=args.test_frac, val_frac=args.val_frac, seed=args.seed)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    suffix = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}[table_format(args.data)]
     for name, part in zip(("train", "val", "test"), parts):
         write_table(part, out / f"{name}{suffix}")
         print(f"{out / (name + suffix)}: {len(part):,} rows, {part[args.group].nunique():,} groups")
@@ -505,8 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", required=True, help="validation table: early stopping and the decision threshold")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT.work/")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists and is not empty (refused "
-                   "otherwise)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists and is not empty, and discard "
+                   "an interrupted training's OUT.work/ (both refused otherwise)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. model.fusion=gate")
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
@@ -522,6 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="default: the bundle's train.precision, resolved on this machine (the output says when it differs from the one its threshold was chosen under)")
+    p.add_argument("--quiet", action="store_true", help="no progress, precision or decision lines on stderr (the "
+                   "metrics JSON still goes to stdout)")
     _add_decision_options(p)
     _add_verify_key(p)
     _add_log_every(p)
@@ -559,7 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the bundle once (unset: a pool that grows with the cluster's free resources)")
     p.add_argument("--ray-gpus-per-actor", type=float, default=0, metavar="G",
                    help="with --ray: GPUs per actor (0.5 puts two actors on one GPU); > 0 scores on CUDA")
-    p.add_argument("--overwrite", action="store_true", help="with --ray: replace an existing non-empty --out folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (with --ray: an existing "
+                   "non-empty --out folder); refused otherwise")
     _add_decision_options(p)
     _add_verify_key(p)
     _add_log_every(p)
@@ -617,6 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-frac", type=float, default=0.15, help="share of rows for test")
     p.add_argument("--val-frac", type=float, default=0.15, help="share of rows for validation")
     p.add_argument("--seed", type=int, default=0, help="shuffles the groups")
+    p.add_argument("--overwrite", action="store_true", help="replace train/val/test files already in --out (refused "
+                   "otherwise)")
     p.set_defaults(func=cmd_split)
 
     p = sub.add_parser("demo", help="download real data, fine-tune, evaluate and score a few rows")

@@ -335,9 +335,13 @@ class TrainConfig(_Section):
         "contributions stay uncalibrated) | none")
     decision: str | dict[str, Any] = Field(
         "max_f1", description="binary operating point on the calibrated P(positive), chosen on validation: max_f1 | "
-        "{fixed: t} | {precision_at_least: p} | {recall_at_least: r} | {review_budget: f} (flag the top f) | "
-        "{costs: {false_positive: a, false_negative: b}} (threshold a/(a+b)); an unreachable one is an error at "
-        "training; multiclass: argmax, only max_f1 allowed; `predict --decision` overrides it")
+        "{fixed: t} | {precision_at_least: p} | {recall_at_least: r} | {review_budget: f} (the threshold that flags "
+        "the top f of the validation scores: a cut fixed on validation, not a cap; the share flagged on new rows "
+        "follows their scores and can differ) | {costs: {false_positive: a, false_negative: b}} (threshold "
+        "a/(a+b)); one the validation rows cannot support (no positive row, a budget under one row) is refused "
+        "before training; one no threshold meets after training leaves the bundle on max_f1 with a warning "
+        "(choose another at scoring time with --decision); multiclass: argmax, only max_f1 allowed; "
+        "`predict --decision` overrides it")
     freeze_encoder: bool = Field(False, description="true: embed the threads once, cache, train only the rest (what "
         "compare uses)")
     embedding_cache: str | None = Field(None, description="folder of the frozen encoder's cache; null: "

@@ -15,7 +15,10 @@ Policies (`train.decision` in the config; `--decision` / `--threshold` at scorin
   calibrated probabilities (training warns with `train.calibration: none`).
 
 Thresholds found by search are validation scores themselves (a row is flagged when P(positive) ≥ threshold).
-A policy no threshold can meet is an error naming the best achievable value. Multiclass models predict the argmax
+A policy no threshold can meet is an error naming the best achievable value at scoring time; at training,
+`check_feasible` refuses before any training what the validation labels alone rule out, and `fit_decision`
+keeps max_f1 with a warning when the policy turns out unreachable on the trained model's scores, so the
+bundle is still written. A searched policy met on fewer than `FEW_FLAGGED` flagged validation rows warns. Multiclass models predict the argmax
 class: `max_f1` (the default) means argmax there, every other policy is binary-only and refused.
 
 `fit_decision` is the one training step every model kind shares: calibrate the validation predictions, then
@@ -37,6 +40,8 @@ from .policy import Policy, check_binary, parse_policy
 
 log = logging.getLogger("bsmfusion.train")
 VALIDATION_FILE = "validation_scores.json"
+FEW_FLAGGED = 10  # a searched policy met on fewer flagged validation rows: its precision / recall is noise
+SEARCHED = ("precision_at_least", "recall_at_least", "review_budget")
 
 
 def threshold_curve(labels: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
@@ -111,6 +116,36 @@ def choose_threshold(policy: Policy, labels: np.ndarray, probs: np.ndarray, key:
         raise ConfigError(f"{where} flags no validation row: the highest score alone is shared by {int(tp[0] + fp[0])} "
                           f"of the {n} rows, so the smallest achievable budget is {flagged[0]:.4g}; raise it")
     return float(thresholds[ok[-1]])
+
+
+def few_flagged_warning(policy: Policy, labels: np.ndarray, probs: np.ndarray, threshold: float,
+                        key: str = "train.decision") -> str | None:
+    """The warning for a searched policy met on fewer than `FEW_FLAGGED` flagged validation rows (None otherwise):
+    its validation precision / recall rest on a handful of rows."""
+    if policy.name not in SEARCHED or not len(labels):
+        return None
+    flagged = int(np.sum(np.asarray(probs, dtype=np.float64) >= threshold))
+    if flagged >= FEW_FLAGGED:
+        return None
+    return (f"{key} {policy.name} {policy.value:g} is met on only {flagged} flagged validation row"
+            f"{'' if flagged == 1 else 's'} (of {len(labels)}): its precision / recall estimate is unreliable below "
+            f"{FEW_FLAGGED}; use more validation rows or a looser policy")
+
+
+def check_feasible(policy: Policy, labels: np.ndarray, key: str = "train.decision") -> None:
+    """Before training: refuse (`ConfigError`, one line) a policy the validation labels alone rule out, whatever the
+    model learns: a precision or recall target without a positive validation row, a review budget under one row."""
+    if policy.name not in SEARCHED:
+        return
+    labels = np.asarray(labels, dtype=np.int64)
+    n, positives = len(labels), int(np.sum(labels == 1))
+    where = f"{key} {policy.name} {policy.value:g}"
+    if policy.name != "review_budget" and positives == 0:
+        raise ConfigError(f"{where} needs positive validation rows; there are none among {n}: add some to the "
+                          "validation table or choose another policy")
+    if policy.name == "review_budget" and policy.value * n < 1:
+        raise ConfigError(f"{where} flags less than one of the {n} validation rows; raise it to at least "
+                          f"{1 / max(n, 1):.4g} or use more validation rows")
 
 
 # ------------------------------------------------------------------------------ the active decision of a predictor
@@ -194,6 +229,9 @@ def _active_decision(bundle, decision: Any, threshold: float | None) -> Decision
                           f"{key} {policy.name} needs it; retrain, or pass {{threshold}}=T")
     labels, probs = stored
     chosen = choose_threshold(policy, labels, probs, key)
+    warning = few_flagged_warning(policy, labels, probs, chosen, key.format(decision="decision"))
+    if warning:
+        log.warning(warning)
     return Decision(policy, chosen, "override", rates_at(labels, probs, chosen, policy))
 
 
@@ -207,6 +245,7 @@ class FittedDecision:
     scores: Any  # models.scores.Scores, calibrated
     labels: np.ndarray
     calibration_report: dict[str, float]
+    unreachable: str | None = None  # why train.decision could not be met (the bundle then keeps max_f1)
 
     @property
     def threshold(self) -> float | None:
@@ -215,8 +254,11 @@ class FittedDecision:
     def meta(self) -> dict[str, Any]:
         """meta.json entries: `calibration` (the map and validation log loss / ECE before and after) and
         `decision`."""
+        decision = self.decision.to_json()
+        if self.unreachable:
+            decision["unreachable"] = self.unreachable  # the policy asked for, and why max_f1 stands instead
         return {"calibration": {**self.calibration.to_json(), "validation": self.calibration_report},
-                "decision": self.decision.to_json()}
+                "decision": decision}
 
     def files(self) -> dict[str, str]:
         """Binary: `validation_scores.json` (labels and calibrated P(positive)) for policies given at scoring time."""
@@ -241,9 +283,24 @@ def fit_decision(cfg, labels: np.ndarray, scores) -> FittedDecision:
     calibrated = calibration.apply(scores)
     if policy.name == "costs" and calibration.method == "none":
         log.warning("train.decision costs assumes calibrated probabilities but train.calibration is none")
-    decision = decide(policy, labels, calibrated.probs, "bundle", "train.decision")
+    unreachable = None
+    try:
+        decision = decide(policy, labels, calibrated.probs, "bundle", "train.decision")
+    except ConfigError as err:  # unreachable on these scores: keep the trained model, decide by max_f1
+        if policy.name == "max_f1":
+            raise
+        decision = decide(Policy(), labels, calibrated.probs, "bundle", "train.decision")
+        unreachable = str(err)
+        log.warning("%s; the bundle is written with max_f1 meanwhile (threshold %.4f, precision %.4f, recall %.4f "
+                    "on validation): choose a policy at scoring time with --decision (Python: decision=...)",
+                    err, decision.threshold, decision.validation.get("precision", float("nan")),
+                    decision.validation.get("recall", float("nan")))
+    if decision.threshold is not None:
+        warning = few_flagged_warning(decision.policy, labels, calibrated.probs[:, 1], decision.threshold)
+        if warning:
+            log.warning(warning)
     report = {}
     if len(labels):
         report = {"rows": int(len(labels)), **calibration_change(labels, scores.probs, calibrated.probs)}
     log.info("calibration: %s; decision: %s", calibration.describe(), decision.describe())
-    return FittedDecision(calibration, decision, calibrated, labels, report)
+    return FittedDecision(calibration, decision, calibrated, labels, report, unreachable)

@@ -56,6 +56,8 @@ class TrainRun:
     callbacks: extra Lightning callbacks for neural training (tests inject faults here).
     sign_key: sign every bundle the run writes (an ensemble's members too) with this Ed25519 private key: its PEM
         file's path or PEM text (`signing`; `workflows.train.train` reads it before training starts). None: unsigned.
+    holdout: the validation rows handed to the trainer are a holdout of the training rows (an ensemble's neural
+        member), not the validation split: progress lines say `holdout_roc_auc`, not `val_roc_auc`.
     """
 
     resume: bool = False
@@ -64,6 +66,7 @@ class TrainRun:
     log_every: float = DEFAULT_LOG_EVERY
     callbacks: Sequence[Any] = ()
     sign_key: Any = None
+    holdout: bool = False
 
     @classmethod
     def of(cls, run: "TrainRun | None" = None, **settings) -> "TrainRun":

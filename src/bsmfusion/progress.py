@@ -213,3 +213,72 @@ class Progress:
         elif self.interactive and self.enabled and self._drawn:
             self.stream.write("\n")  # leave the bar's last frame on its own line before the error
             self._closed = True
+
+
+# ---------------------------------------------------------------------------------------------- phase lines
+# Work without a row or step count (an ensemble's members one after the other, a classical member's CV folds,
+# selection, calibration, writing the bundle) says what it starts and finishes in one plain line each, so a run
+# never sits silent. Like `advance`, the code doing the work is not handed a stream: `say` writes to the one the
+# innermost `with phase_lines(...)` block opened (none: nothing happens, e.g. `progress=False`, the server).
+_PHASES: contextvars.ContextVar["TextIO | None"] = contextvars.ContextVar("bsmfusion_phase_lines", default=None)
+HEARTBEAT = 5.0  # seconds between two `Heartbeat` lines from a loop (LightGBM rounds)
+
+
+class phase_lines:
+    """`with phase_lines(enabled, stream):` — `say` and `stage` inside write to `stream` (default stderr);
+    `enabled=False` silences them (an inner `phase_lines(False)` too)."""
+
+    def __init__(self, enabled: bool = True, stream: TextIO | None = None):
+        self.stream = (stream if stream is not None else sys.stderr) if enabled else None
+
+    def __enter__(self) -> "phase_lines":
+        self._token = _PHASES.set(self.stream)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _PHASES.reset(self._token)
+
+
+def say(text: str) -> None:
+    """One line on the active phase stream; nothing without one. A broken stream never stops the work."""
+    stream = _PHASES.get()
+    if stream is None:
+        return
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except (ValueError, OSError):
+        pass
+
+
+class stage:
+    """`with stage("ensemble: member gbdt (3/4)"):` says `<what> ...` on entry and `<what>: done in 12s` on a
+    normal exit (`done` text appended after the time when set inside the block, e.g. a score)."""
+
+    def __init__(self, what: str, clock: Callable[[], float] = time.monotonic):
+        self.what, self.clock, self.done = what, clock, ""
+
+    def __enter__(self) -> "stage":
+        self._started = self.clock()
+        say(f"{self.what} ...")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            took = format_duration(self.clock() - self._started)
+            say(f"{self.what}: done in {took}" + (f", {self.done}" if self.done else ""))
+
+
+class Heartbeat:
+    """Says `text()` at most every `every` seconds when called (a loop's callback), so a long loop without a known
+    end (boosting rounds) still shows it is moving."""
+
+    def __init__(self, text: Callable[..., str], every: float = HEARTBEAT, clock: Callable[[], float] = time.monotonic):
+        self.text, self.every, self.clock = text, every, clock
+        self._last = clock()
+
+    def __call__(self, *args) -> None:
+        now = self.clock()
+        if now - self._last >= self.every:
+            self._last = now
+            say(self.text(*args))

@@ -99,7 +99,7 @@ def test_a_policy_given_at_scoring_time_is_resolved_on_the_stored_validation_sco
     assert err.value.render(OPTION_FLAGS) == "pass --decision or --threshold, not both (--threshold=T is --decision fixed=T)"
 
 
-def test_an_unreachable_policy_stops_training_with_one_line(tmp_path, capsys):
+def test_a_budget_under_one_validation_row_is_refused_before_training(tmp_path, capsys):
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(classical_config("tfidf_lr").to_dict()))
     planted(200, "tab", 0).to_csv(tmp_path / "train.csv", index=False)
@@ -108,8 +108,8 @@ def test_an_unreachable_policy_stops_training_with_one_line(tmp_path, capsys):
                  str(tmp_path / "val.csv"), "--out", str(tmp_path / "m"), "--set", "train.decision={review_budget: 0.005}"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and not (tmp_path / "m").exists()
-    assert err == ("error: train.decision review_budget 0.005 flags no validation row: the highest score alone is "
-                   "shared by 1 of the 120 rows, so the smallest achievable budget is 0.008333; raise it")
+    assert err == ("error: train.decision review_budget 0.005 flags less than one of the 120 validation rows; "
+                   "raise it to at least 0.008333 or use more validation rows")  # refused before training
 
 
 def test_multiclass_bundles_take_the_argmax_and_refuse_binary_policies(tmp_path):

@@ -27,6 +27,7 @@ import pandas as pd
 from ..config import Config
 from ..data.tabular import TabularPreprocessor
 from ..precision import Precision
+from ..progress import Heartbeat, say
 from .member import ClassicalData, ClassicalMember, cv_folds, sample_weights
 from .tab_features import tab_matrix
 from .text_features import TextFeaturizer, render_frame
@@ -169,18 +170,27 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     max_rounds, chosen_on, out_of_fold = settings.gbdt_max_rounds, "validation", None
     if settings.cv_folds and stopping:  # the rounds from k-fold CV on the training rows; validation untouched
         folds = cv_folds(y_train, settings.cv_folds, cfg.train.seed, groups)
-        history = lgb.cv(lightgbm_params(cfg), train_set, num_boost_round=max_rounds, callbacks=stopping,
+        beat = Heartbeat(lambda env: f"gbdt: {len(folds)}-fold CV, round {env.iteration + 1:,} of at most "
+                                     f"{max_rounds:,} (early stopping after {settings.gbdt_early_stopping_rounds} "
+                                     "without gain)")
+        history = lgb.cv(lightgbm_params(cfg), train_set, num_boost_round=max_rounds, callbacks=[*stopping, beat],
                          folds=folds, return_cvbooster=True)
-        max_rounds, stopping = len(history["valid " + lightgbm_params(cfg)["metric"] + "-mean"]), []
+        losses = history["valid " + lightgbm_params(cfg)["metric"] + "-mean"]
+        max_rounds, stopping = len(losses), []
         out_of_fold = cv_logits(history["cvbooster"], folds, x_train, max_rounds, cfg.model.num_classes)
-        chosen_on = f"{settings.cv_folds}-fold CV on the training rows"
+        chosen_on = f"{len(folds)}-fold CV on the training rows"
+        say(f"gbdt: {chosen_on} chose {max_rounds:,} boosting rounds (cv log loss "
+            f"{losses[-1]:.4f}); fitting them on all {len(y_train):,} training rows")
     valid = {}
     if stopping:
         x_val = np.hstack([np.asarray(text.transform(val_texts) @ components.T), val_tab])  # only to stop on
         valid = {"valid_sets": [lgb.Dataset(x_val, label=y_val, reference=train_set, feature_name=names,
                                             free_raw_data=False)], "valid_names": ["validation"]}
-    booster = lgb.train(lightgbm_params(cfg), train_set, num_boost_round=max_rounds, callbacks=stopping, **valid)
+    beat = Heartbeat(lambda env: f"gbdt: boosting round {env.iteration + 1:,} of at most {max_rounds:,}")
+    booster = lgb.train(lightgbm_params(cfg), train_set, num_boost_round=max_rounds, callbacks=[*stopping, beat],
+                        **valid)
     rounds = int(booster.best_iteration or booster.current_iteration())
+    say(f"gbdt: {rounds:,} boosting rounds kept ({chosen_on})")
     # keep exactly what is stored: the best iteration's trees, reloaded from LightGBM's text format
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
     rng = np.random.default_rng(cfg.train.seed)

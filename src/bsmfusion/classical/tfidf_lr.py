@@ -20,6 +20,7 @@ from ..data.tabular import TabularPreprocessor
 from ..calibration import softmax
 from ..evaluation.metrics import classification_metrics
 from ..precision import Precision
+from ..progress import Heartbeat, say
 from .member import ClassicalData, ClassicalMember, class_weight_dict, cv_folds
 from .tab_features import tab_matrix
 from .text_features import TextFeaturizer, render_frame
@@ -111,25 +112,33 @@ def fit_tfidf_lr(cfg: Config, tabular: TabularPreprocessor, train_texts: list[st
     chosen_on = "validation"
     if settings.cv_folds:  # also with one C: the out-of-fold logits serve the ensemble's cross-fitted combination
         folds = cv_folds(y_train, settings.cv_folds, cfg.train.seed, groups)
-        for c in settings.lr_c_grid:
+        grid = settings.lr_c_grid
+        for i, c in enumerate(grid, 1):
             oof = np.zeros((len(y_train), cfg.model.num_classes))
-            for fit_rows, held in folds:
+            beat = Heartbeat(lambda fold: f"tfidf_lr: C={c:g} ({i}/{len(grid)}), fold {fold}/{len(folds)} done")
+            for fold, (fit_rows, held) in enumerate(folds, 1):
                 oof[held] = fold_logits(regression(c).fit(x_train[fit_rows], y_train[fit_rows]), held)
+                beat(fold)
             key = selection_key(y_train, softmax(oof))
             search.append({"C": c, "cv_roc_auc": key[0], "cv_log_loss": -key[1]})
+            say(f"tfidf_lr: C={c:g} ({i}/{len(grid)}), {len(folds)}-fold CV on {len(y_train):,} training rows: "
+                f"roc_auc {key[0]:.4f}, log_loss {-key[1]:.4f}")
             if best is None or key > best[0]:
                 best, out_of_fold = (key, c), oof
         model = regression(best[1]).fit(x_train, y_train)
         chosen_on = f"{len(folds)}-fold CV on the training rows"
     else:
         x_val = sp.hstack([text.transform(val_texts), sp.csr_matrix(val_tab)], format="csr")
-        for c in settings.lr_c_grid:
+        for i, c in enumerate(settings.lr_c_grid, 1):
             fitted_c = regression(c).fit(x_train, y_train)
             key = selection_key(y_val, fitted_c.predict_proba(x_val))
             search.append({"C": c, "val_roc_auc": key[0], "val_log_loss": -key[1]})
+            say(f"tfidf_lr: C={c:g} ({i}/{len(settings.lr_c_grid)}) on {len(y_val):,} validation rows: "
+                f"roc_auc {key[0]:.4f}, log_loss {-key[1]:.4f}")
             if best is None or key > best[0]:
                 best, model = (key, c), fitted_c
     c = best[1]
+    say(f"tfidf_lr: C={c:g} chosen ({chosen_on})")
     mean = np.asarray(x_train.mean(axis=0), dtype=np.float64).ravel()
     fitted = TfidfLR(cfg, text, tabular, np.ascontiguousarray(model.coef_, dtype=np.float64),
                      np.ascontiguousarray(model.intercept_, dtype=np.float64), mean)

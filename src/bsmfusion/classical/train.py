@@ -18,10 +18,11 @@ from ..data.groups import group_codes
 from ..data.preprocess import RowPreprocessor
 from ..data.tabular import require_columns
 from ..data.validation import split_meta
-from ..decision import fit_decision
+from ..decision import check_feasible, fit_decision
 from ..errors import DataError
 from ..evaluation.metrics import classification_metrics
 from ..kinds import TrainResult, TrainRun, get_kind
+from ..progress import stage
 from .member import ClassicalData, ClassicalMember, table_preprocessor
 from .storage import save_member, write_classical_bundle
 from .tab_features import tab_matrix
@@ -74,15 +75,21 @@ def train_member(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
         `TrainResult` (`epochs_run`: 1 for tfidf_lr, the boosting rounds kept for gbdt).
     """
     data = prepare(cfg, train_df, val_df)
-    model, info = fit_member(cfg, data)
+    check_feasible(cfg.train.policy, data.y_val)
+    kind = cfg.model.fusion
+    with stage(f"{kind}: fitting on {len(train_df):,} training rows"):
+        model, info = fit_member(cfg, data)
     log.info("%s: %s", cfg.model.fusion, {k: v for k, v in info.items() if not isinstance(v, list)})
-    fitted = fit_decision(cfg, data.y_val, model.score_frame(val_df))  # calibration, then the threshold
+    with stage(f"{kind}: scoring {len(val_df):,} validation rows, calibration and threshold"):
+        fitted = fit_decision(cfg, data.y_val, model.score_frame(val_df))  # calibration, then the threshold
     threshold = fitted.threshold
     val_metrics = classification_metrics(data.y_val, fitted.scores.probs, threshold)
     meta = {"kind": cfg.model.fusion, "train_rows": len(train_df), "val_rows": len(val_df),
             "validation_precision": model.precision.to_json(), "training": info, **split_meta(train_df, cfg),
             **fitted.meta()}
-    write_classical_bundle(out_dir, cfg=cfg, preprocessor=data.preprocessor, threshold=threshold,
-                           metrics={"validation": val_metrics}, meta=meta, payload=lambda folder: save_member(model, folder),
-                           files=fitted.files(), sign_key=run.sign_key)
+    with stage(f"{kind}: writing the bundle {out_dir}"):
+        write_classical_bundle(out_dir, cfg=cfg, preprocessor=data.preprocessor, threshold=threshold,
+                               metrics={"validation": val_metrics}, meta=meta,
+                               payload=lambda folder: save_member(model, folder), files=fitted.files(),
+                               sign_key=run.sign_key)
     return TrainResult(Path(out_dir), threshold, val_metrics, int(info.get("rounds", 1)), out_of_fold=model.out_of_fold)

@@ -23,6 +23,7 @@ from ..calibration import score_logits, softmax
 from ..config import Config
 from ..evaluation.metrics import classification_metrics
 from ..models.scores import Scores
+from ..progress import Heartbeat
 
 SUMMARY_METRICS = ("roc_auc", "pr_auc", "f1", "accuracy", "log_loss")  # per member, in meta.json
 
@@ -93,7 +94,9 @@ def bagged_selection(logits: list[np.ndarray], labels: np.ndarray, iterations: i
     only is drawn again. Returns (weights `M`, each bag's weights)."""
     rng = np.random.default_rng(seed)
     per_bag: list[np.ndarray] = []
+    beat = Heartbeat(lambda: f"ensemble: selection, bag {len(per_bag)}/{bags} done")
     while len(per_bag) < bags:
+        beat()
         rows = rng.integers(0, len(labels), len(labels))
         if len(np.unique(labels[rows])) < len(np.unique(labels)):
             continue

@@ -31,7 +31,9 @@ from ..classical.train import prepare_labels
 from ..config import Config, EnsembleConfig
 from ..data.groups import group_codes
 from ..data.validation import split_meta
+from ..decision import check_feasible
 from ..kinds import TrainResult, TrainRun, get_kind
+from ..progress import stage
 from ..scoring.scorers import build_scorer
 from ..training.fit import clear_stale_work, finish_work_folder
 from .model import MEMBERS_DIR
@@ -39,6 +41,10 @@ from .cross_fit import CombinationRows, fit_combination, pool, shared_holdout
 from .selection import SUMMARY_METRICS, member_logits, selection_key
 
 log = logging.getLogger("bsmfusion.train")
+# metrics.json: what the ensemble's "validation" metrics are; each member's are under "holdout" (a neural member:
+# its own holdout of the training rows) or "validation" (classical members, choices by CV on the training rows)
+FITTED_NOTE = ("the member weights, the calibration and the threshold were fitted on these rows: optimistic; "
+               "evaluate on a test table for an unbiased estimate")
 
 
 def member_config(cfg: Config, name: str) -> Config:
@@ -135,10 +141,11 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     clear_stale_work(top_work, run)
     work = top_work / MEMBERS_DIR
     preprocessor, _, y_val = prepare_labels(cfg, train_df, val_df)
+    check_feasible(cfg.train.policy, y_val)  # before any member trains
     k = cfg.model.num_classes
     settings = cfg.model.ensemble
     neural_names = settings.neural_member_names
-    fitted, refits = [], {}
+    fitted, refits, scored_on = [], {}, {}
     member_run = TrainRun.of(run, keep_work=True)  # the members' checkpoints stay for --resume until the end
     cross_fit = settings.combine_on == "cross_fit"
     shared = None  # cross_fit: one holdout for every neural member (no neural member: none, all rows out of fold)
@@ -147,24 +154,31 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
                   else np.zeros(len(train_df), dtype=bool))
     held_y = preprocessor.encode_labels(train_df[shared]) if shared is not None and shared.any() else None
     out_of_sample = []  # per member: logits of the combination's training rows (None: it has none)
-    for name in settings.member_names:
+    for i, name in enumerate(settings.member_names, 1):
         log.info("ensemble: training member %s", name)
         neural = name in neural_names
         member_cfg = member_config(cfg, name)
         # neural_k draws its own holdout (validation: each with its seed; cross_fit: the shared one);
         # classical members: val_df is reported only
         rows = split_member_holdout(train_df, val_df, member_cfg, shared) if neural else (train_df, val_df)
-        result = get_kind(member_cfg.model.fusion).train(member_cfg, *rows, work / name, member_run)
-        bundle = load_bundle(result.bundle_dir)
-        if cross_fit:
-            holdout = rows[1] if neural and shared.any() else None  # without a holdout a neural member has none
-            out_of_sample.append(None if neural and holdout is None
-                                 else member_out_of_sample(bundle, result, holdout, shared, k))
-        if neural and settings.refit_neural and settings.member_holdout:
-            result, refits[name] = refit_neural(cfg, name, bundle, train_df, val_df, work / f"{name}_refit", member_run)
+        held = neural and bool(settings.member_holdout)  # its metrics are on its holdout, not on validation
+        with stage(f"ensemble: member {name} ({i}/{len(settings.member_names)}, {member_cfg.model.fusion})") as step:
+            result = get_kind(member_cfg.model.fusion).train(member_cfg, *rows, work / name,
+                                                             TrainRun.of(member_run, holdout=held))
             bundle = load_bundle(result.bundle_dir)
-        scores = build_scorer(bundle).score_frame(val_df)
+            if cross_fit:  # before a refit: the holdout run's checkpoint is the one that never saw the holdout
+                holdout = rows[1] if neural and shared.any() else None  # without a holdout a neural member has none
+                out_of_sample.append(None if neural and holdout is None
+                                     else member_out_of_sample(bundle, result, holdout, shared, k))
+            if neural and settings.refit_neural and settings.member_holdout:
+                result, refits[name] = refit_neural(cfg, name, bundle, train_df, val_df, work / f"{name}_refit",
+                                                    member_run)
+                bundle = load_bundle(result.bundle_dir)
+            scores = build_scorer(bundle).score_frame(val_df)
+            scored = {"rows": len(rows[1]), "on": "holdout" if held and name not in refits else "validation"}
+            step.done = f"{scored['on']}_roc_auc {result.val_metrics.get('roc_auc', float('nan')):.4f}"
         fitted.append((name, bundle, scores, result))
+        scored_on[name] = scored
     logits = [member_logits(s, k) for _, _, s, _ in fitted]
     names = [name for name, *_ in fitted]
     if cross_fit:
@@ -177,12 +191,15 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     if rows.fallback:
         log.warning("ensemble: weights, calibration and threshold fitted on the %d validation rows only: %s",
                     len(y_val), rows.fallback)
-    log.info("ensemble: fitting weights, calibration and threshold on %d rows (%s)", len(rows.labels), rows.source)
-    combination = fit_combination(cfg, rows, [s for _, _, s, _ in fitted], y_val, names)
+    with stage(f"ensemble: member weights, calibration and threshold ({cfg.train.policy.describe()}) on "
+               f"{len(rows.labels):,} rows ({rows.source})") as step:
+        combination = fit_combination(cfg, rows, [s for _, _, s, _ in fitted], y_val, names)
+        step.done = "mixing weights " + ", ".join(f"{n} {w:.2f}" for n, w in zip(names, combination.weights))
     weights, selection, decided = combination.weights, combination.selection, combination.decided
     threshold, val_metrics = decided.threshold, combination.val_metrics
     members_meta = [{"name": name, "fusion": bundle.cfg.model.fusion, "weight": float(w),
                      "validation": {m: result.val_metrics.get(m) for m in SUMMARY_METRICS},
+                     "validation_rows_are": scored_on[name],  # a neural member's "validation" is its holdout
                      "selection_key": list(selection_key(y_val, z)),  # the member alone, as selection saw it
                      **({"refit": refits[name]} if name in refits else {})}
                     for w, z, (name, bundle, _, result) in zip(weights, logits, fitted)]
@@ -196,9 +213,12 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
         for name, bundle, _, _ in fitted:
             shutil.copytree(bundle.path, staging / MEMBERS_DIR / name)
 
-    metrics = {"validation": val_metrics, "members": {name: result.val_metrics for name, _, _, result in fitted}}
-    write_classical_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
-                           meta=meta, payload=payload, files=decided.files(), sign_key=run.sign_key)
+    metrics = {"validation": val_metrics, "validation_note": FITTED_NOTE,
+               "members": {name: {scored_on[name]["on"]: result.val_metrics}  # "n": the rows they were scored on
+                           for name, _, _, result in fitted}}
+    with stage(f"ensemble: writing the bundle {out_dir}"):
+        write_classical_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
+                               meta=meta, payload=payload, files=decided.files(), sign_key=run.sign_key)
     log.info("ensemble weights %s, validation ROC-AUC %.4f", meta["weights"], val_metrics.get("roc_auc", float("nan")))
     neural_epochs = [result.epochs_run for name, _, _, result in fitted if name in neural_names]
     if not run.keep_work:

@@ -107,12 +107,15 @@ def _plots(out_dir: Path, labels: np.ndarray, probs: np.ndarray, text_share: np.
     fig, ax = plt.subplots(figsize=(4.5, 4))
     for k, name in enumerate(label_names):
         ax.hist(text_share[labels == k], bins=20, range=(0, 1), alpha=0.6, label=f"true {name}")
-    ax.set(xlabel="text_share = |text| / (|text| + |tab|) contribution", ylabel="rows", title="Modality contribution")
+    ax.set(xlabel="text_share = |text| / (|text| + |tab|) (0: tabular facts alone, 1: dialogue alone)",
+           ylabel="rows", title="Dialogue's share of each decision (text_share)")
     ax.legend()
-    save(fig, "contributions.png", "Distribution of per-sample text contribution")
+    save(fig, "contributions.png", CONTRIBUTIONS_CAPTION)
     return made
 
 
+CONTRIBUTIONS_CAPTION = ("Distribution of text_share = |text| / (|text| + |tab|) per row, by true class: the "
+                         "dialogue's share of each row's decision (not the signed text contribution)")
 CONTRIBUTION_EXPLAINED = (
     "Modality contributions are an exact two-player Shapley split of each row's score (the positive class's "
     "log-odds; for multiclass the predicted class's logit) between the dialogue and the tabular facts, measured "

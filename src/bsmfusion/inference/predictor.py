@@ -138,6 +138,7 @@ class Predictor:
         (`bsmfusion.progress`): a live bar on a terminal, else one plain line every `log_every` seconds."""
         fmt = table_format(destination)
         destination = Path(destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)  # as train and evaluate create theirs
         tmp = destination.with_name(f".{destination.name}.partial")
         written = failed = 0
         writer = None

@@ -23,13 +23,13 @@ from ..data.validation import split_meta
 from ..data.preprocess import RowPreprocessor
 from ..data.sampling import BucketBatchSampler, ResumableDataLoader, sorted_batches
 from ..data.text import load_tokenizer, tokenizer_source
-from ..decision import fit_decision
+from ..decision import check_feasible, fit_decision
 from ..evaluation.metrics import classification_metrics
 from ..precision import resolve_precision
 from ..models.classifier import build_model
 from ..kinds import TrainResult, TrainRun
 from ..models.scores import score_table
-from ..progress import DEFAULT_LOG_EVERY
+from ..progress import DEFAULT_LOG_EVERY, stage
 from ..resources import cache_root
 from .baseline import embedding_means
 from .checkpoint_io import AtomicCheckpointIO
@@ -158,13 +158,14 @@ def prepare(cfg: Config, train: pd.DataFrame, val: pd.DataFrame):
 
 
 def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool, *,
-                  log_every: float = DEFAULT_LOG_EVERY,
-                  callbacks: Sequence[pl.Callback] = ()) -> tuple[pl.Trainer, Any, Any, str]:
+                  log_every: float = DEFAULT_LOG_EVERY, callbacks: Sequence[pl.Callback] = (),
+                  holdout: bool = False) -> tuple[pl.Trainer, Any, Any, str]:
     """The Lightning trainer with best/last checkpoints (atomic writes), early stopping (unless
     `train.keep_weights: last`), the per-epoch validation history and the run's strategy. Returns (trainer, best
     checkpoint callback, `ValidationHistory`, monitor).
     `progress`: Lightning's live bar on a terminal, else `LogProgress` lines every `log_every` seconds (stderr).
-    `callbacks` are added after the trainer's own (tests pass fault injectors here)."""
+    `callbacks` are added after the trainer's own (tests pass fault injectors here). `holdout`: the validation
+    loader holds a holdout of the training rows (`TrainRun.holdout`), and the progress lines say so."""
     from .progress import LogProgress, use_terminal_bar
 
     monitor, mode = monitor_for(cfg)
@@ -179,7 +180,8 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool,
         own.append(pl.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience))
     terminal_bar = progress and use_terminal_bar()
     if progress and not terminal_bar:
-        own.append(LogProgress(monitor, log_every=log_every))
+        shown_as = "holdout_" + monitor.removeprefix("val_") if holdout else monitor
+        own.append(LogProgress(monitor, log_every=log_every, shown_as=shown_as))
     trainer = pl.Trainer(
         max_epochs=cfg.train.epochs,
         accelerator=cfg.train.accelerator,
@@ -205,7 +207,9 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool,
 
 
 def clear_stale_work(work: Path, run: TrainRun) -> None:
-    """A fresh run (no `--resume`) must not pick up another run's checkpoints: remove `work`."""
+    """A fresh run (no `--resume`) must not pick up another run's checkpoints: remove `work`. The CLI and
+    `bsmfusion.train` refuse an existing `<out>.work/` before this unless `--overwrite` / `overwrite=True` said to
+    discard it (`folders.check_work_folder`)."""
     if not run.resume and work.exists():
         import shutil
 
@@ -225,14 +229,19 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     clear_stale_work(work, run)
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     resume, progress = run.resume, run.progress
-    tokenizer, preprocessor, train_table, val_table = prepare(cfg, train_df, val_df)
+    fusion = cfg.model.fusion
+    with stage(f"{fusion}: tokenising {len(train_df):,} training and {len(val_df):,} "
+               f"{'holdout' if run.holdout else 'validation'} rows"):
+        tokenizer, preprocessor, train_table, val_table = prepare(cfg, train_df, val_df)
+    check_feasible(cfg.train.policy, val_table.labels)  # before any training, not after it
     model = build_model(cfg, preprocessor.tabular.numeric_dim, preprocessor.tabular.cardinalities)
     model.train()  # from_pretrained returns eval mode; Lightning keeps modules' modes as they are
     model.set_class_weights(class_weights(train_table.labels, cfg.model.num_classes, cfg.train.class_weight))
 
     collator = Collator.for_text(cfg.text, tokenizer.pad_token_id)
     if cfg.train.freeze_encoder and model.text_subnetwork is not None:
-        freeze_text_encoder(model, cfg, collator, (train_table, val_table))
+        with stage(f"{fusion}: encoding the threads once (frozen encoder; cached for the next run)"):
+            freeze_text_encoder(model, cfg, collator, (train_table, val_table))
     sampler = BucketBatchSampler(train_table.token_counts(), cfg.train.batch_size, cfg.train.seed)
     train_loader = _loader(train_table, collator, sampler, cfg.train.num_workers)
     val_loader = _loader(val_table, collator, sorted_batches(val_table.token_counts(), cfg.train.eval_batch_size),
@@ -243,7 +252,7 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     module = FusionLitModule(model, cfg.train, total_steps=steps_per_epoch * cfg.train.epochs)
 
     trainer, best, history, monitor = build_trainer(cfg, work, steps_per_epoch, progress, log_every=run.log_every,
-                                                    callbacks=run.callbacks)
+                                                    callbacks=run.callbacks, holdout=run.holdout)
     last_ckpt = work / "last" / "last.ckpt"
     ckpt_path = str(last_ckpt) if resume and last_ckpt.is_file() else None
     if resume and ckpt_path is None:
@@ -274,11 +283,14 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     # the threshold and validation metrics come from the precision the bundle scores with by default
     scoring_precision = resolve_precision(cfg.train.precision, "cpu")
     log.info("validation scoring precision: %s", scoring_precision.describe())
-    model.set_baseline(*embedding_means(model, train_table, collator, precision=scoring_precision,
-                                        batch_size=cfg.train.eval_batch_size, seed=cfg.train.seed))
-    scores = score_table(model, val_table, collator, batch_size=cfg.train.eval_batch_size, precision=scoring_precision)
-    labels = val_table.labels
-    fitted = fit_decision(cfg, labels, scores)  # calibration, then the threshold on the calibrated probabilities
+    with stage(f"{fusion}: baseline, scoring {len(val_table):,} {'holdout' if run.holdout else 'validation'} "
+               "rows, calibration and threshold"):
+        model.set_baseline(*embedding_means(model, train_table, collator, precision=scoring_precision,
+                                            batch_size=cfg.train.eval_batch_size, seed=cfg.train.seed))
+        scores = score_table(model, val_table, collator, batch_size=cfg.train.eval_batch_size,
+                             precision=scoring_precision)
+        labels = val_table.labels
+        fitted = fit_decision(cfg, labels, scores)  # calibration, then the threshold on the calibrated probabilities
     threshold = fitted.threshold
     val_metrics = classification_metrics(labels, fitted.scores.probs, threshold)
     epochs_run = trainer.current_epoch
@@ -289,9 +301,10 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
              "validation_precision": scoring_precision.to_json()}
     extra.update(split_meta(train_df, cfg))  # `evaluate` warns about test groups seen in training
     extra.update(fitted.meta())
-    write_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model,
-                 threshold=threshold, metrics={"validation": val_metrics}, extra_meta=extra, files=fitted.files(),
-                 sign_key=run.sign_key)
+    with stage(f"{fusion}: writing the bundle {out_dir}"):
+        write_bundle(out_dir, cfg=cfg, preprocessor=preprocessor, tokenizer=tokenizer, model=model,
+                     threshold=threshold, metrics={"validation": val_metrics}, extra_meta=extra,
+                     files=fitted.files(), sign_key=run.sign_key)
     if run.keep_work:
         return TrainResult(out_dir, threshold, val_metrics, epochs_run, work_dir=work)
     return TrainResult(out_dir, threshold, val_metrics, epochs_run, work_dir=finish_work_folder(work, trainer.world_size))

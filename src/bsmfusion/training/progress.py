@@ -22,15 +22,16 @@ def use_terminal_bar() -> bool:
 
 class LogProgress(pl.Callback):
     """Epoch, optimiser steps done of the run's total, samples/s, ETA and the last value of `monitor` (the
-    validation metric early stopping watches), as plain lines on `stream` (default stderr).
+    validation metric early stopping watches, named `shown_as`), as plain lines on `stream` (default stderr).
 
     The step total is Lightning's `estimated_stepping_batches` (epochs × steps per epoch): early stopping may end
     the run before it, the ETA is then an upper bound. samples/s counts training rows over wall time since the
     start, validation included. A resumed run counts from its checkpoint's step."""
 
     def __init__(self, monitor: str | None = None, *, log_every: float = DEFAULT_LOG_EVERY,
-                 stream: TextIO | None = None):
+                 stream: TextIO | None = None, shown_as: str | None = None):
         self.monitor = monitor
+        self.shown_as = shown_as or monitor  # `holdout_roc_auc` when the "validation" rows are a holdout
         self.log_every = log_every
         self.stream = stream
         self.progress: Progress | None = None
@@ -58,7 +59,7 @@ class LogProgress(pl.Callback):
             return
         value = trainer.callback_metrics.get(self.monitor) if self.monitor else None
         if value is not None:
-            self.progress.tail = f"{self.monitor} {float(value):.4f}"
+            self.progress.tail = f"{self.shown_as} {float(value):.4f}"
         self.progress.write()  # one line per validation, whatever the interval
 
     def on_train_end(self, trainer, pl_module) -> None:

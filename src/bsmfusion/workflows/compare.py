@@ -23,6 +23,7 @@ from ..evaluation.metrics import classification_metrics
 from ..kinds import check_kind, compare_kinds, is_neural
 from ..models.scores import score_table
 from ..precision import resolve_precision
+from ..progress import phase_lines, stage
 from ..scoring.options import ScoringOptions
 from ..scoring.scorers import member_scorer
 from ..training.fit import embedding_cache_dir
@@ -38,33 +39,49 @@ def default_models() -> list[str]:
 
 def compare(cfg: Config, train_data, val_data, test_data, out_dir: str | Path, *, models: list[str] | None = None,
             epochs: int = 20, progress: bool = False) -> list[dict]:
-    out_dir = Path(out_dir)
+    """Train and test each model of `models` (default: `default_models()`); returns the leaderboard rows, best
+    first. `progress`: one line per model as it starts and ends (with its test ROC-AUC and time) and each model's
+    own phase and progress lines on stderr."""
+    with phase_lines(progress):
+        return _compare(cfg, train_data, val_data, test_data, Path(out_dir), models, epochs, progress)
+
+
+def _compare(cfg: Config, train_data, val_data, test_data, out_dir: Path, models: list[str] | None, epochs: int,
+             progress: bool) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = [as_frame(d) for d in (train_data, val_data, test_data)]
     rows = []
     models = models or default_models()
     for name in models:
         check_kind(name)  # unknown names fail before any training starts
-    for name in models:
-        model_cfg = cfg.model_copy(deep=True)
-        model_cfg.model.fusion = name
-        model_cfg.train.freeze_encoder = True
-        model_cfg.train.epochs = epochs
-        model_cfg.train.patience = max(model_cfg.train.patience, 4)
-        model_cfg.train.lr = model_cfg.train.head_lr
-        started = time.perf_counter()
-        result = train(model_cfg, frames[0], frames[1], out_dir / "models" / name, progress=progress)
-        fit_seconds = time.perf_counter() - started
-        labels, scores, threshold = _test_scores(model_cfg, result.bundle_dir, frames[2])
-        metrics = classification_metrics(labels, scores.probs, threshold)
-        rows.append({"model": name, "roc_auc": metrics["roc_auc"], "pr_auc": metrics["pr_auc"], "f1": metrics["f1"],
-                     "accuracy": metrics["accuracy"], "val_roc_auc": result.val_metrics["roc_auc"],
-                     "epochs": result.epochs_run, "fit_seconds": round(fit_seconds, 1),
-                     "text_share_mean": float(scores.text_share.mean())})
+    for i, name in enumerate(models, 1):
+        with stage(f"compare: model {name} ({i}/{len(models)})") as step:
+            rows.append(_one_model(cfg, name, frames, out_dir, epochs, progress))
+            step.done = f"test roc_auc {rows[-1]['roc_auc']:.4f}, validation roc_auc {rows[-1]['val_roc_auc']:.4f}"
     rows.sort(key=lambda r: -r["roc_auc"])
     (out_dir / "leaderboard.json").write_text(json.dumps(rows, indent=2))
     (out_dir / "leaderboard.md").write_text(leaderboard_markdown(rows))
     return rows
+
+
+def _one_model(cfg: Config, name: str, frames: list[pd.DataFrame], out_dir: Path, epochs: int,
+               progress: bool) -> dict:
+    """Train model `name` (frozen encoder) on frames[0] / frames[1] and test it on frames[2]: its leaderboard row."""
+    model_cfg = cfg.model_copy(deep=True)
+    model_cfg.model.fusion = name
+    model_cfg.train.freeze_encoder = True
+    model_cfg.train.epochs = epochs
+    model_cfg.train.patience = max(model_cfg.train.patience, 4)
+    model_cfg.train.lr = model_cfg.train.head_lr
+    started = time.perf_counter()
+    result = train(model_cfg, frames[0], frames[1], out_dir / "models" / name, progress=progress)
+    fit_seconds = time.perf_counter() - started
+    labels, scores, threshold = _test_scores(model_cfg, result.bundle_dir, frames[2])
+    metrics = classification_metrics(labels, scores.probs, threshold)
+    return {"model": name, "roc_auc": metrics["roc_auc"], "pr_auc": metrics["pr_auc"], "f1": metrics["f1"],
+            "accuracy": metrics["accuracy"], "val_roc_auc": result.val_metrics["roc_auc"],
+            "epochs": result.epochs_run, "fit_seconds": round(fit_seconds, 1),
+            "text_share_mean": float(scores.text_share.mean())}
 
 
 def _test_scores(cfg: Config, bundle_dir: Path, test: pd.DataFrame):

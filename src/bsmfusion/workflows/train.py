@@ -7,7 +7,6 @@ positive (`data.labels`; on stderr with progress on), and hand the rows to the t
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +15,8 @@ from ..config import Config
 from ..data.io import as_frame
 from ..data.labels import describe_positive
 from ..kinds import TrainResult, TrainRun, get_kind
+from ..progress import phase_lines, say
+from .estimate import before_training
 
 
 def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Path | pd.DataFrame,
@@ -28,7 +29,8 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
         val_data: validation rows (early stopping, calibration, the threshold; ensemble weights).
         out_dir: the bundle folder; checkpoints go to `<out_dir>.work/` until training succeeds.
         run: how the run goes (`kinds.TrainRun`: resume, progress, keep_work, log_every, callbacks, sign_key);
-            `settings` replace single fields, e.g. `train(cfg, tr, va, out, progress=False)`. Without a
+            `settings` replace single fields, e.g. `train(cfg, tr, va, out, progress=False)`. With `progress`,
+            stderr gets a rough time estimate first and one line per phase (`progress.say`). Without a
             `sign_key`, `BSMFUSION_SIGN_KEY` (a PEM file's path or PEM text) signs the bundle when set.
 
     Returns:
@@ -47,6 +49,9 @@ def train(cfg: Config, train_data: str | Path | pd.DataFrame, val_data: str | Pa
     if cfg.train.max_train_samples and len(train_df) > cfg.train.max_train_samples:
         train_df = train_df.sample(n=cfg.train.max_train_samples, random_state=cfg.train.seed).reset_index(drop=True)
     positive = describe_positive(cfg, train_df)  # a data.positive_label that is no label fails here, before training
-    if positive and run.progress and os.environ.get("RANK", "0") == "0":
-        print(positive, file=sys.stderr)
-    return kind.train(cfg, train_df, val_df, Path(out_dir), run)
+    with phase_lines(run.progress and os.environ.get("RANK", "0") == "0"):  # one process of a multi-process run
+        if positive:
+            say(positive)
+        for line in before_training(cfg, train_df):
+            say(line)
+        return kind.train(cfg, train_df, val_df, Path(out_dir), run)

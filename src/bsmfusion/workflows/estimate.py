@@ -1,0 +1,69 @@
+"""Before training: a rough time estimate from rows × tokens, and a hint when the table is small.
+
+The cost model is deliberately simple: each neural fine-tuning costs `NEURAL_SECONDS_PER_TOKEN` per training row
+per token of its thread (tokens ≈ characters / 4, capped at C·T) for `train.epochs` epochs at most (3 by default;
+early stopping may end sooner), each classical member `CLASSICAL_SECONDS_PER_ROW` per row per fit (its CV folds
+plus the final fit), and an ensemble `ENSEMBLE_SECONDS` besides. The constants are fitted to the default
+ensemble's benchmark runs on 2 AVX-512-BF16 EPYC cores (benchmarks/results/quality.json: dnd_nodeal, cb_nosale,
+clothing_recommend), which they match to within a factor of about 1.6; they say nothing about a GPU or a machine
+with many more cores, and the line says it is a rough estimate.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..config import Config
+from ..kinds import CLASSICAL, ENSEMBLE, get_kind
+from ..progress import format_duration
+
+NEURAL_SECONDS_PER_TOKEN = 1.2e-3  # per row-token, per fine-tuning of 3 epochs (see the module docstring)
+CLASSICAL_SECONDS_PER_ROW = 1e-3  # per row and fit: tfidf_lr took 10.6 s on dnd_nodeal's 10,034 rows
+ENSEMBLE_SECONDS = 60.0  # an ensemble's fixed cost: loading its members, the bagged weight selection, scoring
+CHARS_PER_TOKEN = 4
+SMALL_TABLE = 500  # fewer training rows than this: the hint below (cb_nosale's 547 rows: the default won there)
+SMALL_TABLE_HINT = ("on {rows:,} training rows the default ensemble is slower than tfidf_lr and was not better on a "
+                    "300-row sample (cb_nosale, 300 training rows: test ROC-AUC 0.856 in 4 min against tfidf_lr's "
+                    "0.861 in 9 s; on all 547 rows the default led, 0.884 against 0.869): try "
+                    "--set model.fusion=tfidf_lr")
+
+
+def tokens_per_row(cfg: Config, frame: pd.DataFrame) -> float:
+    """Mean tokens a training row's thread gives the encoder, ≈ its text columns' characters / 4, capped at C·T."""
+    columns = [c for c in cfg.data.text if c in frame.columns]
+    if not columns or not len(frame):
+        return 0.0
+    chars = sum(frame[c].fillna("").astype(str).str.len() for c in columns)
+    cap = cfg.text.max_chunks * cfg.text.chunk_tokens
+    return float((chars / CHARS_PER_TOKEN).clip(upper=cap).mean())
+
+
+def estimate_seconds(cfg: Config, frame: pd.DataFrame) -> float:
+    """Rough wall-clock seconds to train `cfg` on the training rows `frame` (2 EPYC cores, the module's model)."""
+    rows, kind = len(frame), get_kind(cfg.model.fusion)
+    epochs = cfg.train.epochs / 3
+    if kind.family == ENSEMBLE:
+        settings = cfg.model.ensemble
+        neural = len(settings.neural_member_names)
+        classical = len(settings.member_names) - neural
+        fits = classical * (settings.member_cv_folds + 1)  # each classical member: its CV folds and the final fit
+        return (neural * rows * tokens_per_row(cfg, frame) * NEURAL_SECONDS_PER_TOKEN * epochs
+                + fits * rows * CLASSICAL_SECONDS_PER_ROW + ENSEMBLE_SECONDS)
+    if kind.family == CLASSICAL:
+        return (max(cfg.model.classical.cv_folds, 1) + 1) * rows * CLASSICAL_SECONDS_PER_ROW
+    return rows * tokens_per_row(cfg, frame) * NEURAL_SECONDS_PER_TOKEN * epochs
+
+
+def before_training(cfg: Config, frame: pd.DataFrame) -> list[str]:
+    """The lines `train` prints before it starts: the estimate, and for the default ensemble on a small table the
+    hint to try tfidf_lr (the measurement it comes from is in the text)."""
+    if cfg.train.freeze_encoder:  # compare's models and other frozen-encoder runs: the model above does not fit
+        return []
+    seconds = estimate_seconds(cfg, frame)
+    tokens = tokens_per_row(cfg, frame)
+    lines = [f"estimate: {cfg.model.fusion} on {len(frame):,} rows × ~{tokens:.0f} tokens: roughly "
+             f"{format_duration(max(seconds, 1))} on 2 CPU cores (a rough estimate from rows × tokens, measured on "
+             "2 AVX-512-BF16 EPYC cores; more cores or a GPU: less)"]
+    kind = get_kind(cfg.model.fusion)
+    if kind.family == ENSEMBLE and cfg.model.ensemble.neural_member_names and len(frame) < SMALL_TABLE:
+        lines.append("hint: " + SMALL_TABLE_HINT.format(rows=len(frame)))
+    return lines
