@@ -72,7 +72,8 @@ def bundle(tmp_path_factory):
 def test_tfidf_lr_says_each_c_of_its_cv_search_and_each_phase(tmp_path):
     _, err = trained("tfidf_lr", tmp_path)
     lines = err.splitlines()
-    assert lines[0].startswith("estimate: tfidf_lr on 120 rows × ~") and "rough estimate" in lines[0]
+    assert lines[0] == "positive class: 1 (sorted last; set data.positive_label to choose)"
+    assert lines[1].startswith("estimate: tfidf_lr on 120 rows × ~") and "rough estimate" in lines[1]
     searched = [line for line in lines if line.startswith("tfidf_lr: C=") and "3-fold CV on 120 training rows" in line]
     assert len(searched) == 4 and all("roc_auc" in line for line in searched)  # the default grid's four C values
     for phase in ("fitting on 120 training rows", "scoring 60 validation rows, calibration and threshold",
@@ -289,10 +290,10 @@ def test_an_ensembles_members_say_which_rows_scored_them(tmp_path):
     for i, name in enumerate(["tfidf_lr", "gbdt"], 1):
         assert any(line.startswith(f"ensemble: member {name} ({i}/2, {name}): done in ") and "validation_roc_auc" in line
                    for line in lines)
-    assert any(line.startswith("ensemble: member weights by selection on 60 validation rows: done in ")
+    # cross_fit (the default): the 60 validation rows and the 120 training rows, scored out of fold
+    assert any(line.startswith("ensemble: member weights, calibration and threshold (max F1 on validation) on 180 "
+                               "rows (validation rows + every training row, out of fold): done in ")
                and "mixing weights tfidf_lr" in line for line in lines)
-    assert any(line.startswith("ensemble: calibration and threshold (max F1 on validation) on 60 validation rows: "
-                               "done in ") for line in lines)
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert "optimistic" in metrics["validation_note"]
     assert {name: list(m) for name, m in metrics["members"].items()} == {"tfidf_lr": ["validation"],
