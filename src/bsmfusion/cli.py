@@ -28,7 +28,7 @@ EXAMPLES = {
              "  curl -s localhost:8080/v1/predict -H \"Authorization: Bearer $BSM_KEY\" \\\n"
              "       -d '{\"records\": [{\"dialogue\": \"BUYER: still available?\", \"list_price\": 45, ...}]}'\n\n"
              "The model flags the top 5% of the validation scores (a threshold chosen on the validation rows stored\n"
-             "in the bundle). Endpoints (README, \"HTTP API\", has the bodies in full):\n"
+             "in the bundle). Endpoints (docs/http-api.md has the bodies in full):\n"
              "  POST /v1/predict  one record, a list, or {\"records\": [...]} with the config's text, numeric and\n"
              "                    categorical columns (and data.id) -> {\"results\": [{\"id\", \"probabilities\",\n"
              "                    \"label\", \"text_contribution\", \"tab_contribution\", \"baseline\", \"text_share\",\n"
