@@ -60,3 +60,13 @@ def top_features(record: dict, count: int = 3) -> str:
     """JSON: the top features as {column, value, contribution (4 decimals)}."""
     return json.dumps([{"column": f["column"], "value": f["value"], "contribution": round(f["contribution"], 4)}
                        for f in top(record["features"], count)], ensure_ascii=False)
+
+
+def with_top_columns(result, records: list[dict], count: int = 3):
+    """`predict_frame`'s output with `top_messages` and `top_features` (JSON strings, "" for a row with an error)
+    inserted before `error`."""
+    result = result.copy()
+    at = list(result.columns).index("error")
+    result.insert(at, "top_messages", ["" if r.get("error") else top_messages(r, count) for r in records])
+    result.insert(at + 1, "top_features", ["" if r.get("error") else top_features(r, count) for r in records])
+    return result

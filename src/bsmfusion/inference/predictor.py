@@ -13,7 +13,7 @@ from ..data.labels import pandas_dtype
 from ..decision import Decision, active_decision
 from ..evaluation.metrics import predict_labels
 from ..precision import Precision
-from ..progress import DEFAULT_LOG_EVERY, Progress
+from ..progress import DEFAULT_LOG_EVERY, Progress, muted
 from ..models.scores import Scores
 from ..scoring.options import ScoringOptions
 from ..scoring.scorers import build_scorer
@@ -129,10 +129,12 @@ class Predictor:
         return out
 
     def predict_file(self, source: str | Path, destination: str | Path, *, batch_rows: int = 2048,
-                     progress: bool = True, log_every: float = DEFAULT_LOG_EVERY) -> FileSummary:
+                     progress: bool = True, log_every: float = DEFAULT_LOG_EVERY, explain=None) -> FileSummary:
         """Stream `source` in frames of `batch_rows` rows into `destination` (CSV or JSONL appended frame by frame;
         Parquet written per row group). Memory stays bounded by `batch_rows`. Returns the rows written and how
         many of them could not be scored (their `error` column says why).
+
+        `explain` (an `explain.attribution.ExplainOptions`) adds `top_messages` and `top_features` before `error`.
 
         `progress` shows rows done of the file's total, rows/s and the ETA on stderr, moved by every scoring batch
         (`bsmfusion.progress`): a live bar on a terminal, else one plain line every `log_every` seconds."""
@@ -146,6 +148,11 @@ class Predictor:
             with tracker:
                 for frame in iter_table(source, batch_rows):
                     result = self.predict_frame(frame, row_offset=written)
+                    if explain is not None:
+                        from ..explain.record import with_top_columns
+
+                        result = with_top_columns(result, self.explain_records(frame, explain, row_offset=written),
+                                                  explain.top)
                     if fmt == "csv":
                         result.to_csv(tmp, mode="a" if written else "w", header=not written, index=False)
                     elif fmt == "jsonl":
@@ -260,8 +267,9 @@ class Predictor:
         good = np.flatnonzero(scored["error"].to_numpy() == "")
         probs = scored[[f"prob_{name}" for name in self.label_names]].to_numpy(dtype=np.float64)
         id_column = scored.columns[0]
-        attributions = explain_with(self.scorer, self.cfg, self.bundle.preprocessor.tabular, frame.iloc[good],
-                                    options) if len(good) else []
+        with muted():  # the copies scored for the games are not rows of the input: progress moves once, above
+            attributions = explain_with(self.scorer, self.cfg, self.bundle.preprocessor.tabular, frame.iloc[good],
+                                        options) if len(good) else []
         records: list[dict] = [{id_column: scored[id_column].iloc[i], "error": scored["error"].iloc[i]}
                                for i in range(len(frame))]
         positive = len(self.label_names) == 2
