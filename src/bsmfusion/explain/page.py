@@ -3,7 +3,7 @@ one small inline script — and an index page linking the rows: what a reviewer 
 
 Each message is a `div.msg` (`data-index`, `data-contribution`) shaded by its contribution: red toward the
 positive class (the class `score` is about), blue away from it, the opacity proportional to |value| / the row's
-largest |value|. The inline script writes each message's box (`data-rect`: left, top, width, height in CSS
+largest |value| over messages and facts (one scale per page). The inline script writes each message's box (`data-rect`: left, top, width, height in CSS
 pixels) into the DOM, so a headless browser's `--dump-dom` tells a test where to look in its screenshot.
 """
 from __future__ import annotations
@@ -36,8 +36,8 @@ def shade(value: float, largest: float) -> str:
     return f"rgba({r},{g},{b},{0.85 * min(1.0, abs(value) / largest):.3f})"
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:+.3f}" if isinstance(value, float) else html.escape(str(value))
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _method(method: dict) -> str:
@@ -53,16 +53,15 @@ def render_page(record: dict, id_column: str, title: str = "bsmfusion explanatio
         body = f"<p>row {esc(str(record.get(id_column)))} could not be scored: {esc(record['error'])}</p>"
         return f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title></head><body>{body}</body></html>"
     messages = record["messages"]
-    largest = max((abs(m["contribution"]) for m in messages), default=0.0)
+    largest = max((abs(item["contribution"]) for item in [*messages, *record["features"]]), default=0.0)
     thread = "\n".join(
         f"<div class='msg' data-index='{m['index']}' data-contribution='{m['contribution']:.6g}' "
         f"style='background:{shade(m['contribution'], largest)}'><span class='role'>{esc(m['role'] or '—')}</span>"
         f"{esc(m['text'])}<span class='value'>{m['contribution']:+.3f}</span></div>" for m in messages)
     features = sorted(record["features"], key=lambda f: -abs(f["contribution"]))
-    largest_fact = max((abs(f["contribution"]) for f in features), default=0.0)
     facts = "\n".join(
-        f"<tr style='background:{shade(f['contribution'], largest_fact)}'><td>{esc(f['column'])}</td>"
-        f"<td>{esc(str(f['value']))}</td><td>{f['contribution']:+.3f}</td></tr>" for f in features)
+        f"<tr style='background:{shade(f['contribution'], largest)}'><td>{esc(f['column'])}</td>"
+        f"<td>{esc(_value(f['value']))}</td><td>{f['contribution']:+.3f}</td></tr>" for f in features)
     head = (f"<div class='summary'>{esc(id_column)} <b>{esc(str(record[id_column]))}</b> · P({esc(str(record['score_class']))}) "
             f"<b>{record['score']:.3f}</b> · decision <b>{esc(str(record['decision']))}</b></div>"
             f"<div class='note'>log-odds = baseline {record['baseline']:+.3f} + dialogue "
