@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast browser demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 # the edit loop: every test but those marked slow (docs/testing.md)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
+
+# the headless-browser check of `bsmfusion explain`'s pages: Debian's Chromium (needs root), then that test
+browser: $(STAMP)
+	test -x /usr/bin/chromium || apt-get install -y chromium
+	$(PY) -m pytest -q tests/explain/test_page.py
 
 demo: $(STAMP)
 	$(VENV)/bin/bsmfusion demo

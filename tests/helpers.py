@@ -146,8 +146,29 @@ def planted_frame(n: int, signal: str, seed: int) -> pd.DataFrame:
     })
 
 
+def planted_thread(n: int, seed: int, keyword: str = "refund") -> pd.DataFrame:
+    """Threads of 3 to 5 short BUYER/SELLER messages; label = `keyword` in the thread, planted in one message chosen
+    at random (`planted_message`: its 0-based index, -1 on negative rows). price, ratio and category are noise."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 2, n)
+    rows, where = [], []
+    for i in range(n):
+        count = int(rng.integers(3, 6))
+        messages = [list(rng.choice(FILLER, rng.integers(2, 5))) for _ in range(count)]
+        at = int(rng.integers(0, count)) if label[i] else -1
+        if label[i]:
+            messages[at].insert(int(rng.integers(0, len(messages[at]) + 1)), keyword)
+        rows.append(" <eos> ".join(f"{('BUYER', 'SELLER')[k % 2]}: {' '.join(m)}" for k, m in enumerate(messages)))
+        where.append(at)
+    return pd.DataFrame({"id": np.arange(n), "dialogue": rows, "price": rng.normal(size=n), "ratio": rng.normal(size=n),
+                         "category": rng.choice(["a", "b"], n), "label": label, "planted_message": where})
+
+
 def planted(n: int, signal: str, seed: int) -> pd.DataFrame:
-    """planted_frame plus `nonlinear`: label = |price| > 0.8 (a tabular signal no linear model can use)."""
+    """planted_frame plus `nonlinear`: label = |price| > 0.8 (a tabular signal no linear model can use), and
+    `thread`: `planted_thread` (the keyword in one random message of several)."""
+    if signal == "thread":
+        return planted_thread(n, seed)
     if signal != "nonlinear":
         return planted_frame(n, signal, seed)
     frame = planted_frame(n, "tab", seed)

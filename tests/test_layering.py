@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("bsmfusion.training", "bsmfusion.classical"),
     ("bsmfusion.ensemble",),
     ("bsmfusion.workflows",),
+    ("bsmfusion.explain",),
     ("bsmfusion.inference",),
     ("bsmfusion.serving",),
     ("bsmfusion.api",),

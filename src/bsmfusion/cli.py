@@ -23,6 +23,9 @@ EXAMPLES = {
              "when training succeeds.",
     "evaluate": "bsmfusion evaluate --model model/ --data test.csv --out report/",
     "predict": "bsmfusion predict --model model/ --data new.parquet --out scores.csv --strict",
+    "explain": "bsmfusion explain --model model/ --data flagged.csv --out why/ --rows 50\n\n"
+               "Writes why/explanations.jsonl (per row: id, score, decision, text/tab/baseline, each message's and\n"
+               "each tabular column's share of them) and why/index.html linking one page per row (docs/explain.md).",
     "export": "bsmfusion export --model model/ --format onnx --quantize int8",
     "serve": "bsmfusion serve --model model/ --port 8080 --api-key-env BSM_KEY --decision review_budget=0.05\n"
              "  curl -s localhost:8080/v1/predict -H \"Authorization: Bearer $BSM_KEY\" \\\n"
@@ -346,8 +349,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if args.chunk_cache_mb:
             print(f"chunk cache: {predictor.chunk_cache_info()['description']}", file=sys.stderr)
         print(predictor.decision.summary(), file=sys.stderr)
+    explain = None
+    if args.explain:
+        from .explain.attribution import ExplainOptions
+
+        explain = ExplainOptions()
     summary = predictor.predict_file(args.data, args.out, batch_rows=args.batch_rows, progress=not args.quiet,
-                                     log_every=args.log_every)
+                                     log_every=args.log_every, explain=explain)
     print(f"wrote {summary.rows:,} rows to {args.out}; {summary.failed:,} with errors"
           + (" (see the 'error' column)" if summary.failed else ""))
     if args.strict and summary.failed:
@@ -355,6 +363,28 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
         raise DataError(f"--strict: {summary.failed:,} of {summary.rows:,} rows could not be scored; their reasons are "
                         f"in the 'error' column of {args.out}")
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    """`explain`: which messages and which facts moved each row's score, as JSONL and HTML pages."""
+    from .api import load
+    from .data.io import iter_table
+    from .explain.attribution import ExplainOptions
+    from .explain.page import write_report
+    from .folders import check_out_folder
+
+    check_out_folder(args.out, args.overwrite, "--overwrite")
+    options = ExplainOptions(exact_max=args.exact_max, permutations=args.permutations, seed=args.seed)
+    predictor = load(args.model, _scoring_options(args))
+    frame = next(iter_table(args.data, args.rows), None)
+    if frame is None or not len(frame):
+        raise OptionError(f"--data {args.data} holds no rows; give a table with at least one row")
+    records = predictor.explain_records(frame.head(args.rows), options)
+    id_column = predictor.cfg.data.id if predictor.cfg.data.id in frame.columns else "row"
+    write_report(records, args.out, id_column)
+    failed = sum(1 for r in records if r.get("error"))
+    print(f"wrote {len(records):,} explanations to {args.out}/explanations.jsonl and {args.out}/index.html"
+          + (f"; {failed:,} rows could not be scored (see 'error')" if failed else ""))
 
 
 def cmd_predict_ray(args: argparse.Namespace) -> None:
@@ -592,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit with status 2 when any row could not be scored (the "
                    "output is still written, with the reasons in its 'error' column)")
     p.add_argument("--quiet", action="store_true", help="no progress or precision lines on stderr")
+    p.add_argument("--explain", action="store_true", help="add top_messages and top_features: JSON lists of the 3 "
+                   "messages and tabular columns that moved the score most (docs/explain.md; costs many scorings "
+                   "per row)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="default: the bundle's train.precision, resolved on this machine (the output says when it differs from the one its threshold was chosen under)")
     p.add_argument("--chunk-cache-mb", type=_cache_megabytes, default=0, metavar="MB",
@@ -618,6 +651,25 @@ def build_parser() -> argparse.ArgumentParser:
     from .inference.columns import columns_help  # standard library only: --help stays fast
 
     p.epilog = f"example:\n  {EXAMPLES['predict']}\n\n{columns_help()}"
+
+    p = sub.add_parser("explain", help="which messages and facts moved each row's score: JSONL + HTML pages")
+    p.add_argument("--model", required=True, help="bundle folder")
+    p.add_argument("--data", required=True, help="table to explain (.csv, .parquet, .jsonl)")
+    p.add_argument("--out", required=True, help="output folder: explanations.jsonl, index.html, rows/row-N.html")
+    p.add_argument("--rows", type=int, default=100, help="explain the first N rows of --data")
+    p.add_argument("--exact-max", type=int, default=8, metavar="N",
+                   help="exact Shapley values up to N messages (columns); above, permutation sampling")
+    p.add_argument("--permutations", type=int, default=32, help="orderings sampled per row when sampling")
+    p.add_argument("--seed", type=int, default=0, help="the sampling seed")
+    p.add_argument("--batch-size", type=int, default=64, help="rows per model batch")
+    p.add_argument("--chunk-cache-mb", type=_cache_megabytes, default=64, metavar="MB",
+                   help="chunk vectors cached (torch engine): a thread with one message removed re-encodes only "
+                        "the chunks that changed; 0 = off")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+    _add_decision_options(p)
+    _add_verify_key(p)
+    p.set_defaults(func=cmd_explain)
+    p.epilog = f"example:\n  {EXAMPLES['explain']}"
 
     p = sub.add_parser("export", help="export the whole model to ONNX inside the bundle")
     p.add_argument("--model", required=True, help="bundle folder")

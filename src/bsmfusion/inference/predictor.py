@@ -13,7 +13,7 @@ from ..data.labels import pandas_dtype
 from ..decision import Decision, active_decision
 from ..evaluation.metrics import predict_labels
 from ..precision import Precision
-from ..progress import DEFAULT_LOG_EVERY, Progress
+from ..progress import DEFAULT_LOG_EVERY, Progress, muted
 from ..models.scores import Scores
 from ..scoring.options import ScoringOptions
 from ..scoring.scorers import build_scorer
@@ -129,10 +129,12 @@ class Predictor:
         return out
 
     def predict_file(self, source: str | Path, destination: str | Path, *, batch_rows: int = 2048,
-                     progress: bool = True, log_every: float = DEFAULT_LOG_EVERY) -> FileSummary:
+                     progress: bool = True, log_every: float = DEFAULT_LOG_EVERY, explain=None) -> FileSummary:
         """Stream `source` in frames of `batch_rows` rows into `destination` (CSV or JSONL appended frame by frame;
         Parquet written per row group). Memory stays bounded by `batch_rows`. Returns the rows written and how
         many of them could not be scored (their `error` column says why).
+
+        `explain` (an `explain.attribution.ExplainOptions`) adds `top_messages` and `top_features` before `error`.
 
         `progress` shows rows done of the file's total, rows/s and the ETA on stderr, moved by every scoring batch
         (`bsmfusion.progress`): a live bar on a terminal, else one plain line every `log_every` seconds."""
@@ -147,6 +149,11 @@ class Predictor:
             with tracker:
                 for frame in iter_table(source, batch_rows):
                     result = self.predict_frame(frame, row_offset=written)
+                    if explain is not None:
+                        from ..explain.record import with_top_columns
+
+                        result = with_top_columns(result, self.explain_records(frame, explain, row_offset=written),
+                                                  explain.top)
                     if fmt == "csv":
                         result.to_csv(tmp, mode="a" if written else "w", header=not written, index=False)
                     elif fmt == "jsonl":
@@ -218,19 +225,61 @@ class Predictor:
         result = self._scored(frame)
         return result[[f"prob_{name}" for name in self.label_names]].to_numpy(dtype=np.float64)
 
-    def explain(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """How much the dialogue and the tabular facts moved each decision (see the class docstring).
+    def explain(self, frame: pd.DataFrame, level: str = "modalities", options=None):
+        """How much the dialogue and the tabular facts moved each decision (see the class docstring), and which
+        messages and which facts (docs/explain.md).
 
         Args:
             frame: rows with the config's text, numeric and categorical columns.
+            level: "modalities" (the default), "messages", "features" or "rows".
+            options: an `explain.attribution.ExplainOptions` (exact up to how many players, permutations, seed).
 
         Returns:
-            A DataFrame with `frame`'s index and the columns `text_contribution`, `tab_contribution`, `baseline`
-            (text + tab + baseline = the row's log-odds) and `text_share`.
+            "modalities": a DataFrame with `frame`'s index and the columns `text_contribution`, `tab_contribution`,
+            `baseline` (text + tab + baseline = the row's log-odds) and `text_share`. "messages": one row per
+            message (`row`, `index`, `role`, `text`, `contribution`, `stderr`), a row's adding up to its
+            text_contribution; "features": one row per tabular column (`row`, `column`, `value`, `contribution`,
+            `stderr`), adding up to tab_contribution; "rows": both levels, one dict per row (`explain_records`).
         """
-        result = self._scored(frame)[list(CONTRIBUTION_COLUMNS)]
-        result.index = frame.index
-        return result
+        if level == "modalities":
+            result = self._scored(frame)[list(CONTRIBUTION_COLUMNS)]
+            result.index = frame.index
+            return result
+        if level not in ("messages", "features", "rows"):
+            from ..errors import OptionError
+
+            raise OptionError(f"level must be modalities, messages, features or rows, got {level!r}")
+        self._scored(frame)  # refuses rows it cannot score, as every sklearn-style method does
+        records = self.explain_records(frame, options)
+        if level == "rows":
+            return records
+        items = [{"row": label, **item} for label, record in zip(frame.index, records) for item in record[level]]
+        return pd.DataFrame(items, columns=["row", "index", "column", "role", "text", "contribution", "stderr"]
+                            if level == "messages" else ["row", "column", "value", "contribution", "stderr"])
+
+    def explain_records(self, frame: pd.DataFrame, options=None, *, row_offset: int = 0) -> list[dict]:
+        """One dict per row (`explain.record.row_record`): the `predict_frame` columns as id, score (the calibrated
+        probability of the positive class; multiclass of the predicted one), decision, and both levels of
+        attribution. A row that cannot be scored gets its id and `error` only."""
+        from ..explain.attribution import explain_with
+        from ..explain.record import row_record
+
+        scored = self.predict_frame(frame, row_offset=row_offset)
+        good = np.flatnonzero(scored["error"].to_numpy() == "")
+        probs = scored[[f"prob_{name}" for name in self.label_names]].to_numpy(dtype=np.float64)
+        id_column = scored.columns[0]
+        with muted():  # the copies scored for the games are not rows of the input: progress moves once, above
+            attributions = explain_with(self.scorer, self.cfg, self.bundle.preprocessor.tabular, frame.iloc[good],
+                                        options) if len(good) else []
+        records: list[dict] = [{id_column: scored[id_column].iloc[i], "error": scored["error"].iloc[i]}
+                               for i in range(len(frame))]
+        positive = len(self.label_names) == 2
+        for i, attribution in zip(good, attributions):
+            klass = 1 if positive else int(probs[i].argmax())
+            head = {id_column: scored[id_column].iloc[i], "score": probs[i, klass],
+                    "score_class": self.label_names[klass], "decision": scored["predicted_label"].iloc[i]}
+            records[i] = row_record(attribution, head, scored["baseline"].iloc[i])
+        return records
 
     def evaluate(self, frame: pd.DataFrame | str | Path, out: str | Path | None = None) -> dict:
         """Metrics on a labelled table, at the active decision's threshold (`decision`: the bundle's own, or the

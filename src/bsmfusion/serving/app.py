@@ -2,6 +2,8 @@
 
 * `POST /v1/predict` — one record (JSON object) or a list of records (or `{"records": [...]}`); answers one result
   per record: probabilities, label, modality contributions, or a per-record `error`.
+* `POST /v1/explain` — the same body, auth and limits; answers one explanation per record (score, decision,
+  contributions, each message's and tabular column's share: docs/explain.md), computed outside the micro-batcher.
 * `GET /healthz` — liveness, never needs the key. `GET /v1/model` — the labels and which is the positive class (and
   why), config, versions, validation metrics, the calibration and the active decision (policy, threshold, whether
   it is the bundle's or an override), and the chunk-vector cache's size and counters (`chunk_cache`: hits, encoded
@@ -158,6 +160,29 @@ def score_records(predictor, records: list[dict], positions: list[int] | None = 
     return results
 
 
+def explain_records(predictor, records: list[dict]) -> list[dict]:
+    """`Predictor.explain_records` for request records; a record missing a feature column gets an `error`; without
+    `data.id` a record's id is its position in the request."""
+    cfg = predictor.cfg
+    required = [*(cfg.data.text if cfg.model.uses_text else []), *cfg.data.numeric, *cfg.data.categorical]
+    results: list[dict] = [{} for _ in records]
+    valid = []
+    for i, record in enumerate(records):
+        missing = [c for c in required if c not in record]
+        if missing:
+            results[i] = {"id": record.get(cfg.data.id) if cfg.data.id else i,
+                          "error": f"missing field '{missing[0]}'; every record needs {', '.join(required)}"}
+        else:
+            valid.append(i)
+    if valid:
+        columns = [*required, cfg.data.id] if cfg.data.id else required
+        frame = pd.DataFrame([{c: records[i].get(c) for c in columns} for i in valid])
+        for i, explained in zip(valid, predictor.explain_records(frame)):
+            identifier = explained.pop(cfg.data.id if cfg.data.id else "row", None)
+            results[i] = {"id": identifier if cfg.data.id else i, **explained}
+    return results
+
+
 def non_finite(records: list[dict]) -> str | None:
     """The first record field holding a number that is not finite, as a one-line reason, else None. Python's JSON
     parser accepts `NaN` and `Infinity` (not JSON) and turns `1e999` (JSON) into infinity; none is a value."""
@@ -238,9 +263,8 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
                 "precision": predictor.precision.to_json(), "precision_description": predictor.describe_precision(),
                 "chunk_cache": predictor.chunk_cache_info()}
 
-    @app.post("/v1/predict", response_model=PredictResponse, dependencies=[Depends(require_key)],
-              openapi_extra={"requestBody": {"content": {"application/json": {"schema": REQUEST_SCHEMA}}, "required": True}})
-    async def predict(request: Request) -> PredictResponse:
+    async def read_records(request: Request) -> list[dict]:
+        """The request's records, or the HTTPException (413, 422) its body earns: one check for every endpoint."""
         body = await request.body()
         if len(body) > settings.max_body_bytes:
             raise HTTPException(status_code=413, detail=f"request body over {settings.max_body_bytes} bytes")
@@ -266,8 +290,22 @@ def create_app(predictor, settings: ServerSettings | None = None) -> FastAPI:
         problem = non_finite(records)
         if problem is not None:
             raise HTTPException(status_code=422, detail=problem)
+        return records
+
+    @app.post("/v1/predict", response_model=PredictResponse, dependencies=[Depends(require_key)],
+              openapi_extra={"requestBody": {"content": {"application/json": {"schema": REQUEST_SCHEMA}}, "required": True}})
+    async def predict(request: Request) -> PredictResponse:
+        records = await read_records(request)
         results = await batcher.score(records)
         return PredictResponse(results=[RecordResult(**r) for r in results])
+
+    @app.post("/v1/explain", dependencies=[Depends(require_key)],
+              openapi_extra={"requestBody": {"content": {"application/json": {"schema": REQUEST_SCHEMA}}, "required": True}})
+    async def explain(request: Request) -> dict:
+        """The records of /v1/predict (same body, auth and limits) → one explanation per record: score, decision,
+        contributions and each message's and column's share (docs/explain.md), or `error`."""
+        records = await read_records(request)
+        return {"results": await asyncio.to_thread(explain_records, predictor, records)}
 
     return app
 

@@ -1,0 +1,136 @@
+"""Per-message and per-feature values: they add up to the row's contributions, and planted signals come out on top."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import bsmfusion
+from bsmfusion.explain.attribution import ExplainOptions
+from tests.helpers import SHARED_DATA, frame_for, planted_thread
+
+NEURAL = ("concat", "gate", "moe", "cross_attn")
+
+
+def records_of(bundle, frame, options=None):
+    return bsmfusion.load(bundle.path).explain(frame, level="rows", options=options)
+
+
+def assert_adds_up(records, tolerance=1e-6):
+    for r in records:
+        messages = sum(m["contribution"] for m in r["messages"])
+        features = sum(f["contribution"] for f in r["features"])
+        assert abs(messages - r["text_contribution"]) <= tolerance, r["id"]
+        assert abs(features - r["tab_contribution"]) <= tolerance, r["id"]
+
+
+def message_hits(records, frame) -> float:
+    """Share of positive rows whose largest positive message is the planted one."""
+    planted = frame["planted_message"].to_numpy()
+    hits = [max(r["messages"], key=lambda m: m["contribution"])["index"] == planted[i]
+            for i, r in enumerate(records) if planted[i] >= 0]
+    return float(np.mean(hits))
+
+
+def feature_hits(records, column="price") -> float:
+    return float(np.mean([max(r["features"], key=lambda f: abs(f["contribution"]))["column"] == column
+                          for r in records]))
+
+
+def check_planted(bundle_factory, kind, epochs=1):
+    thread = bundle_factory(kind, signal="thread", rows=(300, 120), epochs=epochs)
+    frame = frame_for("thread", 60, 2)
+    records = records_of(thread, frame)
+    assert_adds_up(records)
+    assert message_hits(records, frame) >= 0.9
+    tab = bundle_factory(kind, signal="tab", rows=(300, 120), epochs=epochs)
+    records = records_of(tab, frame_for("tab", 60, 2))
+    assert_adds_up(records)
+    assert feature_hits(records) >= 0.9
+
+
+@pytest.mark.slow
+def test_tfidf_lr_values_add_up_and_find_the_planted_message_and_column(bundle_factory):
+    check_planted(bundle_factory, "tfidf_lr")
+
+
+@pytest.mark.slow
+def test_gbdt_values_add_up_and_find_the_planted_message_and_column(bundle_factory):
+    check_planted(bundle_factory, "gbdt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fusion", NEURAL)
+def test_neural_values_add_up_and_find_the_planted_message_and_column(bundle_factory, fusion):
+    check_planted(bundle_factory, fusion, epochs=3)
+
+
+def test_sampled_values_add_up_exactly_and_sit_within_their_stated_error_of_the_exact_ones(bundle_factory):
+    bundle = bundle_factory("tfidf_lr", signal="thread", rows=(300, 120))
+    frame = frame_for("thread", 20, 3)
+    exact = records_of(bundle, frame)
+    sampled = records_of(bundle, frame, ExplainOptions(exact_max=0, permutations=64))
+    assert_adds_up(sampled, 1e-9)
+    z = [abs(s["contribution"] - e["contribution"]) / max(s["stderr"], 1e-12)
+         for a, b in zip(sampled, exact) for s, e in zip(a["messages"] + a["features"], b["messages"] + b["features"])]
+    assert sampled[0]["message_method"]["method"] == "sampled" and exact[0]["message_method"]["method"] == "exact"
+    assert np.mean(np.array(z) < 3) >= 0.95, sorted(z)[-5:]
+
+
+def test_the_long_and_the_default_levels(bundle_factory):
+    predictor = bsmfusion.load(bundle_factory("tfidf_lr", signal="thread", rows=(300, 120)).path)
+    frame = frame_for("thread", 5, 4).set_index(pd.Index(list("abcde")))
+    messages, features = predictor.explain(frame, level="messages"), predictor.explain(frame, level="features")
+    modalities = predictor.explain(frame)
+    assert list(modalities.columns) == ["text_contribution", "tab_contribution", "baseline", "text_share"]
+    np.testing.assert_allclose(messages.groupby("row")["contribution"].sum().loc[list("abcde")],
+                               modalities["text_contribution"], atol=1e-5)
+    np.testing.assert_allclose(features.groupby("row")["contribution"].sum().loc[list("abcde")],
+                               modalities["tab_contribution"], atol=1e-5)
+    assert set(features["column"]) == {"price", "ratio", "category"}
+
+
+@pytest.mark.slow
+def test_the_ensemble_is_its_members_weighted_sum_and_finds_the_planted_message(bundle_factory):
+    bundle = bundle_factory("ensemble", signal="thread", rows=(300, 120), epochs=3)
+    frame = frame_for("thread", 40, 2)
+    predictor = bsmfusion.load(bundle.path)
+    records = predictor.explain(frame, level="rows")
+    assert_adds_up(records, 1e-5)
+    assert message_hits(records, frame) >= 0.9
+    from bsmfusion.explain.attribution import calibration_scale, explain_with, member_config
+
+    scale = calibration_scale(predictor.scorer.calibration)
+    total = 0
+    for _, weight, member in predictor.scorer.uncalibrated.members:
+        one = explain_with(member, member_config(member, predictor.cfg), predictor.bundle.preprocessor.tabular, frame)
+        total = total + scale * weight * np.concatenate([a.message_estimate.values for a in one])
+    np.testing.assert_allclose(np.concatenate([[m["contribution"] for m in r["messages"]] for r in records]), total,
+                               atol=1e-9)
+
+
+@pytest.mark.slow
+def test_a_keyword_planted_in_real_dialogues_is_the_top_message(tmp_path):
+    path = SHARED_DATA / "craigslist_bargains" / "cb_flat.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (the shared data folder is not mounted)")
+    real = pd.read_csv(path, usecols=["messages_only", "list_price"], nrows=400).dropna()
+    rng = np.random.default_rng(0)
+    rows, where = [], []
+    label = rng.integers(0, 2, len(real))
+    for cell, positive in zip(real["messages_only"], label):
+        messages = str(cell).split(" ||| ")
+        at = int(rng.integers(0, len(messages))) if positive else -1
+        if positive:
+            messages[at] = f"{messages[at]} wire the money via westernunion"
+        rows.append(" ||| ".join(messages))
+        where.append(at)
+    frame = pd.DataFrame({"id": np.arange(len(real)), "dialogue": rows, "price": real["list_price"].to_numpy(),
+                          "ratio": rng.normal(size=len(real)), "category": rng.choice(["a", "b"], len(real)),
+                          "label": label, "planted_message": where})
+    from tests.helpers import classical_config
+    from bsmfusion.workflows.train import train
+
+    train(classical_config("tfidf_lr"), frame.iloc[:300], frame.iloc[300:360], tmp_path / "m", progress=False)
+    test = frame.iloc[360:].reset_index(drop=True)
+    records = bsmfusion.load(tmp_path / "m").explain(test, level="rows", options=ExplainOptions(permutations=16))
+    assert_adds_up(records, 1e-6)
+    assert message_hits(records, test) >= 0.9
