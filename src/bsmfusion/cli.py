@@ -37,6 +37,8 @@ EXAMPLES = {
              "                    \"label\", \"text_contribution\", \"tab_contribution\", \"baseline\", \"text_share\",\n"
              "                    \"error\"}]} (the columns of 'bsmfusion predict --help', same units and signs)\n"
              "                    in request order; a record that cannot be scored gets its reason in \"error\"\n"
+             "  POST /v1/explain  the same records -> per record, each message's and each tabular column's\n"
+             "                    share of text_contribution / tab_contribution (docs/explain.md)\n"
              "  GET  /v1/model    fusion, labels and the positive class (and why), decision and threshold\n"
              "                    (bundle or override), calibration, precision, chunk_cache (hits, encoded\n"
              "                    chunks), validation metrics, config\n"
