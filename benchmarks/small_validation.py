@@ -88,6 +88,10 @@ def check_rows(bundle, cfg, names, val_scores, y_val, holdout, y_hold, task_name
 
 
 def evaluate(cfg, names, val_scores, y_val, rows_val, holdout, y_hold, test_scores, y_test, protocol):
+    """One re-fit of the combination on validation rows `rows_val` (and, cross_fit, the holdout), scored on the
+    test split and on the validation rows outside the draw ("rest": rows no choice saw, for choosing between the
+    decision rules without the test split), under both threshold rules: max_f1 and expected_f1."""
+    from bsmfusion.decision import expected_f1_threshold
     from bsmfusion.ensemble.cross_fit import CombinationRows, fit_combination, pool
     from bsmfusion.ensemble.selection import combine, member_logits
     from bsmfusion.evaluation.metrics import best_f1_threshold, classification_metrics
@@ -101,14 +105,31 @@ def evaluate(cfg, names, val_scores, y_val, rows_val, holdout, y_hold, test_scor
     else:
         rows = CombinationRows(logits, y_val[rows_val], len(rows_val))
     fitted = fit_combination(cfg, rows, val, y_val[rows_val], names)
-    _, test = combine(list(zip(fitted.weights, test_scores)), k)
-    probs = fitted.decided.calibration.apply(test).probs
-    chosen = classification_metrics(y_test, probs, fitted.decided.threshold)
+    thresholds = {"max_f1": fitted.decided.threshold,
+                  "expected_f1": expected_f1_threshold(fitted.decided.scores.probs[:, 1])}
+    rest = np.setdiff1d(np.arange(len(y_val)), rows_val)
+
+    def calibrated(member_scores, subset=None):
+        parts = member_scores if subset is None else [take(s, subset) for s in member_scores]
+        return fitted.decided.calibration.apply(combine(list(zip(fitted.weights, parts)), k)[1]).probs
+
+    probs = calibrated(test_scores)
     best = classification_metrics(y_test, probs, best_f1_threshold(y_test, probs[:, 1]))
-    return {"protocol": protocol, "val_rows": int(len(rows_val)), "combination_rows": int(len(rows.labels)),
-            "weights": dict(zip(names, np.round(fitted.weights, 6).tolist())),
-            "threshold": fitted.decided.threshold, "test_roc_auc": chosen["roc_auc"], "test_pr_auc": chosen["pr_auc"],
-            "test_ece": chosen["ece"], "test_f1": chosen["f1"], "test_f1_optimal": best["f1"]}
+    out = {"protocol": protocol, "val_rows": int(len(rows_val)), "combination_rows": int(len(rows.labels)),
+           "weights": dict(zip(names, np.round(fitted.weights, 6).tolist())), "threshold": thresholds["max_f1"],
+           "test_f1_optimal": best["f1"]}
+    for rule, threshold in thresholds.items():
+        chosen = classification_metrics(y_test, probs, threshold)
+        suffix = "" if rule == "max_f1" else "_expected_f1"
+        out.update({f"threshold{suffix}": threshold, f"test_roc_auc{suffix}": chosen["roc_auc"],
+                    f"test_pr_auc{suffix}": chosen["pr_auc"], f"test_ece{suffix}": chosen["ece"],
+                    f"test_f1{suffix}": chosen["f1"]})
+        if len(rest) and len(np.unique(y_val[rest])) == 2:
+            rest_probs = calibrated(val_scores, rest)
+            rest_best = classification_metrics(y_val[rest], rest_probs, best_f1_threshold(y_val[rest], rest_probs[:, 1]))
+            out[f"rest_f1_gap{suffix}"] = rest_best["f1"] - classification_metrics(y_val[rest], rest_probs, threshold)["f1"]
+            out["rest_rows"] = int(len(rest))
+    return out
 
 
 def run(task_name: str, seed: int, draws: int, n_rows: int, work: Path) -> list[dict]:
@@ -168,7 +189,13 @@ def summarise(records: list[dict]) -> list[dict]:
             values = np.array([r[key] for r in group], dtype=float)
             return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
         gap = np.array([r["test_f1_optimal"] - r["test_f1"] for r in group])
+        gap_e = np.array([r["test_f1_optimal"] - r.get("test_f1_expected_f1", np.nan) for r in group])
+        rest = [r.get("rest_f1_gap") for r in group if r.get("rest_f1_gap") is not None]
+        rest_e = [r.get("rest_f1_gap_expected_f1") for r in group if r.get("rest_f1_gap_expected_f1") is not None]
         rows.append({"task": task, "protocol": protocol, "validation": split, "runs": len(group),
+                     "f1_gap_expected": (float(gap_e.mean()), float(gap_e.max())),
+                     "rest_gap": float(np.mean(rest)) if rest else None,
+                     "rest_gap_expected": float(np.mean(rest_e)) if rest_e else None,
                      "seeds": sorted({r["seed"] for r in group}), "machine": sorted({r["machine"] for r in group}),
                      "combination_rows": stat("combination_rows")[0], "roc_auc": stat("test_roc_auc"),
                      "ece": stat("test_ece"), "f1": stat("test_f1"), "f1_gap": (float(gap.mean()), float(gap.max()))})
@@ -181,15 +208,22 @@ def render(records: list[dict]) -> str:
              "Protocol: the script's docstring (members trained once per seed on the full training split; the "
              "combination — weights, calibration, threshold — re-fitted on the rows named; test scored once per "
              "re-fit). Mean ± sd over seeds × draws; F1 gap: test-optimal threshold's F1 − the chosen threshold's "
-             "(mean, worst).", "",
+             "(mean, worst), for the max_f1 threshold and for expected_f1's (the same fitted combination). "
+             "Rest gap: the same F1 gap on the validation rows outside the draw (rows no choice saw; what chooses "
+             "between the two rules without the test split).", "",
              "| task | validation rows | combine_on | fitted on (rows) | seeds | runs | test ROC-AUC | test ECE | "
-             "test F1 | F1 gap (mean, worst) | machine |",
-             "|---|---|---|---:|---|---:|---|---|---|---|---|"]
+             "test F1 (max_f1) | F1 gap max_f1 | F1 gap expected_f1 | rest gap max_f1 / expected_f1 | machine |",
+             "|---|---|---|---:|---|---:|---|---|---|---|---|---|---|"]
+
+    def rest(value):
+        return "" if value is None else f"{value:.3f}"
     for s in summarise(records):
+        gap_e = "" if np.isnan(s["f1_gap_expected"][0]) else f"{s['f1_gap_expected'][0]:.3f}, {s['f1_gap_expected'][1]:.3f}"
         lines.append(f"| {s['task']} | {s['validation']} | {s['protocol']} | {s['combination_rows']:.0f} | "
                      f"{','.join(map(str, s['seeds']))} | {s['runs']} | {s['roc_auc'][0]:.4f} ± {s['roc_auc'][1]:.4f} | "
                      f"{s['ece'][0]:.3f} ± {s['ece'][1]:.3f} | {s['f1'][0]:.3f} ± {s['f1'][1]:.3f} | "
-                     f"{s['f1_gap'][0]:.3f}, {s['f1_gap'][1]:.3f} | {'; '.join(s['machine'])} |")
+                     f"{s['f1_gap'][0]:.3f}, {s['f1_gap'][1]:.3f} | {gap_e} | "
+                     f"{rest(s['rest_gap'])} / {rest(s['rest_gap_expected'])} | {'; '.join(s['machine'])} |")
     fits = sorted({(r["task"], r["seed"], r["fit_seconds"], r["machine"]) for r in records if r["fit_seconds"]})
     if fits:
         lines += ["", "Wall time of the default's training in this script (`combine_on: cross_fit`; the 2 cores were "

@@ -335,7 +335,7 @@ class TrainConfig(_Section):
         "contributions stay uncalibrated) | none")
     decision: str | dict[str, Any] = Field(
         "max_f1", description="binary operating point on the calibrated P(positive), chosen on validation: max_f1 | "
-        "{fixed: t} | {precision_at_least: p} | {recall_at_least: r} | {review_budget: f} (the threshold that flags "
+        "expected_f1 (the F1 the calibrated probabilities expect: steadier on few validation rows) | {fixed: t} | {precision_at_least: p} | {recall_at_least: r} | {review_budget: f} (the threshold that flags "
         "the top f of the validation scores: a cut fixed on validation, not a cap; the share flagged on new rows "
         "follows their scores and can differ) | {costs: {false_positive: a, false_negative: b}} (threshold "
         "a/(a+b)); one the validation rows cannot support (no positive row, a budget under one row) is refused "

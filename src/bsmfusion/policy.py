@@ -9,8 +9,9 @@ from typing import Any
 
 from .errors import ConfigError
 
-POLICIES = ("max_f1", "fixed", "precision_at_least", "recall_at_least", "review_budget", "costs")
-CLI_SYNTAX = ("max_f1 | fixed=T | precision_at_least=P | recall_at_least=R | review_budget=F | costs=FP,FN "
+POLICIES = ("max_f1", "fixed", "precision_at_least", "recall_at_least", "review_budget", "costs", "expected_f1")
+BARE_WORDS = ("max_f1", "expected_f1")  # the policies named by a bare word
+CLI_SYNTAX = ("max_f1 | expected_f1 | fixed=T | precision_at_least=P | recall_at_least=R | review_budget=F | costs=FP,FN "
               "(or a YAML mapping such as '{costs: {false_positive: 1, false_negative: 20}}')")
 
 
@@ -25,8 +26,8 @@ class Policy:
 
     def to_config(self) -> str | dict[str, Any]:
         """The canonical config value (`max_f1`, `{fixed: 0.3}`, `{costs: {false_positive: 1, ...}}`)."""
-        if self.name == "max_f1":
-            return "max_f1"
+        if self.name in BARE_WORDS:
+            return self.name
         if self.name == "costs":
             return {"costs": {"false_positive": self.false_positive, "false_negative": self.false_negative}}
         return {self.name: self.value}
@@ -34,6 +35,8 @@ class Policy:
     def describe(self) -> str:
         if self.name == "max_f1":
             return "max F1 on validation"
+        if self.name == "expected_f1":
+            return "max F1 expected from the calibrated validation probabilities"
         if self.name == "costs":
             return f"least expected cost (false positive {self.false_positive:g}, false negative {self.false_negative:g})"
         if self.name == "review_budget":
@@ -82,13 +85,13 @@ def parse_policy(value: Any) -> Policy:
                 value = {"costs": [_float_text(part) for part in raw.split(",")]}
             else:
                 value = {name.strip(): _float_text(raw)}
-        elif text == "max_f1":
-            return Policy()
+        elif text in BARE_WORDS:
+            return Policy(text)
         else:
             raise ValueError(f"unknown decision policy '{text}'; use {CLI_SYNTAX}")
     if not isinstance(value, dict) or len(value) != 1:
-        raise ValueError(f"a decision policy is max_f1 or a mapping with exactly one of {', '.join(POLICIES[1:])}, "
-                         f"got {value!r}")
+        raise ValueError(f"a decision policy is max_f1, expected_f1 or a mapping with exactly one of "
+                         f"{', '.join(POLICIES[1:-1])}, got {value!r}")
     (name, inner), = value.items()
     if name == "costs":
         return _costs(inner)
