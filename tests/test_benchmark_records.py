@@ -53,9 +53,10 @@ def rendered() -> dict[Path, str]:
     compare = script("compare")
     for path in RESULTS.glob("compare_*.json"):
         out[path.with_suffix(".md")] = compare.render_markdown(json.loads(path.read_text()))
-    small = script("small_validation")
-    if small.JSON_PATH.is_file():
-        out[small.MD_PATH] = small.render(json.loads(small.JSON_PATH.read_text()))
+    for name in ("small_validation", "small_table"):
+        module = script(name)
+        if module.JSON_PATH.is_file():
+            out[module.MD_PATH] = module.render(json.loads(module.JSON_PATH.read_text()))
     return out
 
 
