@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,8 @@ from bsmfusion.workflows.compare import compare
 from bsmfusion.workflows.estimate import before_training, estimate_seconds
 from bsmfusion.workflows.train import train
 from tests.helpers import LABELS, SCORES, classical_config, ensemble_config, planted_frame
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tables(n_train: int = 120, n_val: int = 60):
@@ -318,3 +321,97 @@ def test_a_neural_members_numbers_are_named_holdout(tmp_path):
     assert list(metrics["members"]["neural"]) == ["holdout"] and 0 < holdout["n"] < 120  # a share of the 120 rows
     meta = json.loads((tmp_path / "model" / "meta.json").read_text())
     assert meta["members"][0]["validation_rows_are"] == {"rows": holdout["n"], "on": "holdout"}
+
+
+# Every papercut issue 24 found, and the test that shows it gone (file, test), so this file walks all of them.
+PAPERCUTS = {
+    "the positive class is picked by sorting and never said": ("tests/test_labels.py",
+        "test_without_positive_label_the_last_sorted_label_is_positive_and_that_is_said"),
+    "data.positive_label: fraud makes 'fraud' positive everywhere": ("tests/test_labels.py",
+        "test_fraud_is_the_positive_class_in_train_evaluate_predict_and_http"),
+    "0/1 labels come back as strings": ("tests/test_labels.py",
+        "test_integer_labels_come_back_as_integers_in_python_files_and_http"),
+    "the classical members' CV is silent": ("tests/test_first_hour.py", "test_tfidf_lr_says_each_c_of_its_cv_search_and_each_phase"),
+    "gbdt runs 55 s without a line": ("tests/test_first_hour.py", "test_gbdt_says_its_cv_rounds"),
+    "compare runs 2 min without a line": ("tests/test_first_hour.py", "test_compare_says_each_model_with_its_test_score"),
+    "no estimate of the time before training": ("tests/test_first_hour.py",
+        "test_the_estimate_follows_rows_and_tokens_and_matches_the_measured_default"),
+    "nothing says the default loses to tfidf_lr on 300 rows": ("tests/test_first_hour.py",
+        "test_a_small_table_gets_the_tfidf_lr_hint_with_its_measurement"),
+    "an unreachable policy throws away every trained member": ("tests/test_first_hour.py",
+        "test_an_unreachable_policy_still_writes_the_bundle_with_max_f1_and_says_so"),
+    "a policy the validation rows cannot support is found after training": ("tests/test_first_hour.py",
+        "test_a_policy_the_validation_rows_cannot_support_is_refused_before_training"),
+    "re-running without --resume deletes model.work": ("tests/test_first_hour.py",
+        "test_an_interrupted_trainings_work_folder_is_refused_then_discarded_on_overwrite"),
+    "predict --out nodir/sub/s.csv ends in a traceback; predict overwrites": ("tests/test_first_hour.py",
+        "test_predict_creates_parent_folders_and_refuses_to_overwrite"),
+    "split overwrites silently": ("tests/test_first_hour.py", "test_split_refuses_to_overwrite"),
+    "a policy met on 4 validation rows passes without a warning": ("tests/test_first_hour.py",
+        "test_a_policy_met_on_few_flagged_rows_warns"),
+    "a review budget is read as a cap": ("tests/test_first_hour.py", "test_the_budget_is_described_as_a_cut_not_a_cap"),
+    "holdout metrics filed as validation in metrics.json and progress lines": ("tests/test_first_hour.py",
+        "test_a_neural_members_numbers_are_named_holdout"),
+    "the final validation numbers are not called optimistic": ("tests/test_first_hour.py",
+        "test_the_train_summary_says_validation_metrics_are_optimistic"),
+    "a member weight is read as importance": ("tests/test_first_hour.py", "test_member_weights_are_called_mixing_weights"),
+    "the report's plot caption says text contribution, shows text_share": ("tests/test_first_hour.py",
+        "test_the_contributions_plot_caption_names_text_share"),
+    "evaluate lacks --quiet": ("tests/test_first_hour.py", "test_evaluate_quiet_prints_only_the_metrics"),
+    "predict --help lists no output columns": ("tests/inference/test_output_columns.py",
+        "test_the_predict_epilog_names_exactly_the_columns_predict_writes"),
+    "the baseline is in no output": ("tests/inference/test_output_columns.py",
+        "test_text_plus_tab_plus_baseline_is_the_logit_of_the_probability"),
+    "serve --port / --max-body-bytes have no help": ("tests/serving/test_serve_startup.py",
+        "test_port_and_body_limit_have_help"),
+    "a busy port ends in uvicorn's own error": ("tests/serving/test_serve_startup.py",
+        "test_a_busy_port_is_one_line_naming_it_and_the_flag"),
+    "NaN / 1e999 in HTTP records are scored": ("tests/test_security.py",
+        "test_the_server_refuses_non_finite_numbers_naming_record_and_field"),
+    "the README is a 740-line lab notebook": ("tests/test_docs.py", "test_readme_is_at_most_200_lines"),
+    "results tables are edited by hand": ("tests/test_benchmark_records.py",
+        "test_generated_file_is_byte_identical_to_its_render"),
+    "re-combined rows copy speed and text_share from one-member runs": ("tests/test_benchmark_records.py",
+        "test_a_recombined_row_shows_no_speed_or_share_it_did_not_measure"),
+    "Δ vs tfidf_lr prints the CI midpoint": ("tests/test_benchmark_records.py",
+        "test_the_difference_to_tfidf_lr_is_the_observed_one_with_its_ci"),
+    "one machine named for rows from two": ("tests/test_benchmark_records.py", "test_a_row_from_two_machines_names_both"),
+    "paths that never ran are presented as working": ("tests/test_first_hour.py",
+        "test_paths_that_never_ran_are_marked_not_yet_run"),
+    "module docstrings carry dated benchmark numbers": ("tests/test_first_hour.py",
+        "test_module_docstrings_name_no_machine_or_date"),
+}
+
+
+def test_every_papercut_has_a_test_that_exists():
+    import ast
+
+    for papercut, (path, name) in PAPERCUTS.items():
+        tree = ast.parse((ROOT / path).read_text())
+        names = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+        assert name in names, f"{papercut}: {path} has no {name}"
+
+
+def test_member_weights_are_called_mixing_weights():
+    models = (ROOT / "docs" / "models.md").read_text()
+    assert "**Member weights are mixing weights, not importance.**" in models
+
+
+def test_paths_that_never_ran_are_marked_not_yet_run():
+    scale_out = (ROOT / "docs" / "scale-out.md").read_text()
+    for path in ("FSDP", "nodes", "GPU"):
+        lines = [line for line in scale_out.splitlines() if path in line and "not yet run" in line]
+        assert lines, f"docs/scale-out.md never marks {path} as not yet run"
+
+
+def test_module_docstrings_name_no_machine_or_date():
+    """What a module does and why; measured numbers live in docs/ with their machine (the estimate's constants,
+    fitted to benchmark runs, are the one module that must say where they come from)."""
+    import ast
+    import re
+
+    for path in sorted((ROOT / "src" / "bsmfusion").rglob("*.py")):
+        if path.name == "estimate.py":
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        assert not re.search(r"EPYC|Xeon|\b20\d\d-\d\d-\d\d", doc), path
