@@ -66,8 +66,8 @@ def test_neural_values_add_up_and_find_the_planted_message_and_column(bundle_fac
 def test_sampled_values_add_up_exactly_and_sit_within_their_stated_error_of_the_exact_ones(bundle_factory):
     bundle = bundle_factory("tfidf_lr", signal="thread", rows=(300, 120))
     frame = frame_for("thread", 20, 3)
-    exact = records_of(bundle, frame)
-    sampled = records_of(bundle, frame, ExplainOptions(exact_max=0, permutations=64))
+    exact = records_of(bundle, frame, ExplainOptions(method="shapley"))
+    sampled = records_of(bundle, frame, ExplainOptions(method="shapley", exact_max=0, permutations=64))
     assert_adds_up(sampled, 1e-9)
     z = [abs(s["contribution"] - e["contribution"]) / max(s["stderr"], 1e-12)
          for a, b in zip(sampled, exact) for s, e in zip(a["messages"] + a["features"], b["messages"] + b["features"])]
