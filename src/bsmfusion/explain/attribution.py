@@ -1,5 +1,5 @@
-"""Which messages and which tabular facts moved a row's score: Shapley values inside each side of the two-player
-split (`models.contributions`), for every model kind, through the scorer alone.
+"""Which messages and which tabular facts moved a row's score: values (Shapley, or efficiency-corrected occlusion)
+inside each side of the two-player split (`models.contributions`), for every model kind, through the scorer alone.
 
 Two games per row, each played with the tabular side (resp. the dialogue) as the row has it:
 
@@ -7,15 +7,15 @@ Two games per row, each played with the tabular side (resp. the dialogue) as the
   removed), and v(∅) = 0: with every message removed the text side is at its reference, the one
   `text_contribution` is measured from (the training-mean text embedding; tfidf_lr the mean TF-IDF row; gbdt the
   background rows). So the messages' values add up to `text_contribution` exactly. v(∅) = 0 rather than "the empty
-  thread": the difference, text_contribution(empty thread), is shared equally by the messages (a Shapley value
-  moves by v'(∅)/n when only v(∅) changes), so it shifts every message by the same amount and never reorders them.
+  thread": the difference, text_contribution(empty thread), is shared equally by the messages (a Shapley or
+  occlusion value moves by v'(∅)/n when only v(∅) changes), so it shifts every message by the same amount and never reorders them.
 * features: v(S) = the row's `tab_contribution` when the columns outside S hold their reference value
   (`players.reference_values`), v(∅) = 0: the tabular side at its reference. They add up to `tab_contribution`.
 
 Both are in the unit of the contributions: calibrated log-odds toward the positive class (binary), the predicted
 class's log-probability (multiclass, split at the row's predicted class). An ensemble needs nothing of its own:
 its contributions are the weight-summed (and calibration-scaled) contributions of its members on the same rows,
-and Shapley values are linear in the game, so its values are the members' values summed the same way.
+and Shapley and occlusion values are linear in the game, so its values are the members' values summed the same way.
 
 Method (`ExplainOptions.method`, `shapley.choose`): "auto" computes a game of n ≤ 3 players exactly (2ⁿ − 2 ≤ 2n
 scored copies of the row) and a larger one by efficiency-corrected occlusion (n copies: each player left out once;
