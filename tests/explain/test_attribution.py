@@ -1,4 +1,6 @@
 """Per-message and per-feature values: they add up to the row's contributions, and planted signals come out on top."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -134,3 +136,33 @@ def test_a_keyword_planted_in_real_dialogues_is_the_top_message(tmp_path):
     records = bsmfusion.load(tmp_path / "m").explain(test, level="rows", options=ExplainOptions(permutations=16))
     assert_adds_up(records, 1e-6)
     assert message_hits(records, test) >= 0.9
+
+
+def test_the_default_plays_occlusion_above_three_messages_and_states_its_remainder(bundle_factory):
+    """Occlusion: value i = text − v(N∖i) + r/n, r = text − Σ (text − v(N∖j)); rechecked here by scoring each
+    leave-one-out thread through the predictor's modality split. No standard error: null in the JSON."""
+    from bsmfusion.explain.page import render_page
+    from bsmfusion.explain.players import render_messages, row_messages
+
+    predictor = bsmfusion.load(bundle_factory("tfidf_lr", signal="thread", rows=(300, 120)).path)
+    frame = frame_for("thread", 6, 7)
+    records = predictor.explain(frame, level="rows")
+    assert_adds_up(records, 1e-9)
+    players = row_messages(frame, predictor.cfg)
+    assert {len(p) for p in players} - {1, 2, 3}, "the planted threads should hold rows of more than 3 messages"
+    for i, (record, messages) in enumerate(zip(records, players)):
+        method = record["message_method"]
+        if len(messages) <= 3:
+            assert method["method"] == "exact" and method["remainder"] is None
+            continue
+        assert method["method"] == "occlusion" and method["max_stderr"] is None
+        assert all(m["stderr"] is None for m in record["messages"])
+        copies = frame.iloc[[i] * len(messages)].reset_index(drop=True)
+        copies["dialogue"] = [render_messages(messages[:k] + messages[k + 1:]) for k in range(len(messages))]
+        left_out = record["text_contribution"] - predictor.explain(copies)["text_contribution"].to_numpy()
+        remainder = record["text_contribution"] - left_out.sum()
+        assert method["remainder"] == pytest.approx(remainder, abs=1e-5)  # the modality columns are float32
+        np.testing.assert_allclose([m["contribution"] for m in record["messages"]],
+                                   left_out + remainder / len(messages), atol=1e-5)
+        assert f"occlusion, interaction remainder {remainder:+.3g}" in render_page(record, "id")
+    json.dumps(records, allow_nan=False)
