@@ -161,8 +161,8 @@ def render(records: list[dict]) -> str:
 def render_markdown(records: list[dict]) -> str:
     protocol = __doc__.split("Protocol. ", 1)[1].split("\nWrites", 1)[0].replace("\n", " ")
     notes = [f"- {r['task']} / {r['label']}: bundle `{r['bundle']}`, chunk cache {r['chunk_cache_mb']:g} MB, "
-             f"{r['precision']}; blocks of {r['block']} rows; seconds per round predict {r['predict_seconds']}, explain "
-             f"{r['explain_seconds']}; ratio per block {r['block_ratios']}; share of explain time in the games "
+             f"{r['precision']}; blocks of {r['block']} rows; seconds per round predict {r['predict_seconds']}, "
+             f"explain {r['explain_seconds']}; ratio per block {r['block_ratios']}; share of explain time in the games "
              f"{r['game_share']}; chunk cache predict {r['predict_cache']}, explain {r['explain_cache']}"
              for r in sorted(records, key=lambda r: (r["task"], r["label"]))]
     return "\n".join(["# What explaining a row costs", "",

@@ -77,6 +77,6 @@ def test_occlusion_of_two_players_is_their_shapley_value_whatever_the_game():
 
 def test_auto_is_exact_while_that_costs_at_most_twice_occlusion():
     assert [choose(n, "auto") for n in range(1, 6)] == ["shapley", "shapley", "shapley", "occlusion", "occlusion"]
-    assert plan(3, 8, 32, np.random.default_rng(0), method="auto").method == "exact"
+    assert plan(3, 2, 32, np.random.default_rng(0), method="auto").method == "exact"  # whatever exact_max
     assert len(plan(9, 8, 32, np.random.default_rng(0), method="auto").masks) == 11
     assert choose(9, "shapley") == "shapley"

@@ -8,7 +8,8 @@ Two games per row, each played with the tabular side (resp. the dialogue) as the
   `text_contribution` is measured from (the training-mean text embedding; tfidf_lr the mean TF-IDF row; gbdt the
   background rows). So the messages' values add up to `text_contribution` exactly. v(∅) = 0 rather than "the empty
   thread": the difference, text_contribution(empty thread), is shared equally by the messages (a Shapley or
-  occlusion value moves by v'(∅)/n when only v(∅) changes), so it shifts every message by the same amount and never reorders them.
+  occlusion value moves by v'(∅)/n when only v(∅) changes), so it shifts every message by the same amount and
+  never reorders them.
 * features: v(S) = the row's `tab_contribution` when the columns outside S hold their reference value
   (`players.reference_values`), v(∅) = 0: the tabular side at its reference. They add up to `tab_contribution`.
 
@@ -44,9 +45,9 @@ from .shapley import METHODS, Estimate, plan
 @dataclass(frozen=True)
 class ExplainOptions:
     """method: "auto" (exact Shapley up to 3 players, occlusion above), "shapley" (exact or sampled, by
-    `exact_max`) or "occlusion" (`shapley.plan`). exact_max: with "shapley", a game with at most this many players is
-    computed exactly (2ⁿ coalitions), a larger one by sampling. permutations: orderings sampled per row and side (antithetic pairs), the stated sample size behind
-    each value's standard error. seed: the sampling seed (row i uses (seed, i)). batch_rows: copies of rows
+    `exact_max`) or "occlusion" (`shapley.plan`). exact_max: with "shapley", a game with at most this many players
+    is computed exactly (2ⁿ coalitions), a larger one by sampling. permutations: orderings sampled per row and side
+    (antithetic pairs), the stated sample size behind each value's standard error. seed: the sampling seed (row i uses (seed, i)). batch_rows: copies of rows
     scored per call. top: how many messages / features `top_messages` / `top_features` list. background_rows: a
     gbdt's tabular reference, its first this many stored background rows (each coalition is scored once per row)."""
 

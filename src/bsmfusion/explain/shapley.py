@@ -64,7 +64,7 @@ class Plan:
     # occlusion: the rows of N, ∅ and N∖0 … N∖(n−1)
 
     def estimate(self, values: np.ndarray) -> Estimate:
-        """`values[m]` = v(masks[m]) → the players' Shapley values."""
+        """`values[m]` = v(masks[m]) → the players' values (Shapley, or occlusion's)."""
         values = np.asarray(values, dtype=np.float64)
         if self.n == 0:
             return Estimate(np.zeros(0), np.zeros(0), "none")
@@ -96,15 +96,16 @@ def choose(n: int, method: str) -> str:
 
 def plan(n: int, exact_max: int, permutations: int, rng: np.random.Generator, method: str = "shapley") -> Plan:
     """`method` "shapley": exact when `n` ≤ `exact_max`, else `permutations` sampled orderings (rounded up to an
-    even number ≥ 4); "occlusion": N, ∅ and the n leave-one-out coalitions; "auto": `choose`."""
-    method = choose(n, method)
+    even number ≥ 4); "occlusion": N, ∅ and the n leave-one-out coalitions; "auto": `choose` (exact Shapley
+    whatever `exact_max`, or occlusion)."""
+    asked, method = method, choose(n, method)
     if method == "occlusion" and n > 0:
         rows = np.ones((n + 2, n), dtype=bool)
         rows[1] = False
         rows[np.arange(2, n + 2), np.arange(n)] = False
         masks, index = np.unique(rows, axis=0, return_inverse=True)  # n = 1: N∖0 is ∅
         return Plan(n, masks, "occlusion", index=index.reshape(-1))
-    if n <= exact_max:
+    if n <= exact_max or asked == "auto":
         codes = np.arange(2 ** n)
         return Plan(n, (codes[:, None] >> np.arange(n)) & 1 == 1, "exact")
     count = max(4, permutations + permutations % 2)
