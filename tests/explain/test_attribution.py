@@ -166,3 +166,23 @@ def test_the_default_plays_occlusion_above_three_messages_and_states_its_remaind
                                    left_out + remainder / len(messages), atol=1e-5)
         assert f"occlusion, interaction remainder {remainder:+.3g}" in render_page(record, "id")
     json.dumps(records, allow_nan=False)
+
+
+def test_an_ensembles_remainder_is_its_members_weighted_sum():
+    """r is linear in the game, as the values are: the combined row's values still add up with its remainder."""
+    from bsmfusion.explain.attribution import Attribution, combine
+    from bsmfusion.explain.shapley import plan
+
+    p = plan(4, 8, 32, np.random.default_rng(0), method="occlusion")
+    games = [lambda m: float(m[0] or m[1]) + 2.0 * m[3], lambda m: float(m[0] and m[2]) - m[1]]
+    rows = []
+    for game in games:
+        estimate = p.estimate(np.array([game(mask) for mask in p.masks]))
+        rows.append(Attribution([], estimate, [], [], estimate, float(game(np.ones(4, bool))), 0.0))
+    ensemble = combine([(0.5, [rows[0]]), (-2.0, [rows[1]])])[0]
+    estimate = ensemble.message_estimate
+    assert estimate.method == "occlusion"
+    assert estimate.remainder == pytest.approx(0.5 * rows[0].message_estimate.remainder
+                                               - 2.0 * rows[1].message_estimate.remainder)
+    assert estimate.values.sum() == pytest.approx(ensemble.text_contribution, abs=1e-12)
+    assert rows[0].message_estimate.remainder == pytest.approx(1.0)  # messages 0 and 1 repeat each other
