@@ -47,6 +47,12 @@ def test_the_speed_tables_are_rendered_from_their_json():
     assert f"<!-- speed.py -->\nCommand: `{results['command']}`\n\n{table}<!-- end speed.py -->" in DOC
 
 
+def test_the_explain_cost_table_in_the_docs_is_rendered_from_its_json():
+    cost = script("explain_cost")
+    table = cost.render(json.loads(cost.JSON_PATH.read_text()))
+    assert f"{cost.MARK}\n{table}{cost.END}" in cost.DOC.read_text()
+
+
 def rendered() -> dict[Path, str]:
     """Every file a script writes from benchmarks/results/*.json, path → the text it renders now."""
     out = script("quality_render").render_all()
@@ -57,6 +63,8 @@ def rendered() -> dict[Path, str]:
         module = script(name)
         if module.JSON_PATH.is_file():
             out[module.MD_PATH] = module.render(json.loads(module.JSON_PATH.read_text()))
+    cost = script("explain_cost")
+    out[cost.MD_PATH] = cost.render_markdown(json.loads(cost.JSON_PATH.read_text()))
     return out
 
 

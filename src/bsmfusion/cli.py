@@ -376,7 +376,8 @@ def cmd_explain(args: argparse.Namespace) -> None:
     from .folders import check_out_folder
 
     check_out_folder(args.out, args.overwrite, "--overwrite")
-    options = ExplainOptions(exact_max=args.exact_max, permutations=args.permutations, seed=args.seed)
+    options = ExplainOptions(method=args.method, exact_max=args.exact_max, permutations=args.permutations,
+                             seed=args.seed)
     predictor = load(args.model, _scoring_options(args))
     frame = next(iter_table(args.data, args.rows), None)
     if frame is None or not len(frame):
@@ -659,8 +660,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="table to explain (.csv, .parquet, .jsonl)")
     p.add_argument("--out", required=True, help="output folder: explanations.jsonl, index.html, rows/row-N.html")
     p.add_argument("--rows", type=int, default=100, help="explain the first N rows of --data")
+    p.add_argument("--method", choices=("auto", "shapley", "occlusion"), default="auto",
+                   help="auto: exact Shapley values up to 3 messages (columns), occlusion above (each left out "
+                        "once, n scorings); shapley: exact up to --exact-max, sampled above (docs/explain.md)")
     p.add_argument("--exact-max", type=int, default=8, metavar="N",
-                   help="exact Shapley values up to N messages (columns); above, permutation sampling")
+                   help="with --method shapley: exact Shapley values up to N messages (columns); above, permutation "
+                        "sampling")
     p.add_argument("--permutations", type=int, default=32, help="orderings sampled per row when sampling")
     p.add_argument("--seed", type=int, default=0, help="the sampling seed")
     p.add_argument("--batch-size", type=int, default=64, help="rows per model batch")

@@ -58,6 +58,21 @@ def test_contributions_add_up_to_the_raw_score(bundles, kind, signal):
     np.testing.assert_allclose(scores.probs[:, 1], 1 / (1 + np.exp(-raw)), atol=1e-9)
 
 
+@pytest.mark.parametrize("kind,signal", [("tfidf_lr", "text"), ("gbdt", "nonlinear")])
+def test_rows_that_share_their_text_or_facts_score_as_they_do_alone(bundles, kind, signal):
+    """Each distinct text (tabular) block is featurised and background-averaged once: copies of a row with its
+    text kept and its facts changed (explain's feature game) score exactly as each would alone."""
+    model = bsmfusion.load(bundles[kind, signal][0]).bundle.model
+    test = planted(12, signal, 5)
+    copies = test.iloc[np.repeat(np.arange(4), 3)].reset_index(drop=True)
+    copies.loc[1::3, "price"] = copies["price"].iloc[1::3].to_numpy() + 7.0  # facts changed, text kept
+    together = model.four_logits(copies)
+    alone = [model.four_logits(copies.iloc[[i]]) for i in range(len(copies))]
+    for k in range(4):
+        np.testing.assert_allclose(together[k], np.vstack([a[k] for a in alone]), atol=1e-9, rtol=0)
+    assert not np.allclose(together[0][0], together[0][1])  # the changed fact moved the score
+
+
 @pytest.mark.parametrize("kind,signal", sorted(RUNS))
 def test_text_share_follows_the_planted_signal(bundles, kind, signal):
     folder, _ = bundles[kind, signal]

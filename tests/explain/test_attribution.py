@@ -1,4 +1,6 @@
 """Per-message and per-feature values: they add up to the row's contributions, and planted signals come out on top."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,8 +68,8 @@ def test_neural_values_add_up_and_find_the_planted_message_and_column(bundle_fac
 def test_sampled_values_add_up_exactly_and_sit_within_their_stated_error_of_the_exact_ones(bundle_factory):
     bundle = bundle_factory("tfidf_lr", signal="thread", rows=(300, 120))
     frame = frame_for("thread", 20, 3)
-    exact = records_of(bundle, frame)
-    sampled = records_of(bundle, frame, ExplainOptions(exact_max=0, permutations=64))
+    exact = records_of(bundle, frame, ExplainOptions(method="shapley"))
+    sampled = records_of(bundle, frame, ExplainOptions(method="shapley", exact_max=0, permutations=64))
     assert_adds_up(sampled, 1e-9)
     z = [abs(s["contribution"] - e["contribution"]) / max(s["stderr"], 1e-12)
          for a, b in zip(sampled, exact) for s, e in zip(a["messages"] + a["features"], b["messages"] + b["features"])]
@@ -134,3 +136,53 @@ def test_a_keyword_planted_in_real_dialogues_is_the_top_message(tmp_path):
     records = bsmfusion.load(tmp_path / "m").explain(test, level="rows", options=ExplainOptions(permutations=16))
     assert_adds_up(records, 1e-6)
     assert message_hits(records, test) >= 0.9
+
+
+def test_the_default_plays_occlusion_above_three_messages_and_states_its_remainder(bundle_factory):
+    """Occlusion: value i = text − v(N∖i) + r/n, r = text − Σ (text − v(N∖j)); rechecked here by scoring each
+    leave-one-out thread through the predictor's modality split. No standard error: null in the JSON."""
+    from bsmfusion.explain.page import render_page
+    from bsmfusion.explain.players import render_messages, row_messages
+
+    predictor = bsmfusion.load(bundle_factory("tfidf_lr", signal="thread", rows=(300, 120)).path)
+    frame = frame_for("thread", 6, 7)
+    records = predictor.explain(frame, level="rows")
+    assert_adds_up(records, 1e-9)
+    players = row_messages(frame, predictor.cfg)
+    assert {len(p) for p in players} - {1, 2, 3}, "the planted threads should hold rows of more than 3 messages"
+    for i, (record, messages) in enumerate(zip(records, players)):
+        method = record["message_method"]
+        if len(messages) <= 3:
+            assert method["method"] == "exact" and method["remainder"] is None
+            continue
+        assert method["method"] == "occlusion" and method["max_stderr"] is None
+        assert all(m["stderr"] is None for m in record["messages"])
+        copies = frame.iloc[[i] * len(messages)].reset_index(drop=True)
+        copies["dialogue"] = [render_messages(messages[:k] + messages[k + 1:]) for k in range(len(messages))]
+        left_out = record["text_contribution"] - predictor.explain(copies)["text_contribution"].to_numpy()
+        remainder = record["text_contribution"] - left_out.sum()
+        assert method["remainder"] == pytest.approx(remainder, abs=1e-5)  # the modality columns are float32
+        np.testing.assert_allclose([m["contribution"] for m in record["messages"]],
+                                   left_out + remainder / len(messages), atol=1e-5)
+        assert f"occlusion, interaction remainder {remainder:+.3g}" in render_page(record, "id")
+    json.dumps(records, allow_nan=False)
+
+
+def test_an_ensembles_remainder_is_its_members_weighted_sum():
+    """r is linear in the game, as the values are: the combined row's values still add up with its remainder."""
+    from bsmfusion.explain.attribution import Attribution, combine
+    from bsmfusion.explain.shapley import plan
+
+    p = plan(4, 8, 32, np.random.default_rng(0), method="occlusion")
+    games = [lambda m: float(m[0] or m[1]) + 2.0 * m[3], lambda m: float(m[0] and m[2]) - m[1]]
+    rows = []
+    for game in games:
+        estimate = p.estimate(np.array([game(mask) for mask in p.masks]))
+        rows.append(Attribution([], estimate, [], [], estimate, float(game(np.ones(4, bool))), 0.0))
+    ensemble = combine([(0.5, [rows[0]]), (-2.0, [rows[1]])])[0]
+    estimate = ensemble.message_estimate
+    assert estimate.method == "occlusion"
+    assert estimate.remainder == pytest.approx(0.5 * rows[0].message_estimate.remainder
+                                               - 2.0 * rows[1].message_estimate.remainder)
+    assert estimate.values.sum() == pytest.approx(ensemble.text_contribution, abs=1e-12)
+    assert rows[0].message_estimate.remainder == pytest.approx(1.0)  # messages 0 and 1 repeat each other

@@ -30,7 +30,7 @@ from ..precision import Precision
 from ..progress import Heartbeat, say
 from .member import ClassicalData, ClassicalMember, cv_folds, sample_weights
 from .tab_features import tab_matrix
-from .text_features import TextFeaturizer, render_frame
+from .text_features import TextFeaturizer, distinct_texts, render_frame
 
 BOOSTER_FILE = "lightgbm.txt"
 CHUNK_EVALUATIONS = 65_536  # tree evaluations per LightGBM call when averaging over the background
@@ -60,39 +60,49 @@ class GBDT(ClassicalMember):
 
     def features(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(SVD text block `N×k`, tabular block `N×Du`), dense float64."""
-        text = self.text.transform(render_frame(frame, self.cfg))
-        return np.asarray(text @ self.svd_components.T), tab_matrix(self.tabular, frame)
+        codes, distinct = self._text_block(frame)
+        return distinct[codes], tab_matrix(self.tabular, frame)
+
+    def _text_block(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(`N` codes, the SVD text block of each distinct text row): row i's block is `distinct[codes[i]]`."""
+        codes, distinct = distinct_texts(frame, self.cfg)
+        return codes, np.asarray(self.text.transform(render_frame(distinct, self.cfg)) @ self.svd_components.T)
 
     def raw_scores(self, x: np.ndarray) -> np.ndarray:
         """Raw booster scores as `N×K` logits (binary: [0, log-odds])."""
         raw = np.asarray(self.booster.predict(x, raw_score=True, num_threads=_threads()), dtype=np.float64)
         return np.stack([np.zeros_like(raw), raw], axis=1) if raw.ndim == 1 else raw
 
-    def _averaged(self, text: np.ndarray, tab: np.ndarray, replace_text: bool) -> np.ndarray:
-        """`N×K`: each row's score averaged over the background rows' text (or tabular) block."""
+    def _averaged(self, block: np.ndarray, replace_text: bool) -> np.ndarray:
+        """`N×K`: each row's score with its own `block` (the tabular one when `replace_text`, else the text one)
+        and the background rows' other block, averaged over the background rows."""
         background = self.text_background if replace_text else self.tab_background
         b = len(background)
+        step = CHUNK_EVALUATIONS // b + 1  # bounded memory: ~64k rows per call
         out = []
-        for start in range(0, len(text), CHUNK_EVALUATIONS // b + 1):  # bounded memory: ~64k rows per call
-            t, u = text[start:start + CHUNK_EVALUATIONS // b + 1], tab[start:start + CHUNK_EVALUATIONS // b + 1]
-            m = len(t)
-            if replace_text:
-                x = np.hstack([np.tile(background, (m, 1)), np.repeat(u, b, axis=0)])
-            else:
-                x = np.hstack([np.repeat(t, b, axis=0), np.tile(background, (m, 1))])
+        for start in range(0, len(block), step):
+            own = block[start:start + step]
+            m = len(own)
+            x = (np.hstack([np.tile(background, (m, 1)), np.repeat(own, b, axis=0)]) if replace_text
+                 else np.hstack([np.repeat(own, b, axis=0), np.tile(background, (m, 1))]))
             out.append(self.raw_scores(x).reshape(m, b, -1).mean(axis=1))
-        return np.vstack(out)
+        return np.vstack(out) if out else np.zeros((0, self.num_classes))
 
     def both_baseline(self) -> np.ndarray:
         """`K`: the mean score over every (background text, background tabular) pair (computed once)."""
         if self._both_baseline is None:
-            self._both_baseline = self._averaged(self.text_background, self.tab_background, replace_text=True).mean(axis=0)
+            self._both_baseline = self._averaged(self.tab_background, replace_text=True).mean(axis=0)
         return self._both_baseline
 
     def four_logits(self, frame: pd.DataFrame) -> tuple[np.ndarray, ...]:
-        text, tab = self.features(frame)
+        """The background averages are computed once per distinct block: copies of a row that share its text (or
+        its tabular facts), as `explain` scores them, cost one booster evaluation each plus one average."""
+        codes, distinct = self._text_block(frame)
+        text, tab = distinct[codes], tab_matrix(self.tabular, frame)
         real = self.raw_scores(np.hstack([text, tab]))
-        return (real, self._averaged(text, tab, replace_text=True), self._averaged(text, tab, replace_text=False),
+        tabs, tab_codes = np.unique(tab, axis=0, return_inverse=True)
+        return (real, self._averaged(tabs, replace_text=True)[tab_codes.reshape(-1)],
+                self._averaged(distinct, replace_text=False)[codes],
                 np.broadcast_to(self.both_baseline(), real.shape))
 
     @classmethod

@@ -35,6 +35,20 @@ def render_frame(frame: pd.DataFrame, cfg: Config) -> list[str]:
     return render_threads(rows, cfg.text, cleaning_options(cfg.text, lowercase=True))
 
 
+def distinct_texts(frame: pd.DataFrame, cfg: Config) -> tuple[np.ndarray, pd.DataFrame]:
+    """(`N` codes, the distinct rows of the `data.text` cells): `frame`'s text rows are `distinct.iloc[codes]`.
+    Copies of a row that share its text (the feature game of `explain` scores many) are rendered and vectorised
+    once."""
+    columns = list(cfg.data.text)
+    require_columns(frame, columns, "input data")
+    seen: dict[tuple, int] = {}
+    codes = np.array([seen.setdefault(row, len(seen)) for row in frame[columns].itertuples(index=False, name=None)],
+                     dtype=np.int64)
+    first = np.zeros(len(seen), dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes))[::-1]  # each code's first row
+    return codes, frame.iloc[first]
+
+
 def _vectorizer(params: dict[str, Any]) -> TfidfVectorizer:
     return TfidfVectorizer(**{**params, "ngram_range": tuple(params["ngram_range"])}, dtype=np.float64)
 
@@ -71,6 +85,11 @@ class TextFeaturizer:
         """`N×dim` sparse float64, each block L2-normalised."""
         blocks = [self.vectorizers[name].transform(texts) for name in BLOCKS]
         return sp.csr_matrix(sp.hstack(blocks, format="csr", dtype=np.float64))
+
+    def transform_frame(self, frame: pd.DataFrame, cfg: Config) -> sp.csr_matrix:
+        """`transform(render_frame(frame, cfg))`, each distinct text row computed once (`distinct_texts`)."""
+        codes, distinct = distinct_texts(frame, cfg)
+        return self.transform(render_frame(distinct, cfg))[codes]
 
     # ------------------------------------------------------------------ storage (no pickle)
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

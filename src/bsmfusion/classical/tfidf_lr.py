@@ -41,7 +41,7 @@ class TfidfLR(ClassicalMember):
 
     def features(self, frame: pd.DataFrame) -> tuple[sp.csr_matrix, np.ndarray]:
         """(text `N×Dt` sparse, tabular `N×Du` dense)."""
-        return self.text.transform(render_frame(frame, self.cfg)), tab_matrix(self.tabular, frame)
+        return self.text.transform_frame(frame, self.cfg), tab_matrix(self.tabular, frame)
 
     def four_logits(self, frame: pd.DataFrame) -> tuple[np.ndarray, ...]:
         text, tab = self.features(frame)

@@ -1,5 +1,5 @@
-"""Which messages and which tabular facts moved a row's score: Shapley values inside each side of the two-player
-split (`models.contributions`), for every model kind, through the scorer alone.
+"""Which messages and which tabular facts moved a row's score: values (Shapley, or efficiency-corrected occlusion)
+inside each side of the two-player split (`models.contributions`), for every model kind, through the scorer alone.
 
 Two games per row, each played with the tabular side (resp. the dialogue) as the row has it:
 
@@ -7,19 +7,24 @@ Two games per row, each played with the tabular side (resp. the dialogue) as the
   removed), and v(∅) = 0: with every message removed the text side is at its reference, the one
   `text_contribution` is measured from (the training-mean text embedding; tfidf_lr the mean TF-IDF row; gbdt the
   background rows). So the messages' values add up to `text_contribution` exactly. v(∅) = 0 rather than "the empty
-  thread": the difference, text_contribution(empty thread), is shared equally by the messages (a Shapley value
-  moves by v'(∅)/n when only v(∅) changes), so it shifts every message by the same amount and never reorders them.
+  thread": the difference, text_contribution(empty thread), is shared equally by the messages (a Shapley or
+  occlusion value moves by v'(∅)/n when only v(∅) changes), so it shifts every message by the same amount and
+  never reorders them.
 * features: v(S) = the row's `tab_contribution` when the columns outside S hold their reference value
   (`players.reference_values`), v(∅) = 0: the tabular side at its reference. They add up to `tab_contribution`.
 
 Both are in the unit of the contributions: calibrated log-odds toward the positive class (binary), the predicted
 class's log-probability (multiclass, split at the row's predicted class). An ensemble needs nothing of its own:
 its contributions are the weight-summed (and calibration-scaled) contributions of its members on the same rows,
-and Shapley values are linear in the game, so its values are the members' values summed the same way.
+and Shapley and occlusion values are linear in the game, so its values are the members' values summed the same way.
 
-Cost: exact up to `exact_max` players (2ⁿ − 2 scored copies of the row), else `permutations` orderings
-(about permutations·(n − 1) copies). Copies of all rows go through the scorer in frames of `batch_rows`: a neural
-model's chunk cache (`ScoringOptions.chunk_cache_mb`) re-encodes only the chunks a removed message changed.
+Method (`ExplainOptions.method`, `shapley.choose`): "auto" computes a game of n ≤ 3 players exactly (2ⁿ − 2 ≤ 2n
+scored copies of the row) and a larger one by efficiency-corrected occlusion (n copies: each player left out once;
+the Shapley value when the game is additive, its interaction remainder r stated per row); "shapley" is exact up to
+`exact_max` players (2ⁿ − 2 copies), else `permutations` sampled orderings (about permutations·(n − 1) copies).
+Copies of all rows go through the scorer in frames of `batch_rows`: a neural model's chunk cache
+(`ScoringOptions.chunk_cache_mb`) re-encodes only the chunks a copy changed (a removed message's chunk and the
+ones after it; none in the feature game).
 """
 from __future__ import annotations
 
@@ -34,17 +39,19 @@ from ..data.tabular import TabularPreprocessor
 from ..errors import OptionError
 from .players import (MessagePlayer, feature_rows, message_rows, reference_values, row_messages,
                       tabular_players)
-from .shapley import Estimate, plan
+from .shapley import METHODS, Estimate, plan
 
 
 @dataclass(frozen=True)
 class ExplainOptions:
-    """exact_max: a game with at most this many players is computed exactly (2ⁿ coalitions), a larger one by
-    sampling. permutations: orderings sampled per row and side (antithetic pairs), the stated sample size behind
-    each value's standard error. seed: the sampling seed (row i uses (seed, i)). batch_rows: copies of rows
+    """method: "auto" (exact Shapley up to 3 players, occlusion above), "shapley" (exact or sampled, by
+    `exact_max`) or "occlusion" (`shapley.plan`). exact_max: with "shapley", a game with at most this many players
+    is computed exactly (2ⁿ coalitions), a larger one by sampling. permutations: orderings sampled per row and side
+    (antithetic pairs), the stated sample size behind each value's standard error. seed: the sampling seed (row i uses (seed, i)). batch_rows: copies of rows
     scored per call. top: how many messages / features `top_messages` / `top_features` list. background_rows: a
     gbdt's tabular reference, its first this many stored background rows (each coalition is scored once per row)."""
 
+    method: str = "auto"
     exact_max: int = 8
     permutations: int = 32
     seed: int = 0
@@ -53,6 +60,8 @@ class ExplainOptions:
     background_rows: int = 16
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise OptionError(f"method '{self.method}' is unknown; use one of {', '.join(METHODS)}")
         for name, low in (("exact_max", 0), ("permutations", 4), ("batch_rows", 1), ("top", 1), ("background_rows", 1)):
             if getattr(self, name) < low:
                 raise OptionError(f"{name} must be at least {low}, got {getattr(self, name)}")
@@ -75,8 +84,8 @@ class Attribution:
 
 
 def _games(sizes: list[int], options: ExplainOptions, salt: int):
-    return [plan(n, options.exact_max, options.permutations, np.random.default_rng((options.seed, salt, i)))
-            for i, n in enumerate(sizes)]
+    return [plan(n, options.exact_max, options.permutations, np.random.default_rng((options.seed, salt, i)),
+                 options.method) for i, n in enumerate(sizes)]
 
 
 def _play(plans, contributions: np.ndarray, build: Callable[[int, np.ndarray], pd.DataFrame],
@@ -160,8 +169,9 @@ def calibration_scale(calibration) -> float:
 
 
 def combine(parts: list[tuple[float, list[Attribution]]]) -> list[Attribution]:
-    """Per row, Σ cₘ · (member m's attribution): values and contributions summed with the coefficients; a sampled
-    value's standard error bounded by Σ |cₘ| · its member's (the members share the orderings: same seed)."""
+    """Per row, Σ cₘ · (member m's attribution): values, contributions and occlusion's remainder summed with the
+    coefficients (all linear in the game); a sampled value's standard error bounded by Σ |cₘ| · its member's (the
+    members share the orderings: same seed). The members play the same players, so they chose the same method."""
     out = []
     for rows in zip(*(attributions for _, attributions in parts)):
         first = rows[0]
@@ -170,7 +180,9 @@ def combine(parts: list[tuple[float, list[Attribution]]]) -> list[Attribution]:
             estimates = [getattr(a, name) for a in rows]
             values = sum(c * e.values for (c, _), e in zip(parts, estimates))
             stderr = sum(abs(c) * e.stderr for (c, _), e in zip(parts, estimates))
-            return Estimate(values, stderr, estimates[0].method, estimates[0].permutations)
+            remainder = None if estimates[0].remainder is None else \
+                float(sum(c * e.remainder for (c, _), e in zip(parts, estimates)))
+            return Estimate(values, stderr, estimates[0].method, estimates[0].permutations, remainder)
 
         out.append(Attribution(first.messages, summed("message_estimate"), first.features, first.feature_values,
                                summed("feature_estimate"),
@@ -190,9 +202,8 @@ def explain_with(scorer, cfg: Config, tabular: TabularPreprocessor, frame: pd.Da
     model = scorer.uncalibrated
     if hasattr(model, "members"):  # an ensemble: its scorer's members are calibrated scorers too
         frame = frame.reset_index(drop=True)
-        if targets is None:
-            probs = np.asarray(scorer.score_frame(frame).probs)
-            targets = probs.argmax(axis=1) if probs.shape[1] > 2 else None
+        if targets is None and cfg.model.num_classes > 2:  # binary: nothing to choose, no scoring pass
+            targets = np.asarray(scorer.score_frame(frame).probs).argmax(axis=1)
         scale = calibration_scale(scorer.calibration)
         parts = [(scale * weight, explain_with(member, member_config(member, cfg), tabular, frame, options, targets))
                  for _, weight, member in model.members]

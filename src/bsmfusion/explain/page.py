@@ -43,6 +43,8 @@ def _value(value: Any) -> str:
 def _method(method: dict) -> str:
     if method["method"] == "sampled":
         return f"sampled, {method['permutations']} permutations, largest standard error {method['max_stderr']:.3g}"
+    if method["method"] == "occlusion":
+        return f"occlusion, interaction remainder {method['remainder']:+.3g} shared equally"
     return method["method"]
 
 

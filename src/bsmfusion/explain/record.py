@@ -28,7 +28,8 @@ def plain(value: Any) -> Any:
 def row_record(attribution: Attribution, head: dict[str, Any], baseline: float) -> dict[str, Any]:
     """`head` (id, score, decision, ...) + the contributions and both games' values. Each message: index
     (0-based reading order), column, role, text, contribution, stderr; each feature: column, value, contribution,
-    stderr. `message_method` / `feature_method`: exact or sampled, permutations, the largest standard error."""
+    stderr (None for occlusion, which has none). `message_method` / `feature_method`: exact, sampled or occlusion,
+    permutations, the largest standard error, occlusion's interaction remainder (`shapley.Estimate.describe`)."""
     m, f = attribution.message_estimate, attribution.feature_estimate
     return {
         **{k: plain(v) for k, v in head.items()},
@@ -36,9 +37,10 @@ def row_record(attribution: Attribution, head: dict[str, Any], baseline: float) 
         "tab_contribution": attribution.tab_contribution,
         "baseline": float(baseline),
         "messages": [{"index": i, "column": p.column, "role": p.role, "text": p.text,
-                      "contribution": float(m.values[i]), "stderr": float(m.stderr[i])}
+                      "contribution": float(m.values[i]), "stderr": plain(float(m.stderr[i]))}
                      for i, p in enumerate(attribution.messages)],
-        "features": [{"column": c, "value": plain(v), "contribution": float(f.values[k]), "stderr": float(f.stderr[k])}
+        "features": [{"column": c, "value": plain(v), "contribution": float(f.values[k]),
+                      "stderr": plain(float(f.stderr[k]))}
                      for k, (c, v) in enumerate(zip(attribution.features, attribution.feature_values))],
         "message_method": m.describe(),
         "feature_method": f.describe(),

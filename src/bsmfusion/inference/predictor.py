@@ -232,7 +232,8 @@ class Predictor:
         Args:
             frame: rows with the config's text, numeric and categorical columns.
             level: "modalities" (the default), "messages", "features" or "rows".
-            options: an `explain.attribution.ExplainOptions` (exact up to how many players, permutations, seed).
+            options: an `explain.attribution.ExplainOptions` (method: auto, shapley or occlusion; exact up to how
+                many players, permutations, seed).
 
         Returns:
             "modalities": a DataFrame with `frame`'s index and the columns `text_contribution`, `tab_contribution`,
@@ -249,8 +250,8 @@ class Predictor:
             from ..errors import OptionError
 
             raise OptionError(f"level must be modalities, messages, features or rows, got {level!r}")
-        self._scored(frame)  # refuses rows it cannot score, as every sklearn-style method does
-        records = self.explain_records(frame, options)
+        scored = self._scored(frame)  # refuses rows it cannot score, as every sklearn-style method does
+        records = self._explained(frame, scored, options)
         if level == "rows":
             return records
         items = [{"row": label, **item} for label, record in zip(frame.index, records) for item in record[level]]
@@ -261,10 +262,13 @@ class Predictor:
         """One dict per row (`explain.record.row_record`): the `predict_frame` columns as id, score (the calibrated
         probability of the positive class; multiclass of the predicted one), decision, and both levels of
         attribution. A row that cannot be scored gets its id and `error` only."""
+        return self._explained(frame, self.predict_frame(frame, row_offset=row_offset), options)
+
+    def _explained(self, frame: pd.DataFrame, scored: pd.DataFrame, options) -> list[dict]:
+        """`explain_records` of `frame` whose `predict_frame` output is `scored` (not scored a second time)."""
         from ..explain.attribution import explain_with
         from ..explain.record import row_record
 
-        scored = self.predict_frame(frame, row_offset=row_offset)
         good = np.flatnonzero(scored["error"].to_numpy() == "")
         probs = scored[[f"prob_{name}" for name in self.label_names]].to_numpy(dtype=np.float64)
         id_column = scored.columns[0]
