@@ -92,7 +92,9 @@ def test_the_long_and_the_default_levels(bundle_factory):
 
 @pytest.mark.slow
 def test_the_ensemble_is_its_members_weighted_sum_and_finds_the_planted_message(bundle_factory):
-    bundle = bundle_factory("ensemble", signal="thread", rows=(300, 120), epochs=3)
+    """The default ensemble's make-up: two concat members (neural, neural_2) + tfidf_lr + gbdt (tiny BERT)."""
+    bundle = bundle_factory("ensemble", signal="thread", rows=(300, 120), epochs=3,
+                            settings={"model.ensemble.neural": "concat", "model.ensemble.neural_seeds": 2})
     frame = frame_for("thread", 40, 2)
     predictor = bsmfusion.load(bundle.path)
     records = predictor.explain(frame, level="rows")

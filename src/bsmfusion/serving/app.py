@@ -124,15 +124,10 @@ class MicroBatcher:
                 offset += len(recs)
 
 
-def score_records(predictor, records: list[dict], positions: list[int] | None = None) -> list[dict]:
-    """Score records; a record missing a feature column or with a bad value gets an `error` instead of scores.
-
-    Without `data.id` a record's id is its position in its own request: `positions[i]` (records merged from
-    several requests by the micro-batcher), by default `i`.
-    """
-    cfg = predictor.cfg
+def complete_records(cfg, records: list[dict], positions: list[int]) -> tuple[list[dict], list[int], pd.DataFrame]:
+    """(results with an `error` for every record missing a feature column, the indices of the others, those
+    others as a frame of the feature columns and `data.id`)."""
     required = [*(cfg.data.text if cfg.model.uses_text else []), *cfg.data.numeric, *cfg.data.categorical]
-    positions = list(range(len(records))) if positions is None else positions
     results: list[dict] = [{} for _ in records]
     valid = []
     for i, record in enumerate(records):
@@ -142,9 +137,20 @@ def score_records(predictor, records: list[dict], positions: list[int] | None = 
                           "error": f"missing field '{missing[0]}'; every record needs {', '.join(required)}"}
         else:
             valid.append(i)
+    columns = [*required, cfg.data.id] if cfg.data.id else required
+    return results, valid, pd.DataFrame([{c: records[i].get(c) for c in columns} for i in valid])
+
+
+def score_records(predictor, records: list[dict], positions: list[int] | None = None) -> list[dict]:
+    """Score records; a record missing a feature column or with a bad value gets an `error` instead of scores.
+
+    Without `data.id` a record's id is its position in its own request: `positions[i]` (records merged from
+    several requests by the micro-batcher), by default `i`.
+    """
+    cfg = predictor.cfg
+    positions = list(range(len(records))) if positions is None else positions
+    results, valid, frame = complete_records(cfg, records, positions)
     if valid:
-        columns = [*required, cfg.data.id] if cfg.data.id else required
-        frame = pd.DataFrame([{c: records[i].get(c) for c in columns} for i in valid])
         scored = predictor.predict_frame(frame)
         for row, i in zip(scored.to_dict("records"), valid):
             identifier = row.get(cfg.data.id) if cfg.data.id else positions[i]
@@ -164,19 +170,8 @@ def explain_records(predictor, records: list[dict]) -> list[dict]:
     """`Predictor.explain_records` for request records; a record missing a feature column gets an `error`; without
     `data.id` a record's id is its position in the request."""
     cfg = predictor.cfg
-    required = [*(cfg.data.text if cfg.model.uses_text else []), *cfg.data.numeric, *cfg.data.categorical]
-    results: list[dict] = [{} for _ in records]
-    valid = []
-    for i, record in enumerate(records):
-        missing = [c for c in required if c not in record]
-        if missing:
-            results[i] = {"id": record.get(cfg.data.id) if cfg.data.id else i,
-                          "error": f"missing field '{missing[0]}'; every record needs {', '.join(required)}"}
-        else:
-            valid.append(i)
+    results, valid, frame = complete_records(cfg, records, list(range(len(records))))
     if valid:
-        columns = [*required, cfg.data.id] if cfg.data.id else required
-        frame = pd.DataFrame([{c: records[i].get(c) for c in columns} for i in valid])
         for i, explained in zip(valid, predictor.explain_records(frame)):
             identifier = explained.pop(cfg.data.id if cfg.data.id else "row", None)
             results[i] = {"id": identifier if cfg.data.id else i, **explained}
