@@ -256,9 +256,9 @@ def _add_decision_options(p: argparse.ArgumentParser) -> None:
     """--decision / --threshold: replace the bundle's decision policy (see bsmfusion.decision; not imported here,
     so --help stays fast)."""
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--decision", metavar="POLICY", help="replace the bundle's train.decision: max_f1 | fixed=T | "
-                       "precision_at_least=P | recall_at_least=R | review_budget=F | costs=FP,FN (or a YAML mapping); "
-                       "searched policies use the validation scores stored in the bundle")
+    group.add_argument("--decision", metavar="POLICY", help="replace the bundle's train.decision: max_f1 | expected_f1 "
+                       "| fixed=T | precision_at_least=P | recall_at_least=R | review_budget=F | costs=FP,FN (or a "
+                       "YAML mapping); searched policies use the validation scores stored in the bundle")
     group.add_argument("--threshold", type=float, metavar="T", help="shorthand for --decision fixed=T")
 
 

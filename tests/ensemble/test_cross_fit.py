@@ -82,6 +82,8 @@ def test_pool_stacks_validation_rows_first_and_falls_back_when_a_member_has_no_o
     fallback = pool(val, np.array([1, 0, 1]), [out[0], None], np.array([0, 0, 1, 1]), ["a", "b"], "the holdout")
     assert fallback.out_of_sample_rows == 0 and len(fallback.labels) == 3
     assert fallback.meta()["fallback"] == "member(s) b scored no training row out of sample"
+    none_held = pool(val, np.array([1, 0, 1]), [None, out[1]], None, ["neural", "b"], "the holdout")
+    assert none_held.meta()["fallback"] == "no training row was held out (model.ensemble.member_holdout: 0)"
 
 
 def test_logit_scores_reproduce_the_combined_log_odds():
@@ -101,6 +103,17 @@ def test_neural_members_share_one_holdout_drawn_with_the_ensembles_seed():
     assert held_rows["id"].tolist() == frame["id"][shared].tolist()
     assert len(fit_rows) + len(held_rows) == 200
     assert not np.array_equal(holdout_mask(frame, cfg, cfg.train.seed + 1), shared)  # another seed, other rows
+
+
+def test_a_tiny_table_still_holds_out_one_row_or_group():
+    from bsmfusion.ensemble.cross_fit import shared_holdout
+
+    assert shared_holdout(3, 0.15, seed=1).sum() >= 1
+    codes = np.array([0, 0, 1, 1, 2, 2])
+    for seed in range(20):  # 3 groups at 15%: no group drawn most of the time; one is then held out whole
+        held = shared_holdout(6, 0.15, seed, codes)
+        assert held.any() and all(held[codes == g].all() or not held[codes == g].any() for g in range(3))
+    assert not shared_holdout(6, 0.0, 0).any()
 
 
 @pytest.mark.slow

@@ -60,9 +60,11 @@ def shared_holdout(rows: int, share: float, seed: int, codes: np.ndarray | None 
     is set: a held-out row whose twin trained the member would flatter late epochs) held out from the neural
     members' training."""
     rng = np.random.default_rng(seed)
-    if codes is not None:
-        return (rng.random(int(codes.max()) + 1) < share)[codes]
-    return rng.random(rows) < share
+    units = int(codes.max()) + 1 if codes is not None else rows
+    held = rng.random(units) < share
+    if share > 0 and units and not held.any():  # a tiny table drew none: hold out one (group), never none
+        held[rng.integers(units)] = True
+    return held[codes] if codes is not None else held
 
 
 def pool(val_logits: list[np.ndarray], y_val: np.ndarray, out_of_sample: list[np.ndarray | None],
@@ -71,8 +73,8 @@ def pool(val_logits: list[np.ndarray], y_val: np.ndarray, out_of_sample: list[np
     same training rows (`y_out` their labels); the validation rows alone when a member has none (`None`)."""
     missing = [name for name, z in zip(names, out_of_sample) if z is None]
     if y_out is None or missing or not len(y_out):
-        why = (f"member(s) {', '.join(missing)} scored no training row out of sample" if missing
-               else "no training row was held out (model.ensemble.member_holdout: 0)")
+        why = ("no training row was held out (model.ensemble.member_holdout: 0)" if y_out is None or not len(y_out)
+               else f"member(s) {', '.join(missing)} scored no training row out of sample")
         return CombinationRows(val_logits, np.asarray(y_val, np.int64), len(y_val), fallback=why)
     logits = [np.vstack([np.asarray(v, np.float64), np.asarray(o, np.float64)]) for v, o in zip(val_logits, out_of_sample)]
     labels = np.concatenate([np.asarray(y_val, np.int64), np.asarray(y_out, np.int64)])

@@ -20,11 +20,10 @@ NEURAL_SECONDS_PER_TOKEN = 1.2e-3  # per row-token, per fine-tuning of 3 epochs 
 CLASSICAL_SECONDS_PER_ROW = 1e-3  # per row and fit: tfidf_lr took 10.6 s on dnd_nodeal's 10,034 rows
 ENSEMBLE_SECONDS = 60.0  # an ensemble's fixed cost: loading its members, the bagged weight selection, scoring
 CHARS_PER_TOKEN = 4
-SMALL_TABLE = 500  # fewer training rows than this: the hint below (cb_nosale's 547 rows: the default won there)
-SMALL_TABLE_HINT = ("on {rows:,} training rows the default ensemble is slower than tfidf_lr and was not better on a "
-                    "300-row sample (cb_nosale, 300 training rows: test ROC-AUC 0.856 in 4 min against tfidf_lr's "
-                    "0.861 in 9 s; on all 547 rows the default led, 0.884 against 0.869): try "
-                    "--set model.fusion=tfidf_lr")
+SMALL_TABLE = 500  # fewer training rows than this: the hint below
+SMALL_TABLE_HINT = ("on {rows:,} training rows the default ensemble takes a minute or two where tfidf_lr alone takes "
+                    "seconds; on 300-row cb_nosale tables it scored at or above its best member (5 draws, "
+                    "benchmarks/results/small_table.md): for a quick first look, --set model.fusion=tfidf_lr")
 
 
 def tokens_per_row(cfg: Config, frame: pd.DataFrame) -> float:
