@@ -26,7 +26,7 @@ test-fast: $(STAMP)
 
 # the headless-browser check of `bsmfusion explain`'s pages: Debian's Chromium (needs root), then that test
 browser: $(STAMP)
-	test -x /usr/bin/chromium || apt-get install -y chromium
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y chromium)
 	$(PY) -m pytest -q tests/explain/test_page.py
 
 demo: $(STAMP)
