@@ -145,6 +145,7 @@ def test_expected_f1_picks_the_threshold_whose_f1_the_calibrated_probabilities_e
 def test_expected_f1_parses_round_trips_and_is_binary_only():
     policy = parse_policy("expected_f1")
     assert (policy.name, policy.to_config(), parse_policy(policy.to_config())) == ("expected_f1", "expected_f1", policy)
+    assert parse_policy({"expected_f1": None}) == parse_policy("{expected_f1: }") == policy
     assert choose_threshold(policy, np.array([1, 0, 1]), np.array([0.9, 0.2, 0.7])) == 0.7  # 2·1.6/(2 + 1.8)
     with pytest.raises(ConfigError, match="for binary tasks"):
         check_binary(3, "train.decision", "expected_f1")

@@ -93,6 +93,8 @@ def parse_policy(value: Any) -> Policy:
         raise ValueError(f"a decision policy is max_f1, expected_f1 or a mapping with exactly one of "
                          f"{', '.join(POLICIES[1:-1])}, got {value!r}")
     (name, inner), = value.items()
+    if name in BARE_WORDS and inner is None:  # YAML's `{expected_f1: }` / `expected_f1:` with nothing after it
+        return Policy(name)
     if name == "costs":
         return _costs(inner)
     if name == "fixed":
