@@ -188,3 +188,19 @@ def test_an_ensembles_remainder_is_its_members_weighted_sum():
                                                - 2.0 * rows[1].message_estimate.remainder)
     assert estimate.values.sum() == pytest.approx(ensemble.text_contribution, abs=1e-12)
     assert rows[0].message_estimate.remainder == pytest.approx(1.0)  # messages 0 and 1 repeat each other
+
+
+def test_predict_with_explain_adds_the_top_columns_from_the_same_explanations(bundle_factory, tmp_path):
+    from bsmfusion.explain.record import with_top_columns
+
+    predictor = bsmfusion.load(bundle_factory("tfidf_lr", signal="thread", rows=(300, 120)).path)
+    frame = frame_for("thread", 12, 5)
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    options = ExplainOptions()
+    predictor.predict_file(tmp_path / "in.csv", tmp_path / "out.csv", progress=False, explain=options)
+    written = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    expected = with_top_columns(predictor.predict_frame(frame), predictor.explain_records(frame, options), options.top)
+    assert list(written.columns) == list(expected.columns)
+    assert written["top_messages"].tolist() == expected["top_messages"].tolist()
+    assert written["top_features"].tolist() == expected["top_features"].tolist()
+    assert all(json.loads(cell) for cell in written["top_messages"])  # every row names its top messages

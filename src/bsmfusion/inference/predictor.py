@@ -152,8 +152,8 @@ class Predictor:
                     if explain is not None:
                         from ..explain.record import with_top_columns
 
-                        result = with_top_columns(result, self.explain_records(frame, explain, row_offset=written),
-                                                  explain.top)
+                        # the frame's predict_frame output is `result`: explain from it, not scoring it again
+                        result = with_top_columns(result, self._explained(frame, result, explain), explain.top)
                     if fmt == "csv":
                         result.to_csv(tmp, mode="a" if written else "w", header=not written, index=False)
                     elif fmt == "jsonl":
