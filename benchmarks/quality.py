@@ -68,6 +68,9 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     # the default ensemble's neural member alone (weight 1): the same member `ensemble_default` trains for that seed,
     # without the classical members' cost — what `neural_seeds2_recombined` borrows for seed s + 1
     "ensemble_neural_only": ({"fusion": "ensemble", "ensemble": {"members": ["neural"], "neural_seeds": 1}}, {}, {}),
+    # the default as of stop 29 (two fine-tuned members, cross-fitted combination), pinned: the baseline that
+    # issue 26's training-time target halves
+    "ensemble_stop29": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit"}}, {}, {}),
     # what `bsmfusion train` builds when the config names nothing (its stored cb_nosale / dnd_nodeal seed-0 rows
     # predate the ensemble default: one concat model)
     "default": ({}, {}, {}),
