@@ -70,7 +70,12 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "ensemble_neural_only": ({"fusion": "ensemble", "ensemble": {"members": ["neural"], "neural_seeds": 1}}, {}, {}),
     # the default as of stop 29 (two fine-tuned members, cross-fitted combination), pinned: the baseline that
     # issue 26's training-time target halves
-    "ensemble_stop29": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit"}}, {}, {}),
+    "ensemble_stop29": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit",
+                                                            "neural_epochs": "own", "neural_patience": 2}}, {}, {}),
+    # the same, but neural_2 trains the epoch count the first member's holdout chose, which early-stops at patience 1
+    "ensemble_first_epochs": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit",
+                                                                  "neural_epochs": "first", "neural_patience": 1}},
+                              {}, {}),
     # what `bsmfusion train` builds when the config names nothing (its stored cb_nosale / dnd_nodeal seed-0 rows
     # predate the ensemble default: one concat model)
     "default": ({}, {}, {}),

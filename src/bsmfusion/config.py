@@ -182,6 +182,12 @@ class EnsembleConfig(_Section):
         "members scored out of sample (the neural members' holdout, which they then share, scored by each; the "
         "classical members' out-of-fold predictions from their member_cv_folds CV), so a small validation split "
         "does not decide alone; 'validation': the validation rows only (each neural member its own holdout)")
+    neural_patience: int = Field(1, ge=1, description="early-stopping patience of the ensemble's neural members "
+        "(train.patience is a single model's): epochs without a better holdout score before a member stops")
+    neural_epochs: Literal["first", "own"] = Field("first", description="'first': neural_2, neural_3, ... train for "
+        "the epoch count that scored best on the first neural member's holdout, with their learning-rate schedule "
+        "fitted to it and no epoch spent confirming a stop (about half the neural training time when the first "
+        "member peaks at epoch 1); 'own': each early-stops on its own holdout scores")
     refit_neural: bool = Field(False, description="true: once the neural member has early-stopped on the holdout, "
         "train it again from scratch on all training rows for the epoch count that scored best there (its last "
         "weights kept; AutoGluon's refit_full): it learns from the holdout rows too, for about 1 + best epochs / "
@@ -316,7 +322,8 @@ class TrainConfig(_Section):
     patience: int = Field(2, ge=1, description="epochs without improvement before early stopping")
     keep_weights: Literal["best", "last"] = Field("best", description="the weights the bundle keeps: best (the epoch "
         "with the best monitored validation score; early stopping on) | last (the last epoch's; no early stopping: "
-        "a refit for a fixed number of epochs, whose validation rows choose nothing)")
+        "a refit for a fixed number of epochs, whose validation rows choose nothing and are scored once, after the "
+        "last epoch)")
     seed: int = Field(42, description="seeds weights, batch order and dropout: a run is reproducible")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto (bf16 where the hardware computes it natively: AMX, AVX-512-BF16, CUDA) | fp32 | "

@@ -63,6 +63,7 @@ def test_refit_neural_retrains_on_all_training_rows_for_the_holdouts_best_epoch_
 
     cfg = ensemble_config(members=("neural", "tfidf_lr"))
     cfg.train.epochs = 3
+    cfg.model.ensemble.neural_patience = 2  # all three epochs in the holdout history, whatever they score
     cfg.model.ensemble.refit_neural = True
     out = tmp_path / "model"
     train(cfg, mixed(240, 0), mixed(160, 1), out, progress=False)

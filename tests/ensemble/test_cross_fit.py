@@ -137,3 +137,29 @@ def test_a_classical_ensemble_fits_its_combination_on_the_rows_combine_on_names(
         assert meta["selection"]["rows"] == "validation rows"
     assert meta["decision"]["threshold"] in stored["probability"]  # a searched threshold is one of the pooled scores
     assert set(metrics["validation"]) >= {"roc_auc", "f1"}
+
+
+def test_a_neural_members_holdout_logits_come_from_its_training_run_when_it_kept_them(monkeypatch):
+    """The holdout is scored once: by the member's own training run (`TrainResult.val_scores`); the bundle scores
+    it again only when those scores are missing or do not match the holdout's rows."""
+    from bsmfusion.ensemble import train as ensemble_train
+    from bsmfusion.models.scores import Scores
+
+    def scores(log_odds):
+        z = np.asarray(log_odds, dtype=np.float32)
+        p = 1 / (1 + np.exp(-z))
+        return Scores(probs=np.stack([1 - p, p], 1), text_contribution=z, tab_contribution=np.zeros_like(z),
+                      baseline_score=np.zeros_like(z))
+
+    rescored = []
+    bundle_scorer = SimpleNamespace(score_frame=lambda frame: rescored.append(len(frame)) or scores([0.5] * len(frame)))
+    monkeypatch.setattr(ensemble_train, "build_scorer", lambda bundle: bundle_scorer)
+    holdout = pd.DataFrame({"x": range(3)})
+    kept = SimpleNamespace(val_scores=scores([1.0, -2.0, 0.0]), out_of_fold=None)
+    logits = ensemble_train.member_out_of_sample(None, kept, holdout, np.ones(3, bool), 2)
+    assert np.allclose(logits[:, 1] - logits[:, 0], [1.0, -2.0, 0.0], atol=1e-5) and rescored == []
+    for result in (SimpleNamespace(val_scores=None, out_of_fold=None),
+                   SimpleNamespace(val_scores=scores([1.0, 2.0]), out_of_fold=None)):  # none kept; other rows
+        logits = ensemble_train.member_out_of_sample(None, result, holdout, np.ones(3, bool), 2)
+        assert np.allclose(logits[:, 1] - logits[:, 0], 0.5, atol=1e-5)
+    assert rescored == [3, 3]

@@ -36,6 +36,7 @@ from ..kinds import TrainResult, TrainRun, get_kind
 from ..progress import stage
 from ..scoring.scorers import build_scorer
 from ..training.fit import clear_stale_work, finish_work_folder
+from ..training.history import best_epoch
 from .model import MEMBERS_DIR
 from .cross_fit import CombinationRows, fit_combination, pool, shared_holdout
 from .selection import SUMMARY_METRICS, member_logits, selection_key
@@ -47,16 +48,21 @@ FITTED_NOTE = ("the member weights, the calibration and the threshold were fitte
                "evaluate on a test table for an unbiased estimate")
 
 
-def member_config(cfg: Config, name: str) -> Config:
+def member_config(cfg: Config, name: str, epochs: int | None = None) -> Config:
     """The config a member trains with: this config with `model.fusion` = the member's kind; neural_k trains with
-    seed `train.seed + k - 1` (`neural_seeds`); classical members choose C / boosting rounds by
-    `member_cv_folds`-fold CV on the training rows, not on the validation rows."""
+    seed `train.seed + k - 1` (`neural_seeds`) and early-stops with `neural_patience`, or, given `epochs` (the
+    count the first neural member chose: `neural_epochs: first`), trains exactly that many and keeps its last
+    weights; classical members choose C / boosting rounds by `member_cv_folds`-fold CV on the training rows, not on
+    the validation rows."""
     member = cfg.model_copy(deep=True)
     k = EnsembleConfig.neural_index(name)
     member.model.fusion = cfg.model.ensemble.neural if k is not None else name
     member.train.calibration, member.train.decision = "none", "max_f1"  # the ensemble calibrates the combined score
     if k is not None:
         member.train.seed = cfg.train.seed + k - 1
+        member.train.patience = cfg.model.ensemble.neural_patience
+        if epochs is not None:
+            member.train.epochs, member.train.keep_weights = epochs, "last"
     else:
         member.model.classical.cv_folds = cfg.model.ensemble.member_cv_folds
     return member
@@ -85,8 +91,6 @@ def refit_neural(cfg: Config, name: str, holdout_bundle, train_df: pd.DataFrame,
     """`model.ensemble.refit_neural`: the neural member again, from scratch on all training rows for the epoch count
     that scored best on the holdout, keeping its last weights (so the validation rows choose nothing).
     Returns (TrainResult, meta to record: the epoch count and the holdout run's per-epoch history)."""
-    from ..training.history import best_epoch
-
     history = holdout_bundle.meta["validation_history"]
     epochs = best_epoch(history, holdout_bundle.meta["monitor"])
     refit = member_config(cfg, name)
@@ -121,9 +125,13 @@ def member_out_of_sample(bundle, result: TrainResult, holdout: pd.DataFrame | No
                          num_classes: int) -> np.ndarray | None:
     """A member's `N×K` logits of the combination's training rows: a neural member scores the shared `holdout`
     rows itself (the checkpoint it chose there); a classical member gives its out-of-fold logits of those rows
-    (of every training row when no row is held out for neural members). None when it has none."""
+    (of every training row when no row is held out for neural members). None when it has none. A neural member's
+    holdout scores from its own training run (`TrainResult.val_scores`) are used when it kept them."""
     if holdout is not None:
-        return member_logits(build_scorer(bundle).score_frame(holdout), num_classes)
+        scores = result.val_scores
+        if scores is None or len(scores.probs) != len(holdout):
+            scores = build_scorer(bundle).score_frame(holdout)
+        return member_logits(scores, num_classes)
     if result.out_of_fold is None:
         return None
     return result.out_of_fold[shared] if shared.any() else result.out_of_fold
@@ -145,7 +153,7 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     k = cfg.model.num_classes
     settings = cfg.model.ensemble
     neural_names = settings.neural_member_names
-    fitted, refits, scored_on = [], {}, {}
+    fitted, refits, scored_on, epochs_from = [], {}, {}, {}
     member_run = TrainRun.of(run, keep_work=True)  # the members' checkpoints stay for --resume until the end
     cross_fit = settings.combine_on == "cross_fit"
     shared = None  # cross_fit: one holdout for every neural member (no neural member: none, all rows out of fold)
@@ -154,10 +162,11 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
                   else np.zeros(len(train_df), dtype=bool))
     held_y = preprocessor.encode_labels(train_df[shared]) if shared is not None and shared.any() else None
     out_of_sample = []  # per member: logits of the combination's training rows (None: it has none)
+    first_epochs = None  # `neural_epochs: first`: the epoch count the first neural member chose, for the others
     for i, name in enumerate(settings.member_names, 1):
         log.info("ensemble: training member %s", name)
         neural = name in neural_names
-        member_cfg = member_config(cfg, name)
+        member_cfg = member_config(cfg, name, first_epochs if neural else None)
         # neural_k draws its own holdout (validation: each with its seed; cross_fit: the shared one);
         # classical members: val_df is reported only
         rows = split_member_holdout(train_df, val_df, member_cfg, shared) if neural else (train_df, val_df)
@@ -166,6 +175,11 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
             result = get_kind(member_cfg.model.fusion).train(member_cfg, *rows, work / name,
                                                              TrainRun.of(member_run, holdout=held))
             bundle = load_bundle(result.bundle_dir)
+            if neural and first_epochs is None and settings.neural_epochs == "first":
+                first_epochs = best_epoch(bundle.meta["validation_history"], bundle.meta["monitor"])
+                epochs_from[name] = {"chose": first_epochs}
+            elif neural and settings.neural_epochs == "first":
+                epochs_from[name] = {"from": neural_names[0], "epochs": first_epochs}
             if cross_fit:  # before a refit: the holdout run's checkpoint is the one that never saw the holdout
                 holdout = rows[1] if neural and shared.any() else None  # without a holdout a neural member has none
                 out_of_sample.append(None if neural and holdout is None
@@ -201,7 +215,8 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
                      "validation": {m: result.val_metrics.get(m) for m in SUMMARY_METRICS},
                      "validation_rows_are": scored_on[name],  # a neural member's "validation" is its holdout
                      "selection_key": list(selection_key(y_val, z)),  # the member alone, as selection saw it
-                     **({"refit": refits[name]} if name in refits else {})}
+                     **({"refit": refits[name]} if name in refits else {}),
+                     **({"epochs": epochs_from[name]} if name in epochs_from else {})}
                     for w, z, (name, bundle, _, result) in zip(weights, logits, fitted)]
     meta = {"kind": "ensemble", "combine": "weighted sum of member log-odds (multiclass: log-probabilities)",
             "weights": {name: float(w) for name, w in zip(names, weights)}, "members": members_meta,

@@ -184,6 +184,8 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool,
         own.append(LogProgress(monitor, log_every=log_every, shown_as=shown_as))
     trainer = pl.Trainer(
         max_epochs=cfg.train.epochs,
+        # `last`: nothing is chosen on the validation rows, so they are scored once, after the last epoch
+        check_val_every_n_epoch=cfg.train.epochs if cfg.train.keep_weights == "last" else 1,
         accelerator=cfg.train.accelerator,
         devices=cfg.train.devices,
         num_nodes=cfg.train.num_nodes,
@@ -306,5 +308,6 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
                      threshold=threshold, metrics={"validation": val_metrics}, extra_meta=extra,
                      files=fitted.files(), sign_key=run.sign_key)
     if run.keep_work:
-        return TrainResult(out_dir, threshold, val_metrics, epochs_run, work_dir=work)
-    return TrainResult(out_dir, threshold, val_metrics, epochs_run, work_dir=finish_work_folder(work, trainer.world_size))
+        return TrainResult(out_dir, threshold, val_metrics, epochs_run, work_dir=work, val_scores=scores)
+    return TrainResult(out_dir, threshold, val_metrics, epochs_run, work_dir=finish_work_folder(work, trainer.world_size),
+                       val_scores=scores)
