@@ -147,8 +147,10 @@ def run_one(task, name: str, seed: int, args, work: Path) -> dict:
             member_predictor = bsmfusion.load(Path(result.bundle_dir) / "members" / member["name"])
             alone = member_predictor.score_frame(task.test)
             on_val = member_predictor.score_frame(task.val)
+            own_meta = json.loads((Path(result.bundle_dir) / "members" / member["name"] / "meta.json").read_text())
             members[member["name"]] = {"weight": member["weight"], "val_roc_auc": member["validation"]["roc_auc"],
-                                       "test_roc_auc": _auc(labels, alone.probs[:, 1])}
+                                       "test_roc_auc": _auc(labels, alone.probs[:, 1]),
+                                       **({"epochs_run": own_meta["epochs_run"]} if "epochs_run" in own_meta else {})}
             member_scores[member["name"]] = {"test_prob": alone.probs[:, 1].round(6).tolist(),
                                              "val_prob": on_val.probs[:, 1].round(6).tolist(),
                                              "test_text": alone.text_contribution.round(6).tolist(),

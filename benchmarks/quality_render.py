@@ -298,6 +298,35 @@ def calibration(data: dict, variant: str = "neural_seeds2_recombined") -> str:
     return "\n".join(lines) + "\n"
 
 
+def training_time(data: dict, before: str = "ensemble_stop29", after: str = "ensemble_first_epochs") -> str:
+    """Per task and seed where both variants ran on the same machine kind: fit time before → after (ratio), the
+    validation ROC-AUC (what a choice between them may look at) and the test ROC-AUC / PR-AUC (reported once),
+    then the seed means."""
+    lines = ["| task | seed | machine | fit s before → after (ratio) | validation ROC-AUC before → after | "
+             "test ROC-AUC before → after | test PR-AUC before → after |", "|---|---|---|---|---|---|---|"]
+    runs = {(r["task"], r["variant"], r["seed"]): r for r in data["runs"]}
+    for task in _tasks(data):
+        d = DIGITS.get(task, 3)
+        pairs = [(runs[(task, before, seed)], runs[(task, after, seed)])
+                 for seed in sorted({r["seed"] for r in data["runs"] if r["task"] == task})
+                 if (task, before, seed) in runs and (task, after, seed) in runs
+                 and machine_kind(runs[(task, before, seed)]) == machine_kind(runs[(task, after, seed)])]
+        for old, new in pairs:
+            lines.append(f"| {task} | {old['seed']} | {machine_kind(old)} | {old['fit_seconds']:,.0f} → "
+                         f"{new['fit_seconds']:,.0f} ({new['fit_seconds'] / old['fit_seconds']:.2f}) | "
+                         f"{_f(old['val_roc_auc'], d)} → {_f(new['val_roc_auc'], d)} | "
+                         f"{_f(old['roc_auc'], d)} → {_f(new['roc_auc'], d)} | {_f(old['pr_auc'], d)} → "
+                         f"{_f(new['pr_auc'], d)} |")
+        if len(pairs) > 1:
+            mean = lambda side, key: _mean([pair[side][key] for pair in pairs])  # noqa: E731
+            ratio = mean(1, "fit_seconds") / mean(0, "fit_seconds")
+            lines.append(f"| {task} | mean of {len(pairs)} | | {mean(0, 'fit_seconds'):,.0f} → "
+                         f"{mean(1, 'fit_seconds'):,.0f} ({ratio:.2f}) | {_f(mean(0, 'val_roc_auc'), d)} → "
+                         f"{_f(mean(1, 'val_roc_auc'), d)} | {_f(mean(0, 'roc_auc'), d)} → {_f(mean(1, 'roc_auc'), d)} | "
+                         f"{_f(mean(0, 'pr_auc'), d)} → {_f(mean(1, 'pr_auc'), d)} |")
+    return "\n".join(lines) + "\n"
+
+
 COMBINATIONS = {
     "ensemble_plain_greedy": "plain greedy selection (Caruana 2004)",
     "ensemble_init1_temperature": "bagged, 1 initial pick each, temperature (an earlier default)",
@@ -320,6 +349,7 @@ def doc_blocks(data: dict, v1: dict) -> dict[str, str]:
         "fusions": pivot(data, FUSIONS, pr=False),
         "pooling": pivot(data, POOLING, pr=False),
         "calibration": calibration(data),
+        "training_time": training_time(data),
     }
 
 
