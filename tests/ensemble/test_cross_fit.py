@@ -163,3 +163,25 @@ def test_a_neural_members_holdout_logits_come_from_its_training_run_when_it_kept
         logits = ensemble_train.member_out_of_sample(None, result, holdout, np.ones(3, bool), 2)
         assert np.allclose(logits[:, 1] - logits[:, 0], 0.5, atol=1e-5)
     assert rescored == [3, 3]
+
+
+def test_tfidf_lr_out_of_fold_logits_keep_every_class_when_a_fold_trained_without_one():
+    """Multiclass with group folds: the rows of a class that lives in one group are held out together, so that
+    fold's model never saw the class; its columns still land on their classes, the unseen one at the floor."""
+    cfg = classical_config("tfidf_lr")
+    cfg.model.num_classes, cfg.data.group = 3, "thread"
+    cfg.model.classical.cv_folds, cfg.model.classical.lr_c_grid = 3, [1.0]
+    train_df = mixed(120, 0)
+    train_df["thread"] = np.arange(120) % 12
+    train_df.loc[train_df["thread"] == 5, "label"] = 2  # class 2: one group only
+    val_df = mixed(30, 1)
+    val_df["thread"] = 100 + np.arange(30)
+    val_df.loc[:9, "label"] = 2
+    data = prepare(cfg, train_df, val_df)
+    model, _ = fit_member(cfg, data)
+    oof = model.out_of_fold
+    rare = data.y_train == 2
+    assert oof.shape == (120, 3) and np.isfinite(oof).all()
+    assert np.allclose(oof[rare, 2], np.log(1e-12))  # its fold never saw class 2
+    others = np.exp(oof[~rare])
+    assert np.allclose(others.sum(1), 1.0, atol=1e-6)  # log-probabilities of the classes the fold saw

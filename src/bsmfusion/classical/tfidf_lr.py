@@ -82,6 +82,9 @@ def selection_key(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
     return (auc if np.isfinite(auc) else -np.inf, -metrics["log_loss"])
 
 
+UNSEEN_CLASS_LOG_PROB = float(np.log(1e-12))  # out-of-fold log-probability of a class the fold's model never saw
+
+
 def fit_tfidf_lr(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], train_tab: np.ndarray,
                  y_train: np.ndarray, val_texts: list[str], val_tab: np.ndarray,
                  y_val: np.ndarray, groups: np.ndarray | None = None) -> tuple[TfidfLR, dict[str, Any]]:
@@ -102,11 +105,15 @@ def fit_tfidf_lr(cfg: Config, tabular: TabularPreprocessor, train_texts: list[st
                                   class_weight=class_weight_dict(cfg.train.class_weight, cfg.model.num_classes))
 
     def fold_logits(fitted: LogisticRegression, rows) -> np.ndarray:
-        """`n×K` logits: binary [0, decision] (exact log-odds, no saturated probabilities), multiclass log-probs."""
+        """`n×K` logits: binary [0, decision] (exact log-odds, no saturated probabilities), multiclass log-probs,
+        each in its class's column (a fold whose training rows lack a class, as group folds can: that class at
+        log(1e-12), a probability its model could not give)."""
         if binary:
             z = fitted.decision_function(x_train[rows])
             return np.stack([np.zeros_like(z), z], axis=1)
-        return fitted.predict_log_proba(x_train[rows])
+        logits = np.full((len(rows), cfg.model.num_classes), UNSEEN_CLASS_LOG_PROB)
+        logits[:, fitted.classes_] = fitted.predict_log_proba(x_train[rows])
+        return logits
 
     search, best, out_of_fold = [], None, None
     chosen_on = "validation"
