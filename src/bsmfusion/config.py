@@ -322,8 +322,7 @@ class TrainConfig(_Section):
     patience: int = Field(2, ge=1, description="epochs without improvement before early stopping")
     keep_weights: Literal["best", "last"] = Field("best", description="the weights the bundle keeps: best (the epoch "
         "with the best monitored validation score; early stopping on) | last (the last epoch's; no early stopping: "
-        "a refit for a fixed number of epochs, whose validation rows choose nothing and are scored once, after the "
-        "last epoch)")
+        "a refit for a fixed number of epochs, whose validation rows choose nothing)")
     seed: int = Field(42, description="seeds weights, batch order and dropout: a run is reproducible")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto (bf16 where the hardware computes it natively: AMX, AVX-512-BF16, CUDA) | fp32 | "

@@ -35,6 +35,7 @@ from .baseline import embedding_means
 from .checkpoint_io import AtomicCheckpointIO
 from .history import ValidationHistory, monitor_mode
 from .lit_module import FusionLitModule
+from .started_with import check_resume
 
 log = logging.getLogger("bsmfusion.train")
 
@@ -184,8 +185,6 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool,
         own.append(LogProgress(monitor, log_every=log_every, shown_as=shown_as))
     trainer = pl.Trainer(
         max_epochs=cfg.train.epochs,
-        # `last`: nothing is chosen on the validation rows, so they are scored once, after the last epoch
-        check_val_every_n_epoch=cfg.train.epochs if cfg.train.keep_weights == "last" else 1,
         accelerator=cfg.train.accelerator,
         devices=cfg.train.devices,
         num_nodes=cfg.train.num_nodes,
@@ -229,6 +228,7 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".work")
     clear_stale_work(work, run)
+    check_resume(work, cfg, train_df, val_df, run.resume)  # never continue checkpoints of another config or rows
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     resume, progress = run.resume, run.progress
     fusion = cfg.model.fusion
