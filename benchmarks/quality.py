@@ -42,6 +42,10 @@ from bsmfusion.workflows.train import train  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 FROZEN = {"freeze_encoder": True, "epochs": 30, "patience": 4, "batch_size": 64, "head_lr": 1e-3}
 TUNED = {"epochs": 2, "batch_size": 16, "lr": 5e-5, "head_lr": 1e-3, "patience": 2}
+TUNED_PATIENCE = 2  # train.patience's default, which an ensemble's neural members used before neural_patience
+# how ensembles trained before the cross-fitted combination and the first member's epoch count (stop 29): the
+# neural members early-stopped with train.patience, each on its own holdout, the weights fitted on validation only
+BEFORE = {"combine_on": "validation", "neural_epochs": "own", "neural_patience": TUNED_PATIENCE}
 # name → (model section, text section, train section); the training rows a variant uses are in FULL_DATA
 VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "tfidf_lr": ({"fusion": "tfidf_lr"}, {}, {}),
@@ -52,26 +56,29 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "frozen_cross_attn": ({"fusion": "cross_attn"}, {}, FROZEN),
     "frozen_text_only": ({"fusion": "text_only"}, {}, FROZEN),
     # ensembles measured with ONE neural member (before neural_seeds: 2): pinned so stored runs keep their meaning
-    "ensemble_frozen": ({"fusion": "ensemble", "ensemble": {"neural": "gate", "neural_seeds": 1}}, {}, FROZEN),
+    "ensemble_frozen": ({"fusion": "ensemble", "ensemble": {"neural": "gate", "neural_seeds": 1, **BEFORE,
+                                                            "neural_patience": FROZEN["patience"]}}, {}, FROZEN),
     "tuned_gate": ({"fusion": "gate"}, {}, TUNED),
     "tuned_text_only": ({"fusion": "text_only"}, {}, TUNED),
-    "ensemble_tuned": ({"fusion": "ensemble", "ensemble": {"neural": "gate", "neural_seeds": 1}}, {}, TUNED),
+    "ensemble_tuned": ({"fusion": "ensemble", "ensemble": {"neural": "gate", "neural_seeds": 1, **BEFORE}}, {}, TUNED),
     # fine-tuned concat + tfidf_lr + gbdt, default settings but ONE neural member: the default until neural_seeds
     # became 2 (its stored runs are the members the re-combinations below start from)
-    "ensemble_default": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 1}}, {}, {}),
+    "ensemble_default": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 1, **BEFORE}}, {}, {}),
     # the default ensemble with cross_attn as its fine-tuned member (frozen cross_attn led on clothing and cb_nosale)
-    "ensemble_cross_attn": ({"fusion": "ensemble", "ensemble": {"neural": "cross_attn", "neural_seeds": 1}}, {}, {}),
+    "ensemble_cross_attn": ({"fusion": "ensemble", "ensemble": {"neural": "cross_attn", "neural_seeds": 1, **BEFORE}},
+                            {}, {}),
     # the default ensemble whose neural member is refitted on all training rows for its best holdout epoch count
-    "ensemble_refit": ({"fusion": "ensemble", "ensemble": {"refit_neural": True, "neural_seeds": 1}}, {}, {}),
+    "ensemble_refit": ({"fusion": "ensemble", "ensemble": {"refit_neural": True, "neural_seeds": 1, **BEFORE}}, {}, {}),
     # the default ensemble: two fine-tuned neural members (seeds s and s + 1, each its own holdout), trained directly
-    "ensemble_neural_seeds2": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2}}, {}, {}),
+    "ensemble_neural_seeds2": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, **BEFORE}}, {}, {}),
     # the default ensemble's neural member alone (weight 1): the same member `ensemble_default` trains for that seed,
     # without the classical members' cost — what `neural_seeds2_recombined` borrows for seed s + 1
-    "ensemble_neural_only": ({"fusion": "ensemble", "ensemble": {"members": ["neural"], "neural_seeds": 1}}, {}, {}),
+    "ensemble_neural_only": ({"fusion": "ensemble", "ensemble": {"members": ["neural"], "neural_seeds": 1, **BEFORE}},
+                             {}, {}),
     # the default as of stop 29 (two fine-tuned members, cross-fitted combination), pinned: the baseline that
     # issue 26's training-time target halves
-    "ensemble_stop29": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit",
-                                                            "neural_epochs": "own", "neural_patience": 2}}, {}, {}),
+    "ensemble_stop29": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, **BEFORE, "combine_on": "cross_fit"}},
+                        {}, {}),
     # the same, but neural_2 trains the epoch count the first member's holdout chose, which early-stops at patience 1
     "ensemble_first_epochs": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit",
                                                                   "neural_epochs": "first", "neural_patience": 1}},

@@ -175,8 +175,9 @@ class EnsembleConfig(_Section):
     neural_seeds: int = Field(2, ge=1, le=8, description="fine-tuned neural members (the 'neural' entry of members "
         "repeated): member k (neural, neural_2, ...) trains with seed train.seed + k - 1 (and its own seeded holdout with "
         "combine_on: validation; one shared holdout with cross_fit) "
-        "and enters the weight selection as a member of its own; each one adds the neural member's training and "
-        "scoring time (2, the default, chosen by measurement: docs/benchmarks.md 'Why two neural members'; 1 halves the neural cost)")
+        "and enters the weight selection as a member of its own; each one adds a fine-tuning and its scoring "
+        "(with neural_epochs: first, a shorter one than the first member's) (2, the default, chosen by measurement: "
+        "docs/benchmarks.md 'Why two neural members')")
     combine_on: Literal["cross_fit", "validation"] = Field("cross_fit", description="rows the member weights, the "
         "calibration and the threshold are fitted on. 'cross_fit': the validation rows plus every training row all "
         "members scored out of sample (the neural members' holdout, which they then share, scored by each; the "
@@ -187,11 +188,12 @@ class EnsembleConfig(_Section):
     neural_epochs: Literal["first", "own"] = Field("first", description="'first': neural_2, neural_3, ... train for "
         "the epoch count that scored best on the first neural member's holdout, with their learning-rate schedule "
         "fitted to it and no epoch spent confirming a stop (about half the neural training time when the first "
-        "member peaks at epoch 1); 'own': each early-stops on its own holdout scores")
+        "member peaks at epoch 1; with combine_on: validation each still draws its own holdout, then unused); 'own': "
+        "each early-stops on its own holdout scores")
     refit_neural: bool = Field(False, description="true: once the neural member has early-stopped on the holdout, "
         "train it again from scratch on all training rows for the epoch count that scored best there (its last "
-        "weights kept; AutoGluon's refit_full): it learns from the holdout rows too, for about 1 + best epochs / "
-        "epochs times the training time")
+        "weights kept; AutoGluon's refit_full): it learns from the holdout rows too, for about (best epoch + "
+        "neural_patience + best epoch) / (best epoch + neural_patience) times the neural training time")
 
     @property
     def member_names(self) -> list[str]:
@@ -319,7 +321,8 @@ class TrainConfig(_Section):
         "...]: loss weight per class")
     monitor: str | None = Field(None, description="validation metric for early stopping and the best checkpoint: "
         "roc_auc, pr_auc, f1, accuracy, log_loss; null: roc_auc")
-    patience: int = Field(2, ge=1, description="epochs without improvement before early stopping")
+    patience: int = Field(2, ge=1, description="epochs without improvement before early stopping (an ensemble's "
+        "neural members: model.ensemble.neural_patience)")
     keep_weights: Literal["best", "last"] = Field("best", description="the weights the bundle keeps: best (the epoch "
         "with the best monitored validation score; early stopping on) | last (the last epoch's; no early stopping: "
         "a refit for a fixed number of epochs, whose validation rows choose nothing)")

@@ -42,8 +42,9 @@ class TrainResult:
     # classical members with CV: `N_train×K` float64 logits of the training rows, each from the fold model that did
     # not see it (binary [0, log-odds]); the ensemble's cross-fitted combination uses them (None: not available)
     out_of_fold: Any = None
-    # neural: the `Scores` of the rows it chose on (validation or holdout), as its bundle scores them by default, so
-    # the ensemble need not score its holdout a second time (None: not kept)
+    # neural: the uncalibrated `Scores` of its validation (or holdout) rows after training — what its bundle gives
+    # them by default when it calibrates nothing, as an ensemble's members — so the ensemble need not score a
+    # member's holdout a second time (None: not kept)
     val_scores: Any = None
 
 

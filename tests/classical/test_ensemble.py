@@ -259,15 +259,17 @@ def test_member_holdout_and_cv_folds_keep_each_group_whole():
 
 @pytest.mark.slow
 def test_neural_seeds_adds_members_each_the_first_member_of_the_next_seed(tmp_path):
-    """`neural_seeds: 2` with `combine_on: validation`: neural_2 trains with seed + 1 and its own holdout, i.e. it is
-    exactly the neural member an ensemble seeded one higher trains (what lets the benchmark re-combine stored runs
-    of that mode); both enter the selection. (cross_fit shares one holdout: test_cross_fit.py.)"""
+    """`neural_seeds: 2` with `combine_on: validation` and `neural_epochs: own`: neural_2 trains with seed + 1 and
+    its own holdout, i.e. it is exactly the neural member an ensemble seeded one higher trains (what lets the
+    benchmark re-combine stored runs of that mode); both enter the selection. (cross_fit shares one holdout:
+    test_cross_fit.py.)"""
     from bsmfusion.bundle import load_bundle
     from bsmfusion.manifest import sha256_file
 
     cfg = ensemble_config(members=("neural", "tfidf_lr"))
     cfg.model.ensemble.neural_seeds = 2
     cfg.model.ensemble.combine_on = "validation"
+    cfg.model.ensemble.neural_epochs = "own"  # neural_2 early-stops by itself, as the next seed's first member does
     train_df, val_df = mixed(240, 0), mixed(160, 1)
     train(cfg, train_df, val_df, tmp_path / "two", progress=False)
     meta = json.loads((tmp_path / "two" / "meta.json").read_text())

@@ -42,6 +42,8 @@ def test_later_neural_members_train_the_first_members_epoch_count(tmp_path, mode
         assert [row["epoch"] for row in second.meta["validation_history"]] == list(range(1, chosen + 1))
         assert meta["neural"]["epochs"] == {"chose": chosen}
         assert meta["neural_2"]["epochs"] == {"from": "neural", "epochs": chosen}
+        choices = json.loads((out / "meta.json").read_text())["member_rows"]["choices"]
+        assert choices.endswith("; neural_2..neural_2 train the epoch count neural chose there")
     else:
         assert (second.cfg.train.epochs, second.cfg.train.keep_weights) == (3, "best")
         assert "epochs" not in meta["neural"] and "epochs" not in meta["neural_2"]

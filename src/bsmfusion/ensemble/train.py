@@ -3,8 +3,10 @@
 Which rows serve what:
 
 * each neural member (neural, neural_2, ... with `neural_seeds`; seeds train.seed + k - 1) fits on the training
-  rows minus its own seeded holdout (`model.ensemble.member_holdout`), which serves its early stopping and best
-  checkpoint (`refit_neural`: then trained again on all training rows for the epoch count that scored best there);
+  rows minus a seeded holdout (`model.ensemble.member_holdout`): the first early-stops there (best checkpoint,
+  `neural_patience`), and with `neural_epochs: first` the others train exactly the epoch count it chose (`own`:
+  each early-stops on its holdout too); `refit_neural`: each is then trained again on all training rows for that
+  epoch count;
   the classical members, cheap enough to refit k times, fit on all training rows and choose their settings by
   `member_cv_folds`-fold cross-validation on them. The validation rows, untouched by any of those choices, then
   fit the member weights (`selection`), the calibration and the threshold — with `combine_on: cross_fit` (the
@@ -77,13 +79,16 @@ def member_rows(cfg: Config) -> dict[str, str]:
     own = "one shared holdout" if settings.combine_on == "cross_fit" else "each its own holdout"
     holdouts = f", {own}" if settings.member_holdout else ""
     neural = "neural" if n == 1 else f"neural..neural_{n} (seeds train.seed..+{n - 1}{holdouts})"
+    later = (f"; neural_2..neural_{n} train the epoch count neural chose there"
+             if n > 1 and settings.neural_epochs == "first" else "")
     if not settings.member_holdout:
-        return {"fit": f"{neural}: all training rows; {classical}", "choices": f"{neural}: validation"}
+        return {"fit": f"{neural}: all training rows; {classical}", "choices": f"{neural}: validation{later}"}
     if settings.refit_neural:
         return {"fit": f"{neural}: all training rows, refitted for the epoch count chosen on the holdout; {classical}",
-                "choices": f"{neural}: {settings.member_holdout:.0%} of the training rows{whole} (its epoch count)"}
+                "choices": f"{neural}: {settings.member_holdout:.0%} of the training rows{whole} (its epoch count)"
+                           f"{later}"}
     return {"fit": f"{neural}: training rows minus the holdout; {classical}",
-            "choices": f"{neural}: {settings.member_holdout:.0%} of the training rows{whole}"}
+            "choices": f"{neural}: {settings.member_holdout:.0%} of the training rows{whole}{later}"}
 
 
 def refit_neural(cfg: Config, name: str, holdout_bundle, train_df: pd.DataFrame, val_df: pd.DataFrame, work: Path,
@@ -175,7 +180,7 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
             result = get_kind(member_cfg.model.fusion).train(member_cfg, *rows, work / name,
                                                              TrainRun.of(member_run, holdout=held))
             bundle = load_bundle(result.bundle_dir)
-            if neural and first_epochs is None and settings.neural_epochs == "first":
+            if neural and first_epochs is None and settings.neural_epochs == "first" and len(neural_names) > 1:
                 first_epochs = best_epoch(bundle.meta["validation_history"], bundle.meta["monitor"])
                 epochs_from[name] = {"chose": first_epochs}
             elif neural and settings.neural_epochs == "first":

@@ -72,6 +72,8 @@ def _one_model(cfg: Config, name: str, frames: list[pd.DataFrame], out_dir: Path
     model_cfg.train.freeze_encoder = True
     model_cfg.train.epochs = epochs
     model_cfg.train.patience = max(model_cfg.train.patience, 4)
+    ensemble = model_cfg.model.ensemble  # an ensemble's frozen neural heads: the same patience
+    ensemble.neural_patience = max(ensemble.neural_patience, 4)
     model_cfg.train.lr = model_cfg.train.head_lr
     started = time.perf_counter()
     result = train(model_cfg, frames[0], frames[1], out_dir / "models" / name, progress=progress)
