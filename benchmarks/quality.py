@@ -11,6 +11,7 @@ docs/benchmarks.md and README.md) is written from the JSON by quality_render.py,
         --variants tfidf_lr,gbdt,frozen_gate,ensemble_frozen --seeds 0,1,2 [--max-train-rows N] [--epochs E]
     .venv/bin/python benchmarks/quality.py --render      # rewrite every table from the JSON (seconds, no data)
     .venv/bin/python benchmarks/quality.py --bootstrap   # recompute the stored CIs from quality_rows/ (needs data)
+    .venv/bin/python benchmarks/quality.py --merge /tmp/q/quality.json  # add runs a snapshot worktree wrote
 
 Variants (see VARIANTS): classical members on the full training sets; `frozen_*` train the heads over cached
 MiniLM chunk vectors (full training sets); `tuned_*` fine-tune MiniLM (capped by --max-train-rows: say so).
@@ -404,6 +405,10 @@ def main() -> None:
     parser.add_argument("--recombine", default=None,
                         help="comma-separated RECOMBINED variants: refit weights/calibration/threshold on the stored "
                              "member scores of their source variant (no training)")
+    parser.add_argument("--merge", default=None,
+                        help="only add the runs of another results JSON (and its rows files), e.g. one written by a "
+                             "snapshot worktree with --results, replacing runs of the same task/variant/seed; then "
+                             "the CIs and every table")
     parser.add_argument("--render", action="store_true", help="only rewrite every table from the stored JSON")
     parser.add_argument("--bootstrap", action="store_true",
                         help="only recompute the stored bootstrap CIs from quality_rows/ (reads the tasks' labels)")
@@ -412,6 +417,13 @@ def main() -> None:
     if args.render:
         return render(results_path)
     runs = load_runs(results_path)
+    if args.merge:
+        added = load_runs(Path(args.merge))
+        keys = {_run_key(r) for r in added}
+        runs = [r for r in runs if _run_key(r) not in keys] + added
+        print(f"merged {len(added)} run(s) from {args.merge}: {', '.join(sorted(keys))}")
+        save_runs(results_path, runs, bootstrap_cis(runs, load_record(results_path)["bootstrap"]))
+        return render(results_path)
     if args.bootstrap:
         save_runs(results_path, runs, bootstrap_cis(runs, load_record(results_path)["bootstrap"]))
         return render(results_path)
