@@ -46,7 +46,8 @@ TUNED = {"epochs": 2, "batch_size": 16, "lr": 5e-5, "head_lr": 1e-3, "patience":
 TUNED_PATIENCE = 2  # train.patience's default, which an ensemble's neural members used before neural_patience
 # how ensembles trained before the cross-fitted combination and the first member's epoch count (stop 29): the
 # neural members early-stopped with train.patience, each on its own holdout, the weights fitted on validation only
-BEFORE = {"combine_on": "validation", "neural_epochs": "own", "neural_patience": TUNED_PATIENCE}
+BEFORE = {"combine_on": "validation", "neural_epochs": "own", "neural_patience": TUNED_PATIENCE,
+          "neural_checks_per_epoch": 1}
 # name → (model section, text section, train section); the training rows a variant uses are in FULL_DATA
 VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "tfidf_lr": ({"fusion": "tfidf_lr"}, {}, {}),
@@ -82,8 +83,13 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
                         {}, {}),
     # the same, but neural_2 trains the epoch count the first member's holdout chose, which early-stops at patience 1
     "ensemble_first_epochs": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit",
-                                                                  "neural_epochs": "first", "neural_patience": 1}},
-                              {}, {}),
+                                                                  "neural_epochs": "first", "neural_patience": 1,
+                                                                  "neural_checks_per_epoch": 1}}, {}, {}),
+    # the same, the first member's holdout scored twice an epoch: it stops half an epoch past its best, and
+    # neural_2 trains its best step count
+    "ensemble_half_checks": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit",
+                                                                 "neural_epochs": "first", "neural_patience": 1,
+                                                                 "neural_checks_per_epoch": 2}}, {}, {}),
     # what `bsmfusion train` builds when the config names nothing (its stored cb_nosale / dnd_nodeal seed-0 rows
     # predate the ensemble default: one concat model)
     "default": ({}, {}, {}),

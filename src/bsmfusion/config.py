@@ -185,10 +185,13 @@ class EnsembleConfig(_Section):
         "does not decide alone; 'validation': the validation rows only (each neural member its own holdout)")
     neural_patience: int = Field(1, ge=1, description="early-stopping patience of the ensemble's neural members "
         "(train.patience is a single model's): epochs without a better holdout score before a member stops")
-    neural_epochs: Literal["first", "own"] = Field("first", description="'first': neural_2, neural_3, ... train for "
-        "the epoch count that scored best on the first neural member's holdout, with their learning-rate schedule "
-        "fitted to it and no epoch spent confirming a stop (about half the neural training time when the first "
-        "member peaks at epoch 1; with combine_on: validation each still draws its own holdout, then unused); 'own': "
+    neural_checks_per_epoch: int = Field(1, ge=1, le=20, description="holdout scorings per epoch of an early-"
+        "stopping neural member (its train.checks_per_epoch): 2 stops the first member half an epoch past its best "
+        "with neural_patience 1, and the others then train its best step count")
+    neural_epochs: Literal["first", "own"] = Field("first", description="'first': neural_2, neural_3, ... train "
+        "exactly the optimiser steps after which the first neural member scored best on its holdout, with their "
+        "learning-rate schedule fitted to them and none spent confirming a stop (about half the neural training "
+        "time when the first member peaks at epoch 1; with combine_on: validation each still draws its own holdout, then unused); 'own': "
         "each early-stops on its own holdout scores")
     refit_neural: bool = Field(False, description="true: once the neural member has early-stopped on the holdout, "
         "train it again from scratch on all training rows for the epoch count that scored best there (its last "
@@ -321,8 +324,12 @@ class TrainConfig(_Section):
         "...]: loss weight per class")
     monitor: str | None = Field(None, description="validation metric for early stopping and the best checkpoint: "
         "roc_auc, pr_auc, f1, accuracy, log_loss; null: roc_auc")
-    patience: int = Field(2, ge=1, description="epochs without improvement before early stopping (an ensemble's "
-        "neural members: model.ensemble.neural_patience)")
+    patience: int = Field(2, ge=1, description="validation scorings (epochs, with checks_per_epoch 1) without "
+        "improvement before early stopping (an ensemble's neural members: model.ensemble.neural_patience)")
+    checks_per_epoch: int = Field(1, ge=1, le=20, description="validation scorings per epoch, evenly spaced: early "
+        "stopping, the best checkpoint and validation_history come at this granularity")
+    max_steps: int | None = Field(None, ge=1, description="train exactly this many optimiser steps, the learning-rate "
+        "schedule fitted to them (instead of epochs × steps per epoch); null: epochs decide")
     keep_weights: Literal["best", "last"] = Field("best", description="the weights the bundle keeps: best (the epoch "
         "with the best monitored validation score; early stopping on) | last (the last epoch's; no early stopping: "
         "a refit for a fixed number of epochs, whose validation rows choose nothing)")

@@ -1,50 +1,57 @@
-"""`model.ensemble.neural_epochs` and `neural_patience`: the first neural member early-stops on the holdout; with
-`first` (the default) neural_2, ... train exactly the epoch count it chose and keep their last weights; with `own`
-each early-stops by itself."""
+"""`model.ensemble.neural_epochs`, `neural_patience` and `neural_checks_per_epoch`: the first neural member
+early-stops on the holdout; with `first` (the default) neural_2, ... train exactly the optimiser steps after which
+it scored best and keep their last weights; with `own` each early-stops by itself."""
 import json
 
 import pytest
 
 from bsmfusion.bundle import load_bundle
 from bsmfusion.ensemble.train import member_config
-from bsmfusion.training.history import best_epoch
+from bsmfusion.training.history import best_row
 from bsmfusion.workflows.train import train
 from tests.helpers import ensemble_config, mixed
 
 
-def test_member_config_gives_later_neural_members_the_first_ones_epoch_count():
+def test_member_config_gives_later_neural_members_the_first_ones_step_count():
     cfg = ensemble_config()
     cfg.train.epochs, cfg.train.patience = 3, 2
+    cfg.model.ensemble.neural_checks_per_epoch = 2
     first = member_config(cfg, "neural")
     assert (first.train.epochs, first.train.keep_weights, first.train.patience) == (3, "best", 1)  # neural_patience
-    later = member_config(cfg, "neural_2", epochs=2)
-    assert (later.train.epochs, later.train.keep_weights, later.train.seed) == (2, "last", cfg.train.seed + 1)
-    assert member_config(cfg, "tfidf_lr", epochs=2).train.epochs == 3  # a classical member ignores it
+    assert (first.train.checks_per_epoch, first.train.max_steps) == (2, None)
+    later = member_config(cfg, "neural_2", steps=25)
+    assert (later.train.max_steps, later.train.keep_weights, later.train.seed) == (25, "last", cfg.train.seed + 1)
+    assert later.train.checks_per_epoch == 1  # nothing is chosen on its holdout
+    classical = member_config(cfg, "tfidf_lr", steps=25)
+    assert (classical.train.epochs, classical.train.max_steps) == (3, None)  # a classical member ignores it
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["first", "own"])
-def test_later_neural_members_train_the_first_members_epoch_count(tmp_path, mode):
+@pytest.mark.parametrize("mode, checks", [("first", 1), ("first", 2), ("own", 1)])
+def test_later_neural_members_train_the_first_members_step_count(tmp_path, mode, checks):
     cfg = ensemble_config(members=("neural", "tfidf_lr"))
     cfg.train.epochs = 3
     cfg.model.ensemble.neural_seeds = 2
     cfg.model.ensemble.neural_epochs = mode
+    cfg.model.ensemble.neural_checks_per_epoch = checks
     out = tmp_path / "model"
     train(cfg, mixed(240, 0), mixed(160, 1), out, progress=False)
     first, second = (load_bundle(out / "members" / n) for n in ("neural", "neural_2"))
-    chosen = best_epoch(first.meta["validation_history"], first.meta["monitor"])
-    meta = {m["name"]: m for m in json.loads((out / "meta.json").read_text())["members"]}
     history = first.meta["validation_history"]
-    assert len(history) in (chosen + 1, 3)  # patience 1: one epoch past the best, unless the budget ran out
+    chosen = best_row(history, first.meta["monitor"])
+    steps = [row["step"] for row in history]
+    epochs = [row["epoch"] for row in history]
+    assert steps == sorted(set(steps)) and all(epochs.count(e) == checks for e in set(epochs))  # `checks` an epoch
+    assert len(history) in (steps.index(chosen["step"]) + 2, 3 * checks)  # stopped one scoring past the best
+    meta = {m["name"]: m for m in json.loads((out / "meta.json").read_text())["members"]}
     if mode == "first":
-        assert (second.cfg.train.epochs, second.cfg.train.keep_weights) == (chosen, "last")
-        assert second.meta["epochs_run"] == chosen
-        assert [row["epoch"] for row in second.meta["validation_history"]] == list(range(1, chosen + 1))
-        assert meta["neural"]["epochs"] == {"chose": chosen}
-        assert meta["neural_2"]["epochs"] == {"from": "neural", "epochs": chosen}
+        assert (second.cfg.train.max_steps, second.cfg.train.keep_weights) == (chosen["step"], "last")
+        assert second.meta["steps_run"] == chosen["step"]
+        assert meta["neural"]["epochs"] == {"chose": {"step": chosen["step"], "epoch": chosen["epoch"]}}
+        assert meta["neural_2"]["epochs"] == {"from": "neural", "steps": chosen["step"]}
         choices = json.loads((out / "meta.json").read_text())["member_rows"]["choices"]
-        assert choices.endswith("; neural_2..neural_2 train the epoch count neural chose there")
+        assert choices.endswith("; neural_2..neural_2 train the optimiser steps neural chose there")
     else:
-        assert (second.cfg.train.epochs, second.cfg.train.keep_weights) == (3, "best")
+        assert (second.cfg.train.max_steps, second.cfg.train.keep_weights) == (None, "best")
         assert "epochs" not in meta["neural"] and "epochs" not in meta["neural_2"]
     assert "epochs" not in meta["tfidf_lr"]

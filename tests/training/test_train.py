@@ -175,14 +175,18 @@ def test_keep_weights_last_runs_every_epoch_and_keeps_the_last_weights(tmp_path)
 
 
 def test_best_epoch_is_the_earliest_best_row():
-    from bsmfusion.training.history import best_epoch
+    from bsmfusion.training.history import best_epoch, best_row
 
-    rows = [{"epoch": 1, "val_roc_auc": 0.7, "val_loss": 0.6}, {"epoch": 2, "val_roc_auc": 0.9, "val_loss": 0.5},
-            {"epoch": 3, "val_roc_auc": 0.9, "val_loss": 0.4}]
+    rows = [{"epoch": 1, "step": 10, "val_roc_auc": 0.7, "val_loss": 0.6},
+            {"epoch": 2, "step": 20, "val_roc_auc": 0.9, "val_loss": 0.5},
+            {"epoch": 3, "step": 30, "val_roc_auc": 0.9, "val_loss": 0.4}]
     assert best_epoch(rows, "val_roc_auc") == 2
     assert best_epoch(rows, "val_loss") == 3  # a loss is minimised
     with pytest.raises(ValueError, match="val_f1"):
         best_epoch(rows, "val_f1")
+    halves = [{"epoch": 1, "step": 5, "val_roc_auc": 0.8}, {"epoch": 1, "step": 10, "val_roc_auc": 0.7},
+              {"epoch": 2, "step": 15, "val_roc_auc": 0.75}]  # two scorings an epoch (train.checks_per_epoch: 2)
+    assert best_row(halves, "val_roc_auc")["step"] == 5 and best_epoch(halves, "val_roc_auc") == 1
 
 
 def _killed_run(tmp_path, out, step: int):

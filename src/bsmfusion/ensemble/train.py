@@ -4,9 +4,9 @@ Which rows serve what:
 
 * each neural member (neural, neural_2, ... with `neural_seeds`; seeds train.seed + k - 1) fits on the training
   rows minus a seeded holdout (`model.ensemble.member_holdout`): the first early-stops there (best checkpoint,
-  `neural_patience`), and with `neural_epochs: first` the others train exactly the epoch count it chose (`own`:
-  each early-stops on its holdout too); `refit_neural`: each is then trained again on all training rows for that
-  epoch count;
+  `neural_patience`, `neural_checks_per_epoch` scorings an epoch), and with `neural_epochs: first` the others
+  train exactly the optimiser steps it chose (`own`: each early-stops on its holdout too); `refit_neural`: each
+  is then trained again on all training rows for the epochs of that choice;
   the classical members, cheap enough to refit k times, fit on all training rows and choose their settings by
   `member_cv_folds`-fold cross-validation on them. The validation rows, untouched by any of those choices, then
   fit the member weights (`selection`), the calibration and the threshold — with `combine_on: cross_fit` (the
@@ -38,7 +38,7 @@ from ..kinds import TrainResult, TrainRun, get_kind
 from ..progress import stage
 from ..scoring.scorers import build_scorer
 from ..training.fit import clear_stale_work, finish_work_folder
-from ..training.history import best_epoch
+from ..training.history import best_epoch, best_row
 from .model import MEMBERS_DIR
 from .cross_fit import CombinationRows, fit_combination, pool, shared_holdout
 from .selection import SUMMARY_METRICS, member_logits, selection_key
@@ -50,11 +50,12 @@ FITTED_NOTE = ("the member weights, the calibration and the threshold were fitte
                "evaluate on a test table for an unbiased estimate")
 
 
-def member_config(cfg: Config, name: str, epochs: int | None = None) -> Config:
+def member_config(cfg: Config, name: str, steps: int | None = None) -> Config:
     """The config a member trains with: this config with `model.fusion` = the member's kind; neural_k trains with
-    seed `train.seed + k - 1` (`neural_seeds`) and early-stops with `neural_patience`, or, given `epochs` (the
-    count the first neural member chose: `neural_epochs: first`), trains exactly that many and keeps its last
-    weights; classical members choose C / boosting rounds by `member_cv_folds`-fold CV on the training rows, not on
+    seed `train.seed + k - 1` (`neural_seeds`) and early-stops with `neural_patience`, scoring its holdout
+    `neural_checks_per_epoch` times an epoch, or, given `steps` (the optimiser steps after which the first neural
+    member scored best: `neural_epochs: first`), trains exactly that many and keeps its last weights; classical
+    members choose C / boosting rounds by `member_cv_folds`-fold CV on the training rows, not on
     the validation rows."""
     member = cfg.model_copy(deep=True)
     k = EnsembleConfig.neural_index(name)
@@ -63,8 +64,9 @@ def member_config(cfg: Config, name: str, epochs: int | None = None) -> Config:
     if k is not None:
         member.train.seed = cfg.train.seed + k - 1
         member.train.patience = cfg.model.ensemble.neural_patience
-        if epochs is not None:
-            member.train.epochs, member.train.keep_weights = epochs, "last"
+        member.train.checks_per_epoch = cfg.model.ensemble.neural_checks_per_epoch
+        if steps is not None:
+            member.train.max_steps, member.train.keep_weights, member.train.checks_per_epoch = steps, "last", 1
     else:
         member.model.classical.cv_folds = cfg.model.ensemble.member_cv_folds
     return member
@@ -79,7 +81,7 @@ def member_rows(cfg: Config) -> dict[str, str]:
     own = "one shared holdout" if settings.combine_on == "cross_fit" else "each its own holdout"
     holdouts = f", {own}" if settings.member_holdout else ""
     neural = "neural" if n == 1 else f"neural..neural_{n} (seeds train.seed..+{n - 1}{holdouts})"
-    later = (f"; neural_2..neural_{n} train the epoch count neural chose there"
+    later = (f"; neural_2..neural_{n} train the optimiser steps neural chose there"
              if n > 1 and settings.neural_epochs == "first" else "")
     if not settings.member_holdout:
         return {"fit": f"{neural}: all training rows; {classical}", "choices": f"{neural}: validation{later}"}
@@ -92,12 +94,13 @@ def member_rows(cfg: Config) -> dict[str, str]:
 
 
 def refit_neural(cfg: Config, name: str, holdout_bundle, train_df: pd.DataFrame, val_df: pd.DataFrame, work: Path,
-                 run: TrainRun):
-    """`model.ensemble.refit_neural`: the neural member again, from scratch on all training rows for the epoch count
-    that scored best on the holdout, keeping its last weights (so the validation rows choose nothing).
-    Returns (TrainResult, meta to record: the epoch count and the holdout run's per-epoch history)."""
+                 run: TrainRun, epochs: int | None = None):
+    """`model.ensemble.refit_neural`: the neural member again, from scratch on all training rows for `epochs` (by
+    default the epoch of its best holdout scoring, a scoring inside an epoch counting as the whole epoch), keeping its
+    last weights (so the validation rows choose nothing).
+    Returns (TrainResult, meta to record: the epoch count and the holdout run's validation history)."""
     history = holdout_bundle.meta["validation_history"]
-    epochs = best_epoch(history, holdout_bundle.meta["monitor"])
+    epochs = epochs or best_epoch(history, holdout_bundle.meta["monitor"])
     refit = member_config(cfg, name)
     refit.train.epochs, refit.train.keep_weights = epochs, "last"
     log.info("ensemble: refitting member %s on all %d training rows for %d epoch(s)", name, len(train_df), epochs)
@@ -167,11 +170,11 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
                   else np.zeros(len(train_df), dtype=bool))
     held_y = preprocessor.encode_labels(train_df[shared]) if shared is not None and shared.any() else None
     out_of_sample = []  # per member: logits of the combination's training rows (None: it has none)
-    first_epochs = None  # `neural_epochs: first`: the epoch count the first neural member chose, for the others
+    first = None  # `neural_epochs: first`: the best holdout row of the first neural member, for the others
     for i, name in enumerate(settings.member_names, 1):
         log.info("ensemble: training member %s", name)
         neural = name in neural_names
-        member_cfg = member_config(cfg, name, first_epochs if neural else None)
+        member_cfg = member_config(cfg, name, first["step"] if neural and first else None)
         # neural_k draws its own holdout (validation: each with its seed; cross_fit: the shared one);
         # classical members: val_df is reported only
         rows = split_member_holdout(train_df, val_df, member_cfg, shared) if neural else (train_df, val_df)
@@ -180,18 +183,19 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
             result = get_kind(member_cfg.model.fusion).train(member_cfg, *rows, work / name,
                                                              TrainRun.of(member_run, holdout=held))
             bundle = load_bundle(result.bundle_dir)
-            if neural and first_epochs is None and settings.neural_epochs == "first" and len(neural_names) > 1:
-                first_epochs = best_epoch(bundle.meta["validation_history"], bundle.meta["monitor"])
-                epochs_from[name] = {"chose": first_epochs}
-            elif neural and settings.neural_epochs == "first":
-                epochs_from[name] = {"from": neural_names[0], "epochs": first_epochs}
+            if neural and first is None and settings.neural_epochs == "first" and len(neural_names) > 1:
+                first = best_row(bundle.meta["validation_history"], bundle.meta["monitor"])
+                epochs_from[name] = {"chose": {"step": first["step"], "epoch": first["epoch"]}}
+            elif neural and first is not None:
+                epochs_from[name] = {"from": neural_names[0], "steps": first["step"]}
             if cross_fit:  # before a refit: the holdout run's checkpoint is the one that never saw the holdout
                 holdout = rows[1] if neural and shared.any() else None  # without a holdout a neural member has none
                 out_of_sample.append(None if neural and holdout is None
                                      else member_out_of_sample(bundle, result, holdout, shared, k))
             if neural and settings.refit_neural and settings.member_holdout:
                 result, refits[name] = refit_neural(cfg, name, bundle, train_df, val_df, work / f"{name}_refit",
-                                                    member_run)
+                                                    member_run, first["epoch"] if first and name != neural_names[0]
+                                                    else None)
                 bundle = load_bundle(result.bundle_dir)
             scores = build_scorer(bundle).score_frame(val_df)
             scored = {"rows": len(rows[1]), "on": "holdout" if held and name not in refits else "validation"}

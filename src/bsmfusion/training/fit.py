@@ -162,7 +162,8 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool,
                   log_every: float = DEFAULT_LOG_EVERY, callbacks: Sequence[pl.Callback] = (),
                   holdout: bool = False) -> tuple[pl.Trainer, Any, Any, str]:
     """The Lightning trainer with best/last checkpoints (atomic writes), early stopping (unless
-    `train.keep_weights: last`), the per-epoch validation history and the run's strategy. Returns (trainer, best
+    `train.keep_weights: last`), the validation history (`train.checks_per_epoch` rows an epoch) and the run's
+    strategy. Returns (trainer, best
     checkpoint callback, `ValidationHistory`, monitor).
     `progress`: Lightning's live bar on a terminal, else `LogProgress` lines every `log_every` seconds (stderr).
     `callbacks` are added after the trainer's own (tests pass fault injectors here). `holdout`: the validation
@@ -183,8 +184,11 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool,
     if progress and not terminal_bar:
         shown_as = "holdout_" + monitor.removeprefix("val_") if holdout else monitor
         own.append(LogProgress(monitor, log_every=log_every, shown_as=shown_as))
+    max_steps = cfg.train.max_steps
     trainer = pl.Trainer(
-        max_epochs=cfg.train.epochs,
+        max_epochs=-(-max_steps // steps_per_epoch) if max_steps else cfg.train.epochs,
+        max_steps=max_steps or -1,
+        val_check_interval=1.0 / cfg.train.checks_per_epoch,
         accelerator=cfg.train.accelerator,
         devices=cfg.train.devices,
         num_nodes=cfg.train.num_nodes,
@@ -251,7 +255,7 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     steps_per_epoch = max(1, -(-len(sampler) // cfg.train.accumulate_grad_batches))
     if cfg.train.limit_train_batches:
         steps_per_epoch = min(steps_per_epoch, -(-cfg.train.limit_train_batches // cfg.train.accumulate_grad_batches))
-    module = FusionLitModule(model, cfg.train, total_steps=steps_per_epoch * cfg.train.epochs)
+    module = FusionLitModule(model, cfg.train, total_steps=cfg.train.max_steps or steps_per_epoch * cfg.train.epochs)
 
     trainer, best, history, monitor = build_trainer(cfg, work, steps_per_epoch, progress, log_every=run.log_every,
                                                     callbacks=run.callbacks, holdout=run.holdout)
@@ -296,7 +300,8 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     threshold = fitted.threshold
     val_metrics = classification_metrics(labels, fitted.scores.probs, threshold)
     epochs_run = trainer.current_epoch
-    extra = {"epochs_run": epochs_run, "train_rows": len(train_table), "val_rows": len(val_table),
+    extra = {"epochs_run": epochs_run, "steps_run": trainer.global_step, "train_rows": len(train_table),
+             "val_rows": len(val_table),
              "monitor": monitor, "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
              "validation_history": history.rows,
              "training_precision": resolve_precision(cfg.train.precision, training_device(cfg)).to_json(),
