@@ -20,7 +20,7 @@ from bsmfusion.models.scores import Scores
 from bsmfusion.policy import parse_policy
 from bsmfusion.progress import Heartbeat, phase_lines, say, stage
 from bsmfusion.workflows.compare import compare
-from bsmfusion.workflows.estimate import before_training, estimate_seconds
+from bsmfusion.workflows.estimate import before_training, estimate_seconds, expected_epochs
 from bsmfusion.workflows.train import train
 from tests.helpers import LABELS, SCORES, classical_config, ensemble_config, planted_frame
 
@@ -139,8 +139,12 @@ def test_the_estimate_follows_rows_and_tokens_and_matches_the_measured_default()
     cfg.train.epochs = 3
     cfg.text.max_chunks, cfg.text.chunk_tokens = 4, 128
     dnd = planted_frame(10_034, "text", 0).assign(dialogue="x" * 240)  # dnd_nodeal: ~240 characters a row
-    minutes = estimate_seconds(cfg, dnd) / 60
+    before = cfg.model_copy(deep=True)  # the stop-29 default: each neural member early-stopped with patience 2
+    before.model.ensemble.neural_epochs, before.model.ensemble.neural_patience = "own", 2
+    minutes = estimate_seconds(before, dnd) / 60
     assert 17 / 2 < minutes < 17 * 2  # measured: 16.6 minutes on 2 AVX-512-BF16 EPYC cores
+    assert expected_epochs(before) == [3.0, 3.0] and expected_epochs(cfg) == [2.0, 1.0]  # today's: the first's count
+    assert 0.4 < estimate_seconds(cfg, dnd) / estimate_seconds(before, dnd) < 0.6
     assert estimate_seconds(cfg, dnd.iloc[:1000]) < estimate_seconds(cfg, dnd) / 5
     longer = dnd.assign(dialogue="x" * 480)
     assert estimate_seconds(cfg, longer) > 1.5 * estimate_seconds(cfg, dnd)

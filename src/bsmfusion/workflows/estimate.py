@@ -1,12 +1,14 @@
 """Before training: a rough time estimate from rows × tokens, and a hint when the table is small.
 
 The cost model is deliberately simple: each neural fine-tuning costs `NEURAL_SECONDS_PER_TOKEN` per training row
-per token of its thread (tokens ≈ characters / 4, capped at C·T) for `train.epochs` epochs at most (3 by default;
-early stopping may end sooner), each classical member `CLASSICAL_SECONDS_PER_ROW` per row per fit (its CV folds
-plus the final fit), and an ensemble `ENSEMBLE_SECONDS` besides. The constants are fitted to the default
-ensemble's benchmark runs on 2 AVX-512-BF16 EPYC cores (benchmarks/results/quality.json: dnd_nodeal, cb_nosale,
-clothing_recommend), which they match to within a factor of about 1.6; they say nothing about a GPU or a machine
-with many more cores, and the line says it is a rough estimate.
+per token of its thread (tokens ≈ characters / 4, capped at C·T) per epoch, for the epochs it is expected to run
+(`expected_epochs`: an early-stopping one to `TYPICAL_BEST_EPOCH` plus its patience, at most `train.epochs`; an
+ensemble's later members with `neural_epochs: first`, `TYPICAL_BEST_EPOCH`), each classical member
+`CLASSICAL_SECONDS_PER_ROW` per row per fit (its CV folds plus the final fit), and an ensemble `ENSEMBLE_SECONDS`
+besides. The constants are fitted to the benchmark runs of the ensemble whose neural members each trained all 3
+epochs (patience 2; benchmarks/results/quality.json: dnd_nodeal, cb_nosale, clothing_recommend) on 2 AVX-512-BF16
+EPYC cores, which they match to within a factor of about 1.6; they say nothing about a GPU, an AVX2-only machine
+(fp32: several times slower) or a machine with many more cores, and the line says it is a rough estimate.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from ..config import Config
 from ..kinds import CLASSICAL, ENSEMBLE, get_kind
 from ..progress import format_duration
 
-NEURAL_SECONDS_PER_TOKEN = 1.2e-3  # per row-token, per fine-tuning of 3 epochs (see the module docstring)
+NEURAL_SECONDS_PER_TOKEN = 4e-4  # per row-token and epoch (see the module docstring)
+TYPICAL_BEST_EPOCH = 1  # where the fine-tuned members' holdout scores peaked on the three tasks (sometimes 2)
 CLASSICAL_SECONDS_PER_ROW = 1e-3  # per row and fit: tfidf_lr took 10.6 s on dnd_nodeal's 10,034 rows
 ENSEMBLE_SECONDS = 60.0  # an ensemble's fixed cost: loading its members, the bagged weight selection, scoring
 CHARS_PER_TOKEN = 4
@@ -36,20 +39,39 @@ def tokens_per_row(cfg: Config, frame: pd.DataFrame) -> float:
     return float((chars / CHARS_PER_TOKEN).clip(upper=cap).mean())
 
 
+def early_stopping_epochs(cfg: Config, patience: int, checks_per_epoch: int) -> float:
+    """Epochs an early-stopping fine-tuning is expected to run: to its typical best, then `patience` scorings."""
+    if cfg.train.keep_weights == "last" or cfg.train.max_steps:
+        return float(cfg.train.epochs)
+    return min(float(cfg.train.epochs), TYPICAL_BEST_EPOCH + patience / checks_per_epoch)
+
+
+def expected_epochs(cfg: Config) -> list[float]:
+    """The epochs each neural fine-tuning of `cfg` is expected to run (an ensemble: one entry per neural member)."""
+    kind = get_kind(cfg.model.fusion)
+    if kind.family == CLASSICAL:
+        return []
+    if kind.family != ENSEMBLE:
+        return [early_stopping_epochs(cfg, cfg.train.patience, cfg.train.checks_per_epoch)]
+    settings = cfg.model.ensemble
+    n = len(settings.neural_member_names)
+    first = early_stopping_epochs(cfg, settings.neural_patience, settings.neural_checks_per_epoch)
+    later = min(float(cfg.train.epochs), TYPICAL_BEST_EPOCH) if settings.neural_epochs == "first" else first
+    return [first] + [later] * (n - 1) if n else []
+
+
 def estimate_seconds(cfg: Config, frame: pd.DataFrame) -> float:
     """Rough wall-clock seconds to train `cfg` on the training rows `frame` (2 EPYC cores, the module's model)."""
     rows, kind = len(frame), get_kind(cfg.model.fusion)
-    epochs = cfg.train.epochs / 3
+    neural = sum(expected_epochs(cfg)) * rows * tokens_per_row(cfg, frame) * NEURAL_SECONDS_PER_TOKEN
     if kind.family == ENSEMBLE:
         settings = cfg.model.ensemble
-        neural = len(settings.neural_member_names)
-        classical = len(settings.member_names) - neural
+        classical = len(settings.member_names) - len(settings.neural_member_names)
         fits = classical * (settings.member_cv_folds + 1)  # each classical member: its CV folds and the final fit
-        return (neural * rows * tokens_per_row(cfg, frame) * NEURAL_SECONDS_PER_TOKEN * epochs
-                + fits * rows * CLASSICAL_SECONDS_PER_ROW + ENSEMBLE_SECONDS)
+        return neural + fits * rows * CLASSICAL_SECONDS_PER_ROW + ENSEMBLE_SECONDS
     if kind.family == CLASSICAL:
         return (max(cfg.model.classical.cv_folds, 1) + 1) * rows * CLASSICAL_SECONDS_PER_ROW
-    return rows * tokens_per_row(cfg, frame) * NEURAL_SECONDS_PER_TOKEN * epochs
+    return neural
 
 
 def before_training(cfg: Config, frame: pd.DataFrame) -> list[str]:
