@@ -144,9 +144,10 @@ def run_one(task, name: str, seed: int, args, work: Path) -> dict:
     if capped:
         train_df = train_df.sample(n=args.max_train_rows, random_state=seed).reset_index(drop=True)
     cfg = config_from_dict(variant_config(task, name, seed, args), source=f"{task.name}/{name}")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = train(cfg, train_df, task.val, work / f"{task.name}_{name}_{seed}", progress=False)
     fit_seconds = time.perf_counter() - started
+    fit_cpu_seconds = time.process_time() - cpu_started  # every thread of this process: robust to other jobs
     predictor = bsmfusion.load(result.bundle_dir)
     started = time.perf_counter()
     scores = predictor.score_frame(task.test)
@@ -175,6 +176,7 @@ def run_one(task, name: str, seed: int, args, work: Path) -> dict:
         "roc_auc": metrics["roc_auc"], "pr_auc": metrics["pr_auc"], "f1": metrics["f1"],
         "accuracy": metrics["accuracy"], "val_roc_auc": result.val_metrics.get("roc_auc"),
         "train_rows": len(train_df), "epochs": result.epochs_run, "fit_seconds": round(fit_seconds, 1),
+        "fit_cpu_seconds": round(fit_cpu_seconds, 1),
         "predict_rows_per_s": round(len(task.test) / predict_seconds, 1),
         "text_share_mean": float(np.mean(scores.text_share)), "members": members,
         "member_scores": member_scores,
