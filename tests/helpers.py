@@ -57,12 +57,14 @@ def fast_config(fusion: str, epochs: int = 8, **train_overrides) -> Config:
     )
 
 
-# fewer boosting rounds than the default 2,000: the planted tasks converge in well under 200
-FAST_CLASSICAL = {"gbdt_max_rounds": 200, "gbdt_early_stopping_rounds": 20}
+# fewer boosting rounds than the defaults (2,000 / 1,000): the planted tasks converge in well under 200 (CatBoost,
+# at a higher learning rate: 100), CatBoost on one thread (the test machines are small and shared)
+FAST_CLASSICAL = {"gbdt_max_rounds": 200, "gbdt_early_stopping_rounds": 20, "catboost_iterations": 100,
+                  "catboost_learning_rate": 0.3, "catboost_early_stopping_rounds": 10, "catboost_thread_count": 1}
 
 
 def classical_config(kind: str, **model) -> Config:
-    """tiny_config with data.id and fast LightGBM settings; `model` overrides model keys."""
+    """tiny_config with data.id and fast LightGBM / CatBoost settings; `model` overrides model keys."""
     cfg = tiny_config(kind, data={"id": "id"})
     for key, value in FAST_CLASSICAL.items():
         setattr(cfg.model.classical, key, value)
@@ -260,7 +262,7 @@ def group_record(module, optimizer) -> list[dict]:
 
 
 # ---------------------------------------------------------------- tiny trained bundles, once per session
-CLASSICAL_KINDS = ("tfidf_lr", "gbdt")
+CLASSICAL_KINDS = ("tfidf_lr", "gbdt", "catboost")
 
 
 @dataclass
@@ -280,7 +282,7 @@ class TrainedBundle:
 
 def bundle_config(fusion: str, *, epochs: int = 1, base: str | None = None, settings: dict | None = None) -> Config:
     """The config `BundleFactory` trains: `fast_config(fusion, epochs)` for a neural fusion,
-    `classical_config(kind)` for tfidf_lr / gbdt, `ensemble_config()` (its neural member `epochs`) for "ensemble";
+    `classical_config(kind)` for tfidf_lr / gbdt / catboost, `ensemble_config()` (its neural member `epochs`) for "ensemble";
     base="tiny" takes `tiny_config(fusion)` instead (no data.id). `settings` sets dotted keys afterwards,
     e.g. {"train.calibration": "none"}."""
     if base == "tiny":

@@ -83,7 +83,7 @@ def test_argument_errors_answer_before_torch_is_imported(tmp_path):
         f"error: output folder '{tmp_path / 'taken'}' is not empty; pass --overwrite to replace it, or choose another "
         "folder",
         "error: --fusion model.fusion: config key 'model.fusion': unknown fusion; choose one of concat, cross_attn, gate, "
-        "moe, tab_only, text_only, tfidf_lr, gbdt, ensemble (got 'sum')",
+        "moe, tab_only, text_only, tfidf_lr, gbdt, catboost, ensemble (got 'sum')",
     ]
 
 

@@ -119,8 +119,10 @@ class TextConfig(_Section):
 
 
 class ClassicalConfig(_Section):
-    """The classical members tfidf_lr and gbdt: TF-IDF of the parsed dialogue plus the scaled numerics and one-hot
-    categoricals of the fitted tabular preprocessing."""
+    """The classical members tfidf_lr, gbdt and the optional catboost.
+
+    tfidf_lr and gbdt read TF-IDF of the parsed dialogue plus the scaled numerics and one-hot categoricals of the
+    fitted tabular preprocessing; catboost reads the dialogue and the categoricals with CatBoost's own handling."""
 
     word_max_features: int = Field(200_000, ge=1, description="word 1–2-gram TF-IDF vocabulary cap (most frequent "
         "first)")
@@ -129,9 +131,9 @@ class ClassicalConfig(_Section):
     lr_c_grid: list[float] = Field(default_factory=lambda: [0.25, 1.0, 4.0, 16.0], min_length=1, description=""
         "tfidf_lr: inverse regularisation strengths tried; the one with the best validation ROC-AUC (log loss breaks "
         "ties) is kept")
-    cv_folds: int = Field(0, ge=0, description="0: tfidf_lr's C and gbdt's boosting rounds are chosen on the "
-        "validation rows; k >= 2: by stratified k-fold cross-validation on the training rows (out-of-fold ROC-AUC / "
-        "log loss), so the validation rows stay untouched (the ensemble's members use its member_cv_folds)")
+    cv_folds: int = Field(0, ge=0, description="0: tfidf_lr's C and gbdt's / catboost's boosting rounds are chosen "
+        "on the validation rows; k >= 2: by stratified k-fold cross-validation on the training rows (out-of-fold "
+        "ROC-AUC / log loss), so the validation rows stay untouched (the ensemble's members use its member_cv_folds)")
     svd_components: int = Field(64, ge=1, description="gbdt: TruncatedSVD components of the TF-IDF features")
     gbdt_learning_rate: float = Field(0.05, gt=0, description="gbdt: LightGBM learning_rate")
     gbdt_num_leaves: int = Field(31, ge=2, description="gbdt: LightGBM num_leaves")
@@ -142,6 +144,17 @@ class ClassicalConfig(_Section):
         "better validation log loss; 0: no early stopping (exactly gbdt_max_rounds)")
     gbdt_background_rows: int = Field(64, ge=1, description="gbdt: training rows a block is replaced by (scores "
         "averaged) for the text/tabular split; a single mean row is a poor baseline for trees")
+    catboost_iterations: int = Field(1000, ge=1, description="catboost: most boosting iterations (trees)")
+    catboost_learning_rate: float = Field(0.05, gt=0, description="catboost: CatBoost learning_rate")
+    catboost_depth: int = Field(6, ge=1, le=16, description="catboost: CatBoost depth (of its symmetric trees)")
+    catboost_early_stopping_rounds: int = Field(50, ge=0, description="catboost: stop after this many iterations "
+        "without a better log loss (on the validation rows; with cv_folds, the mean over the folds' held-out rows); "
+        "0: exactly catboost_iterations (with cv_folds the folds still give the out-of-fold predictions)")
+    catboost_background_rows: int = Field(64, ge=1, description="catboost: training rows (their rendered dialogue, "
+        "stored in the bundle, and their tabular facts) a block is replaced by, scores averaged, for the text/tabular "
+        "split, as gbdt_background_rows")
+    catboost_thread_count: int = Field(0, ge=0, description="catboost: CPU threads CatBoost trains and scores with; "
+        "0: as many as torch uses (as gbdt)")
 
 
 NEURAL_MEMBER = "neural"  # the ensemble's fine-tuned member; neural_2, neural_3, ... with model.ensemble.neural_seeds
@@ -165,9 +178,9 @@ class EnsembleConfig(_Section):
     bags: int = Field(32, ge=0, description="bootstrap resamples of the validation rows, one selection each; the "
         "weights are their mean (bagged selection: ~100 validation rows cannot rank members reliably); 0: one "
         "selection on all validation rows")
-    member_cv_folds: int = Field(5, ge=2, description="tfidf_lr and gbdt members fit on all training rows and choose "
-        "C / boosting rounds by this many-fold cross-validation on them (seconds to minutes), never on the "
-        "validation rows that fit the weights")
+    member_cv_folds: int = Field(5, ge=2, description="classical members (tfidf_lr, gbdt, catboost) fit on all "
+        "training rows and choose C / boosting rounds by this many-fold cross-validation on them (seconds to "
+        "minutes), never on the validation rows that fit the weights")
     member_holdout: float = Field(0.15, ge=0.0, lt=0.5, description="share of the training rows (seeded) held out "
         "for the neural member's own choices (early stopping, best checkpoint), so the validation rows that fit the "
         "weights and the threshold are untouched by them; 0: it chooses on the validation rows too (optimistic "

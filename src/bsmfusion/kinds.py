@@ -6,8 +6,8 @@ membership (the classical family) and `bsmfusion compare` (`in_compare`). Three 
 
 * `neural` — the torch fusions (`models.fusion`); one trainer and one loader serve them all. Fusions registered with
   `@register_fusion(name)` appear here without an entry of their own.
-* `classical` — members fitted with NumPy / scikit-learn / LightGBM (`classical`); each names its
-  `ClassicalMember` subclass, which fits itself and stores its arrays.
+* `classical` — members fitted with NumPy / scikit-learn / LightGBM, or the optional CatBoost (`classical`); each
+  names its `ClassicalMember` subclass, which fits itself and stores its arrays.
 * `ensemble` — weighted members of the other two families (`ensemble`).
 
 Trainers and loaders are named as "module:attribute" strings and imported on first use, so this module, which
@@ -167,6 +167,11 @@ register_kind(ModelKind(
     "gbdt", CLASSICAL, True, "LightGBM on numerics + one-hot categoricals + a 64-component SVD of the dialogue's "
     "TF-IDF", CLASSICAL_TRAINER, CLASSICAL_LOADER, member="bsmfusion.classical.gbdt:GBDT"))
 register_kind(ModelKind(
+    "catboost", CLASSICAL, True, "CatBoost on the dialogue as a native text feature + numerics + native "
+    "categoricals (optional: pip install catboost)", CLASSICAL_TRAINER, CLASSICAL_LOADER,
+    member="bsmfusion.classical.catboost_member:CatBoostMember",
+    in_compare=False))  # optional, and not measured yet: `compare --models catboost` trains it
+register_kind(ModelKind(
     ENSEMBLE, ENSEMBLE, True, "fine-tuned neural members + classical members, weights by greedy selection on "
     "validation (model.ensemble)", "bsmfusion.ensemble.train:train_ensemble", "bsmfusion.ensemble.model:load_ensemble",
     in_compare=False))
@@ -202,7 +207,7 @@ def neural_kinds() -> list[str]:
 
 
 def classical_kinds() -> list[str]:
-    """The classical members, in registration order (tfidf_lr, gbdt, then any registered later)."""
+    """The classical members, in registration order (tfidf_lr, gbdt, catboost, then any registered later)."""
     return kinds_of(CLASSICAL)
 
 

@@ -154,10 +154,10 @@ def test_config_accepts_the_classical_kinds():
     from bsmfusion.errors import ConfigError
     from bsmfusion.kinds import model_kinds
 
-    assert {"concat", "tab_only", "tfidf_lr", "gbdt", "ensemble"} <= set(model_kinds())
-    for kind in ("tfidf_lr", "gbdt", "ensemble"):
+    assert {"concat", "tab_only", "tfidf_lr", "gbdt", "catboost", "ensemble"} <= set(model_kinds())
+    for kind in ("tfidf_lr", "gbdt", "catboost", "ensemble"):
         assert config_from_dict({"model": {"fusion": kind}}).model.uses_text
-    with pytest.raises(ConfigError, match=r"model\.fusion.*tfidf_lr, gbdt, ensemble"):
+    with pytest.raises(ConfigError, match=r"model\.fusion.*tfidf_lr, gbdt, catboost, ensemble"):
         config_from_dict({"model": {"fusion": "svm"}})
     with pytest.raises(ConfigError, match=r"model\.ensemble\.neural': not a neural fusion"):
         config_from_dict({"model": {"ensemble": {"neural": "gbdt"}}})

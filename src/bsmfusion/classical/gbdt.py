@@ -6,12 +6,12 @@ uses; boosting stops early on the validation log loss.
 
 Contributions: the exact two-player Shapley split of the raw score (log-odds; multiclass the predicted class's
 raw score), the formula of `models.contributions`, where "a block at its baseline" means the block replaced by
-training rows' values and the score averaged (`model.classical.gbdt_background_rows` seeded training rows;
-f(t̄,u) = mean_b f(t_b,u), f(t,ū) = mean_b f(t,u_b), f(t̄,ū) = mean over all pairs). A single mean row, as the
-neural models use, is a poor baseline for trees: it falls in some leaves, and every row sharing those leaves gets
-≈ 0 on both sides, so its text_share is noise (measured on the planted `price > 0` task, whose mean row sits on
-the split: mean text_share 0.46 with the mean row, 0.05 with the background). text + tab + baseline = score
-still holds exactly. Cost: 2·B extra evaluations of the booster per scored row (B = 64).
+training rows' values and the score averaged (`member.BackgroundSplit`; `model.classical.gbdt_background_rows`
+seeded training rows; f(t̄,u) = mean_b f(t_b,u), f(t,ū) = mean_b f(t,u_b), f(t̄,ū) = mean over all pairs). A
+single mean row, as the neural models use, is a poor baseline for trees: it falls in some leaves, and every row
+sharing those leaves gets ≈ 0 on both sides, so its text_share is noise (measured on the planted `price > 0` task,
+whose mean row sits on the split: mean text_share 0.46 with the mean row, 0.05 with the background). text + tab +
+baseline = score still holds exactly. Cost: 2·B extra evaluations of the booster per scored row (B = 64).
 
 Stored as the featurizer's JSON + arrays, `svd_components`, `text_background`, `tab_background` in safetensors
 and the booster in LightGBM's own text format.
@@ -28,21 +28,15 @@ from ..config import Config
 from ..data.tabular import TabularPreprocessor
 from ..precision import Precision
 from ..progress import Heartbeat, say
-from .member import ClassicalData, ClassicalMember, cv_folds, sample_weights
+from .member import (BackgroundSplit, ClassicalData, background_rows, cpu_threads, cv_folds, out_of_fold_logits,
+                     raw_logits, sample_weights)
 from .tab_features import tab_matrix
 from .text_features import TextFeaturizer, distinct_texts, render_frame
 
 BOOSTER_FILE = "lightgbm.txt"
-CHUNK_EVALUATIONS = 65_536  # tree evaluations per LightGBM call when averaging over the background
 
 
-def _threads() -> int:
-    import torch
-
-    return max(1, torch.get_num_threads())
-
-
-class GBDT(ClassicalMember):
+class GBDT(BackgroundSplit):
     """Fitted gbdt: featurizer, `svd_components` `k×Dt`, the background rows' blocks `text_background` `B×k` and
     `tab_background` `B×Du`, and the LightGBM booster (its best iteration only)."""
 
@@ -60,50 +54,20 @@ class GBDT(ClassicalMember):
 
     def features(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(SVD text block `N×k`, tabular block `N×Du`), dense float64."""
-        codes, distinct = self._text_block(frame)
+        codes, distinct = self.text_blocks(frame)
         return distinct[codes], tab_matrix(self.tabular, frame)
 
-    def _text_block(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def text_blocks(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(`N` codes, the SVD text block of each distinct text row): row i's block is `distinct[codes[i]]`."""
         codes, distinct = distinct_texts(frame, self.cfg)
         return codes, np.asarray(self.text.transform(render_frame(distinct, self.cfg)) @ self.svd_components.T)
 
     def raw_scores(self, x: np.ndarray) -> np.ndarray:
         """Raw booster scores as `N×K` logits (binary: [0, log-odds])."""
-        raw = np.asarray(self.booster.predict(x, raw_score=True, num_threads=_threads()), dtype=np.float64)
-        return np.stack([np.zeros_like(raw), raw], axis=1) if raw.ndim == 1 else raw
+        return raw_logits(self.booster.predict(x, raw_score=True, num_threads=cpu_threads()), self.num_classes)
 
-    def _averaged(self, block: np.ndarray, replace_text: bool) -> np.ndarray:
-        """`N×K`: each row's score with its own `block` (the tabular one when `replace_text`, else the text one)
-        and the background rows' other block, averaged over the background rows."""
-        background = self.text_background if replace_text else self.tab_background
-        b = len(background)
-        step = CHUNK_EVALUATIONS // b + 1  # bounded memory: ~64k rows per call
-        out = []
-        for start in range(0, len(block), step):
-            own = block[start:start + step]
-            m = len(own)
-            x = (np.hstack([np.tile(background, (m, 1)), np.repeat(own, b, axis=0)]) if replace_text
-                 else np.hstack([np.repeat(own, b, axis=0), np.tile(background, (m, 1))]))
-            out.append(self.raw_scores(x).reshape(m, b, -1).mean(axis=1))
-        return np.vstack(out) if out else np.zeros((0, self.num_classes))
-
-    def both_baseline(self) -> np.ndarray:
-        """`K`: the mean score over every (background text, background tabular) pair (computed once)."""
-        if self._both_baseline is None:
-            self._both_baseline = self._averaged(self.tab_background, replace_text=True).mean(axis=0)
-        return self._both_baseline
-
-    def four_logits(self, frame: pd.DataFrame) -> tuple[np.ndarray, ...]:
-        """The background averages are computed once per distinct block: copies of a row that share its text (or
-        its tabular facts), as `explain` scores them, cost one booster evaluation each plus one average."""
-        codes, distinct = self._text_block(frame)
-        text, tab = distinct[codes], tab_matrix(self.tabular, frame)
-        real = self.raw_scores(np.hstack([text, tab]))
-        tabs, tab_codes = np.unique(tab, axis=0, return_inverse=True)
-        return (real, self._averaged(tabs, replace_text=True)[tab_codes.reshape(-1)],
-                self._averaged(distinct, replace_text=False)[codes],
-                np.broadcast_to(self.both_baseline(), real.shape))
+    def pair_scores(self, text: np.ndarray, tab: np.ndarray) -> np.ndarray:
+        return self.raw_scores(np.hstack([text, tab]))
 
     @classmethod
     def fit(cls, cfg: Config, data: ClassicalData) -> tuple["GBDT", dict[str, Any]]:
@@ -135,7 +99,7 @@ def lightgbm_params(cfg: Config) -> dict[str, Any]:
     params = {
         "learning_rate": settings.gbdt_learning_rate, "num_leaves": settings.gbdt_num_leaves,
         "min_data_in_leaf": settings.gbdt_min_data_in_leaf, "feature_fraction": settings.gbdt_feature_fraction,
-        "seed": cfg.train.seed, "deterministic": True, "force_row_wise": True, "num_threads": _threads(),
+        "seed": cfg.train.seed, "deterministic": True, "force_row_wise": True, "num_threads": cpu_threads(),
         "verbosity": -1,
     }
     if cfg.model.num_classes == 2:
@@ -148,11 +112,11 @@ def lightgbm_params(cfg: Config) -> dict[str, Any]:
 def cv_logits(cv_booster, folds, x_train: np.ndarray, rounds: int, num_classes: int) -> np.ndarray:
     """`N×K` float64 out-of-fold logits: each training row scored by the fold booster that did not see it, with the
     `rounds` CV chose (binary [0, raw log-odds]; multiclass the raw class scores, logits up to a row constant)."""
-    logits = np.zeros((len(x_train), num_classes))
-    for booster, (_, held) in zip(cv_booster.boosters, folds):
-        raw = np.asarray(booster.predict(x_train[held], raw_score=True, num_iteration=rounds), dtype=np.float64)
-        logits[held] = np.stack([np.zeros_like(raw), raw], axis=1) if num_classes == 2 else raw.reshape(len(held), -1)
-    return logits
+    def score_held(f: int, held: np.ndarray) -> np.ndarray:
+        raw = cv_booster.boosters[f].predict(x_train[held], raw_score=True, num_iteration=rounds)
+        return raw_logits(raw, num_classes)
+
+    return out_of_fold_logits(score_held, folds, len(x_train), num_classes)
 
 
 def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], train_tab: np.ndarray,
@@ -203,8 +167,7 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     say(f"gbdt: {rounds:,} boosting rounds kept ({chosen_on})")
     # keep exactly what is stored: the best iteration's trees, reloaded from LightGBM's text format
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
-    rng = np.random.default_rng(cfg.train.seed)
-    background = np.sort(rng.choice(len(y_train), size=min(settings.gbdt_background_rows, len(y_train)), replace=False))
+    background = background_rows(len(y_train), settings.gbdt_background_rows, cfg.train.seed)
     fitted = GBDT(cfg, text, tabular, components, svd_train[background], train_tab[background], booster)
     fitted.out_of_fold = out_of_fold
     info = {"rounds": rounds, "chosen_on": chosen_on, "svd_components": k, "svd_explained_variance": float(svd.explained_variance_ratio_.sum()),

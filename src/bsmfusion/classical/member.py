@@ -1,5 +1,7 @@
-"""What tfidf_lr and gbdt share: the scorer interface, the exact two-player Shapley split, and the fitted table
-preprocessing (tabular state + label names, no text pipeline: the members render the dialogue themselves).
+"""What the classical members share: the scorer interface, the exact two-player Shapley split, the fitted table
+preprocessing (tabular state + label names, no text pipeline: the members render the dialogue themselves), the
+CV folds and out-of-fold logits, and (`BackgroundSplit`, gbdt and catboost) blocks at their baseline as averages
+over training rows' blocks.
 
 The split is the formula of `models.contributions`, on four evaluations of the member's raw logits — real rows
 (t,u), text block at its training mean (t̄,u), tabular block at its training mean (t,ū), both (t̄,ū):
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -23,6 +25,7 @@ from ..config import Config
 from ..data.preprocess import RowPreprocessor
 from ..models.scores import Scores
 from ..precision import Precision
+from .tab_features import tab_matrix
 
 FP64 = Precision("fp64", "fp64", "NumPy float64 on CPU; --precision applies to neural models only")
 
@@ -94,6 +97,41 @@ def cv_folds(labels: np.ndarray, folds: int, seed: int,
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
 
 
+UNSEEN_CLASS_LOG_PROB = float(np.log(1e-12))  # out-of-fold log-probability of a class the fold's model never saw
+
+
+def cpu_threads() -> int:
+    """CPU threads for the tree libraries: as many as torch uses."""
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def raw_logits(raw: np.ndarray, num_classes: int) -> np.ndarray:
+    """A booster's raw scores as `N×K` float64 logits: binary `N` log-odds → [0, log-odds]; multiclass `N×K` (or
+    flat) raw class scores, logits up to a row constant."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if num_classes == 2:
+        return np.stack([np.zeros_like(raw), raw], axis=1)
+    return raw.reshape(len(raw), num_classes)
+
+
+def out_of_fold_logits(score_held: Callable[[int, np.ndarray], np.ndarray], folds, rows: int,
+                       num_classes: int) -> np.ndarray:
+    """`rows×K` float64: the held-out rows `held` of fold f as `score_held(f, held)` gives them (fold f's model's
+    `len(held)×K` logits)."""
+    logits = np.zeros((rows, num_classes))
+    for f, (_, held) in enumerate(folds):
+        logits[held] = score_held(f, held)
+    return logits
+
+
+def background_rows(rows: int, count: int, seed: int) -> np.ndarray:
+    """Sorted positions of `count` (at most `rows`) training rows drawn with `seed`: a `BackgroundSplit`'s
+    background."""
+    return np.sort(np.random.default_rng(seed).choice(rows, size=min(count, rows), replace=False))
+
+
 def decision_score(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
     """`N×K` → `N`: log-odds of class 1 when K = 2, else the logit of class `target`."""
     if logits.shape[1] == 2:
@@ -121,6 +159,7 @@ class ClassicalMember:
 
     kind: ClassVar[str] = ""
     precision: Precision = FP64
+    packages: ClassVar[tuple[str, ...]] = ()  # packages beyond bsmfusion's own whose versions meta.json records
     # set by `fit` when the member chose by CV: `N_train×K` float64 logits of each training row from the fold model
     # that did not see it (binary [0, log-odds]); the ensemble's cross-fitted combination reads them
     out_of_fold: np.ndarray | None = None
@@ -168,3 +207,65 @@ class ClassicalMember:
             empty = np.zeros(0)
             return Scores(np.zeros((0, self.num_classes)), empty, empty.copy(), empty.copy())
         return split_scores(*self.four_logits(frame), targets=targets)
+
+    @classmethod
+    def require(cls) -> None:
+        """Raise a one-line `ConfigError` when a package the member needs cannot be imported (an ensemble checks
+        its members before training any); nothing for members built on bsmfusion's own dependencies."""
+
+
+CHUNK_EVALUATIONS = 65_536  # model evaluations per call when averaging over the background rows
+
+
+class BackgroundSplit(ClassicalMember):
+    """A member whose blocks sit at their baseline by being replaced with training rows' blocks, the scores averaged
+    (gbdt, catboost): f(t̄,u) = mean_b f(t_b,u), f(t,ū) = mean_b f(t,u_b), f(t̄,ū) = the mean over all pairs. A
+    single mean row is a poor baseline for trees (gbdt's docstring says why); text + tab + baseline = score still
+    holds exactly. Cost: 2·B extra evaluations per scored row, B = the background rows.
+
+    Subclasses give `text_blocks(frame)` (`N` codes, and the text block of each distinct text row — an array
+    indexed by rows: row i's block is `distinct[codes[i]]`), `pair_scores(text, tab)` (`N×K` logits of row i's text
+    block with row i's tabular block) and the attributes `tabular`, `text_background` (B text blocks, an array) and
+    `tab_background` (B `tab_matrix` rows, which `explain` takes as its tabular reference)."""
+
+    tabular: Any
+    text_background: np.ndarray
+    tab_background: np.ndarray
+    _both_baseline: np.ndarray | None = None
+
+    def text_blocks(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def pair_scores(self, text: np.ndarray, tab: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def averaged(self, block: np.ndarray, replace_text: bool) -> np.ndarray:
+        """`N×K`: each row's score with its own `block` (the tabular one when `replace_text`, else the text one)
+        and the background rows' other block, averaged over the background rows."""
+        background = self.text_background if replace_text else self.tab_background
+        b = len(background)
+        step = CHUNK_EVALUATIONS // b + 1  # bounded memory: ~64k pairs per call
+        out = []
+        for start in range(0, len(block), step):
+            m = min(step, len(block) - start)
+            own, other = block[start + np.repeat(np.arange(m), b)], background[np.tile(np.arange(b), m)]
+            scores = self.pair_scores(other, own) if replace_text else self.pair_scores(own, other)
+            out.append(scores.reshape(m, b, -1).mean(axis=1))
+        return np.vstack(out) if out else np.zeros((0, self.num_classes))
+
+    def both_baseline(self) -> np.ndarray:
+        """`K`: the mean score over every (background text, background tabular) pair (computed once)."""
+        if self._both_baseline is None:
+            self._both_baseline = self.averaged(self.tab_background, replace_text=True).mean(axis=0)
+        return self._both_baseline
+
+    def four_logits(self, frame: pd.DataFrame) -> tuple[np.ndarray, ...]:
+        """The background averages are computed once per distinct block: copies of a row that share its text (or
+        its tabular facts), as `explain` scores them, cost one evaluation each plus one average."""
+        codes, distinct = self.text_blocks(frame)
+        tab = tab_matrix(self.tabular, frame)
+        real = self.pair_scores(distinct[codes], tab)
+        tabs, tab_codes = np.unique(tab, axis=0, return_inverse=True)
+        return (real, self.averaged(tabs, replace_text=True)[tab_codes.reshape(-1)],
+                self.averaged(distinct, replace_text=False)[codes],
+                np.broadcast_to(self.both_baseline(), real.shape))

@@ -5,8 +5,10 @@ and versions, metrics.json, manifest.json with the SHA-256 of every file, signat
 
 * `tfidf.json` — per TF-IDF block (word, char) the vectorizer parameters and the vocabulary in column order;
 * `weights.safetensors` — float64 arrays: `word_idf`, `char_idf` and the member's own (tfidf_lr: `coef`,
-  `intercept`, `feature_mean`; gbdt: `svd_components`, `text_mean`, `tab_mean`);
-* `lightgbm.txt` (gbdt) — the booster in LightGBM's text model format.
+  `intercept`, `feature_mean`; gbdt: `svd_components`, `text_background`, `tab_background`);
+* `lightgbm.txt` (gbdt) — the booster in LightGBM's text model format;
+* `catboost.cbm` (catboost) — the model in CatBoost's own binary format, and `catboost_background.json` — the
+  background rows' rendered dialogues (`weights.safetensors` holds their `tab_background`).
 
 An ensemble holds each member as a complete bundle under `members/<name>/` (see `ensemble`).
 """
@@ -47,9 +49,11 @@ def write_classical_bundle(out_dir: str | Path, *, cfg: Config, preprocessor, th
                            metrics: dict[str, Any], meta: dict[str, Any], payload: Callable[[Path], None],
                            files: dict[str, str] | None = None, sign_key=None) -> Path:
     """A classical bundle (a member, or an ensemble when `payload` copies the members in), atomically; signed with
-    `sign_key` when given."""
+    `sign_key` when given. meta.json's versions: numpy, scikit-learn, LightGBM, SciPy and the packages `meta`'s
+    `versions` names (a member's `packages`)."""
     return write_bundle_folder(out_dir, cfg=cfg, preprocessor=preprocessor, threshold=threshold, metrics=metrics,
-                               meta={**meta, "versions": EXTRA_VERSIONS}, payload=payload, files=files,
+                               meta={**meta, "versions": [*EXTRA_VERSIONS, *meta.get("versions", ())]},
+                               payload=payload, files=files,
                                sign_key=sign_key)
 
 

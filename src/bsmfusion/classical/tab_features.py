@@ -19,3 +19,15 @@ def tab_matrix(tabular: TabularPreprocessor, frame: pd.DataFrame) -> np.ndarray:
         blocks.append(onehot)
     return np.hstack(blocks)
 
+
+
+def tab_parts(tabular: TabularPreprocessor, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`tab_matrix` rows back to (the numeric block `N×numeric_dim`, categorical ids `N×len(categorical)`: each
+    one-hot block's position, as `TabularPreprocessor.transform` gives them)."""
+    d = tabular.numeric_dim
+    codes = np.zeros((len(matrix), len(tabular.categorical)), dtype=np.int64)
+    start = d
+    for j, cardinality in enumerate(tabular.cardinalities):
+        codes[:, j] = np.argmax(matrix[:, start:start + cardinality], axis=1)
+        start += cardinality
+    return matrix[:, :d], codes

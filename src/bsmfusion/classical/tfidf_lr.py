@@ -21,7 +21,7 @@ from ..calibration import softmax
 from ..evaluation.metrics import classification_metrics
 from ..precision import Precision
 from ..progress import Heartbeat, say
-from .member import ClassicalData, ClassicalMember, class_weight_dict, cv_folds
+from .member import UNSEEN_CLASS_LOG_PROB, ClassicalData, ClassicalMember, class_weight_dict, cv_folds
 from .tab_features import tab_matrix
 from .text_features import TextFeaturizer, render_frame
 
@@ -80,9 +80,6 @@ def selection_key(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
     metrics = classification_metrics(labels, probs, None)
     auc = metrics["roc_auc"]
     return (auc if np.isfinite(auc) else -np.inf, -metrics["log_loss"])
-
-
-UNSEEN_CLASS_LOG_PROB = float(np.log(1e-12))  # out-of-fold log-probability of a class the fold's model never saw
 
 
 def fit_tfidf_lr(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], train_tab: np.ndarray,

@@ -1,7 +1,8 @@
-"""`bsmfusion train` for a classical member (`model.fusion: tfidf_lr | gbdt`, or any registered classical kind).
+"""`bsmfusion train` for a classical member (`model.fusion: tfidf_lr | gbdt | catboost`, or any registered classical
+kind).
 
 Rows: the featurizers (TF-IDF, SVD), the tabular preprocessing and the models are fitted on the training rows
-only; the validation rows choose tfidf_lr's C, stop gbdt's boosting (unless `model.classical.cv_folds` chooses on
+only; the validation rows choose tfidf_lr's C, stop gbdt's and catboost's boosting (unless `model.classical.cv_folds` chooses on
 the training rows), and give the calibration and the decision threshold (`decision.fit_decision`, the same helper
 as the neural models) and the validation metrics stored in the bundle.
 """
@@ -86,7 +87,7 @@ def train_member(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     val_metrics = classification_metrics(data.y_val, fitted.scores.probs, threshold)
     meta = {"kind": cfg.model.fusion, "train_rows": len(train_df), "val_rows": len(val_df),
             "validation_precision": model.precision.to_json(), "training": info, **split_meta(train_df, cfg),
-            **fitted.meta()}
+            **fitted.meta(), "versions": list(model.packages)}
     with stage(f"{kind}: writing the bundle {out_dir}"):
         write_classical_bundle(out_dir, cfg=cfg, preprocessor=data.preprocessor, threshold=threshold,
                                metrics={"validation": val_metrics}, meta=meta,

@@ -76,7 +76,9 @@ def member_rows(cfg: Config) -> dict[str, str]:
     """Which rows each member fitted on and chose on (for meta.json)."""
     settings = cfg.model.ensemble
     whole = f", each '{cfg.data.group}' group on one side" if cfg.data.group else ""
-    classical = f"tfidf_lr, gbdt: all training rows, choices by {settings.member_cv_folds}-fold CV on them{whole}"
+    names = [name for name in settings.member_names if EnsembleConfig.neural_index(name) is None]
+    classical = (f"{', '.join(names)}: all training rows, choices by {settings.member_cv_folds}-fold CV on them{whole}"
+                 if names else "no classical member")
     n = settings.neural_seeds
     own = "one shared holdout" if settings.combine_on == "cross_fit" else "each its own holdout"
     holdouts = f", {own}" if settings.member_holdout else ""
@@ -158,6 +160,9 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     work = top_work / MEMBERS_DIR
     preprocessor, _, y_val = prepare_labels(cfg, train_df, val_df)
     check_feasible(cfg.train.policy, y_val)  # before any member trains
+    for name in cfg.model.ensemble.member_names:  # a package a member needs is missing: say so before any trains
+        if EnsembleConfig.neural_index(name) is None:
+            get_kind(name).member_class().require()
     k = cfg.model.num_classes
     settings = cfg.model.ensemble
     neural_names = settings.neural_member_names
