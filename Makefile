@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_PIN)" -e ".[dev,serve,onnx,ray]"
+	$(PY) -m pip install --quiet "$(TORCH_PIN)" -e ".[dev,serve,onnx,ray,catboost]"
 	touch $(STAMP)
 
 install: $(STAMP)

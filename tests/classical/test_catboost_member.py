@@ -21,9 +21,9 @@ from bsmfusion.workflows.train import train
 from tests.helpers import classical_config, mixed, planted, planted_frame, tiny_config
 
 ROWS = (300, 150)  # training and validation rows of the shared bundles
-# catboost is a dependency, but optional to the code: the tests that fit or load a model need it installed
+# catboost is an optional extra (make install and make test install it): the tests that fit or load a model need it
 needs_catboost = pytest.mark.skipif(importlib.util.find_spec("catboost") is None,
-                                    reason="catboost is not installed (pip install catboost)")
+                                    reason="catboost is not installed (pip install 'bsmfusion[catboost]')")
 
 
 @pytest.fixture
@@ -237,7 +237,8 @@ def no_catboost(monkeypatch):
 def assert_install_hint(err: pytest.ExceptionInfo) -> None:
     message = str(err.value)
     assert "\n" not in message and "model kind 'catboost' needs the package catboost" in message
-    assert message.endswith("install it with 'pip install catboost' (bsmfusion is tested with catboost==1.2.10)")
+    assert message.endswith("install it with 'pip install \"bsmfusion[catboost]\"' (bsmfusion is tested with "
+                            "catboost==1.2.10)")
 
 
 def test_without_catboost_training_it_is_a_one_line_error_and_other_kinds_still_train(no_catboost, tmp_path):

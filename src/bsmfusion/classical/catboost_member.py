@@ -54,7 +54,7 @@ from .text_features import distinct_texts, render_frame
 
 MODEL_FILE = "catboost.cbm"
 BACKGROUND_FILE = "catboost_background.json"
-INSTALL_HINT = "pip install catboost"
+INSTALL_HINT = 'pip install "bsmfusion[catboost]"'
 TESTED_WITH = "catboost==1.2.10"
 TEXT_FEATURE = "dialogue"
 # categorical values for the preprocessing's missing and unknown ids: no vocabulary value is empty or starts with a
