@@ -155,9 +155,12 @@ def run_one(task, name: str, seed: int, args, work: Path) -> dict:
     labels = predictor.bundle.preprocessor.encode_labels(task.test)
     metrics = classification_metrics(labels, scores.probs, predictor.threshold)
     calibration = calibration_report(labels, scores, predictor.calibration)
-    members, member_scores = {}, {}
+    members, member_scores, chosen = {}, {}, {}
     if cfg.model.fusion == "ensemble":  # each member alone on the test rows, beside its weight
         meta = json.loads((Path(result.bundle_dir) / "meta.json").read_text())
+        # which rows chose what: each member's fit and choices, and the rows the combination was fitted on (the
+        # test rows chose nothing: they are scored once, here)
+        chosen = {"member_rows": meta.get("member_rows"), "combination_rows": meta.get("combination_rows")}
         for member in meta["members"]:  # member scores kept so combination rules can be compared offline
             member_predictor = bsmfusion.load(Path(result.bundle_dir) / "members" / member["name"])
             alone = member_predictor.score_frame(task.test)
@@ -179,7 +182,7 @@ def run_one(task, name: str, seed: int, args, work: Path) -> dict:
         "fit_cpu_seconds": round(fit_cpu_seconds, 1),
         "predict_rows_per_s": round(len(task.test) / predict_seconds, 1),
         "text_share_mean": float(np.mean(scores.text_share)), "members": members,
-        "member_scores": member_scores,
+        **({"chosen_on": chosen} if chosen else {}), "member_scores": member_scores,
         "calibration": {k: calibration[k] for k in ("method", "temperature", "ece_before", "ece_after", "log_loss_before",
                                                     "log_loss_after", "ece_if_perfectly_calibrated") if k in calibration},
         "test_prob": scores.probs[:, 1].round(6).tolist(), "test_label": labels.tolist(),
