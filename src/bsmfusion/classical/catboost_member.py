@@ -1,4 +1,4 @@
-"""`model.fusion: catboost` (optional: needs `pip install catboost`): CatBoost on [the dialogue as a native text
+"""`model.fusion: catboost` (optional: the extra `bsmfusion[catboost]`): CatBoost on [the dialogue as a native text
 feature | scaled numerics + missing indicators | the categorical columns as native categorical features].
 
 Features. The dialogue is rendered as for tfidf_lr and gbdt (`text_features.render_frame`: parsed, cleaned,
