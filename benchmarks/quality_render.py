@@ -302,8 +302,16 @@ def training_time(data: dict, before: str = "ensemble_stop29", after: str = "ens
     """Per task and seed where both variants ran on the same machine kind: fit time before → after (ratio), the
     validation ROC-AUC (what a choice between them may look at) and the test ROC-AUC / PR-AUC (reported once),
     then the seed means."""
-    lines = ["| task | seed | machine | fit s before → after (ratio) | validation ROC-AUC before → after | "
-             "test ROC-AUC before → after | test PR-AUC before → after |", "|---|---|---|---|---|---|---|"]
+    lines = ["| task | seed | machine | fit s before → after (ratio) | CPU s before → after (ratio) | validation "
+             "ROC-AUC before → after | test ROC-AUC before → after | test PR-AUC before → after |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def cpu(old: dict, new: dict) -> str:
+        if not (old.get("fit_cpu_seconds") and new.get("fit_cpu_seconds")):
+            return ""
+        return (f"{old['fit_cpu_seconds']:,.0f} → {new['fit_cpu_seconds']:,.0f} "
+                f"({new['fit_cpu_seconds'] / old['fit_cpu_seconds']:.2f})")
+
     runs = {(r["task"], r["variant"], r["seed"]): r for r in data["runs"]}
     for task in _tasks(data):
         d = DIGITS.get(task, 3)
@@ -314,14 +322,14 @@ def training_time(data: dict, before: str = "ensemble_stop29", after: str = "ens
         for old, new in pairs:
             lines.append(f"| {task} | {old['seed']} | {machine_kind(old)} | {old['fit_seconds']:,.0f} → "
                          f"{new['fit_seconds']:,.0f} ({new['fit_seconds'] / old['fit_seconds']:.2f}) | "
-                         f"{_f(old['val_roc_auc'], d)} → {_f(new['val_roc_auc'], d)} | "
+                         f"{cpu(old, new)} | {_f(old['val_roc_auc'], d)} → {_f(new['val_roc_auc'], d)} | "
                          f"{_f(old['roc_auc'], d)} → {_f(new['roc_auc'], d)} | {_f(old['pr_auc'], d)} → "
                          f"{_f(new['pr_auc'], d)} |")
         if len(pairs) > 1:
             mean = lambda side, key: _mean([pair[side][key] for pair in pairs])  # noqa: E731
             ratio = mean(1, "fit_seconds") / mean(0, "fit_seconds")
             lines.append(f"| {task} | mean of {len(pairs)} | | {mean(0, 'fit_seconds'):,.0f} → "
-                         f"{mean(1, 'fit_seconds'):,.0f} ({ratio:.2f}) | {_f(mean(0, 'val_roc_auc'), d)} → "
+                         f"{mean(1, 'fit_seconds'):,.0f} ({ratio:.2f}) | | {_f(mean(0, 'val_roc_auc'), d)} → "
                          f"{_f(mean(1, 'val_roc_auc'), d)} | {_f(mean(0, 'roc_auc'), d)} → {_f(mean(1, 'roc_auc'), d)} | "
                          f"{_f(mean(0, 'pr_auc'), d)} → {_f(mean(1, 'pr_auc'), d)} |")
     return "\n".join(lines) + "\n"
