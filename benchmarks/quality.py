@@ -81,8 +81,11 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     # issue 26's training-time target halves
     "ensemble_stop29": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, **BEFORE, "combine_on": "cross_fit"}},
                         {}, {}),
-    # the same, but neural_2 trains the epoch count the first member's holdout chose, which early-stops at patience 1
-    "ensemble_first_epochs": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit",
+    # the same, but the first member early-stops at patience 1 and neural_2 stops at the step where it scored best,
+    # on the same learning-rate schedule (today's default). Its stored dnd_nodeal run of the name
+    # ensemble_first_epochs trained neural_2 on a schedule fitted to that step count instead (commit 69e4ef5): the
+    # code offers that no more
+    "ensemble_first_steps": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit",
                                                                   "neural_epochs": "first", "neural_patience": 1,
                                                                   "neural_checks_per_epoch": 1}}, {}, {}),
     # the same, the first member's holdout scored twice an epoch: it stops half an epoch past its best, and

@@ -202,10 +202,10 @@ class EnsembleConfig(_Section):
         "stopping neural member (its train.checks_per_epoch): 2 stops the first member half an epoch past its best "
         "with neural_patience 1, and the others then train its best step count")
     neural_epochs: Literal["first", "own"] = Field("first", description="'first': neural_2, neural_3, ... train "
-        "exactly the optimiser steps after which the first neural member scored best on its holdout, with their "
-        "learning-rate schedule fitted to them and none spent confirming a stop (about half the neural training "
-        "time when the first member peaks at epoch 1; with combine_on: validation each still draws its own holdout, then unused); 'own': "
-        "each early-stops on its own holdout scores")
+        "the optimiser steps after which the first neural member scored best on its holdout and stop there, on the "
+        "same learning-rate schedule (planned for train.epochs), with no epoch spent confirming a stop (about half "
+        "the neural training time when the first member peaks at epoch 1; with combine_on: validation each still "
+        "draws its own holdout, then unused); 'own': each early-stops on its own holdout scores")
     refit_neural: bool = Field(False, description="true: once the neural member has early-stopped on the holdout, "
         "train it again from scratch on all training rows for the epoch count that scored best there (its last "
         "weights kept; AutoGluon's refit_full): it learns from the holdout rows too, for about (best epoch + "
@@ -341,8 +341,9 @@ class TrainConfig(_Section):
         "improvement before early stopping (an ensemble's neural members: model.ensemble.neural_patience)")
     checks_per_epoch: int = Field(1, ge=1, le=20, description="validation scorings per epoch, evenly spaced: early "
         "stopping, the best checkpoint and validation_history come at this granularity")
-    max_steps: int | None = Field(None, ge=1, description="train exactly this many optimiser steps, the learning-rate "
-        "schedule fitted to them (instead of epochs × steps per epoch); null: epochs decide")
+    stop_after_steps: int | None = Field(None, ge=1, description="end training after this many optimiser steps, the "
+        "learning-rate schedule still planned for `epochs` (an ensemble's later neural members stop where the first "
+        "one scored best, on its schedule); null: epochs decide")
     keep_weights: Literal["best", "last"] = Field("best", description="the weights the bundle keeps: best (the epoch "
         "with the best monitored validation score; early stopping on) | last (the last epoch's; no early stopping: "
         "a refit for a fixed number of epochs, whose validation rows choose nothing)")

@@ -18,12 +18,12 @@ def test_member_config_gives_later_neural_members_the_first_ones_step_count():
     cfg.model.ensemble.neural_checks_per_epoch = 2
     first = member_config(cfg, "neural")
     assert (first.train.epochs, first.train.keep_weights, first.train.patience) == (3, "best", 1)  # neural_patience
-    assert (first.train.checks_per_epoch, first.train.max_steps) == (2, None)
+    assert (first.train.checks_per_epoch, first.train.stop_after_steps) == (2, None)
     later = member_config(cfg, "neural_2", steps=25)
-    assert (later.train.max_steps, later.train.keep_weights, later.train.seed) == (25, "last", cfg.train.seed + 1)
+    assert (later.train.stop_after_steps, later.train.keep_weights, later.train.seed) == (25, "last", cfg.train.seed + 1)
     assert later.train.checks_per_epoch == 1  # nothing is chosen on its holdout
     classical = member_config(cfg, "tfidf_lr", steps=25)
-    assert (classical.train.epochs, classical.train.max_steps) == (3, None)  # a classical member ignores it
+    assert (classical.train.epochs, classical.train.stop_after_steps) == (3, None)  # a classical member ignores it
 
 
 @pytest.mark.slow
@@ -45,13 +45,13 @@ def test_later_neural_members_train_the_first_members_step_count(tmp_path, mode,
     assert len(history) in (steps.index(chosen["step"]) + 2, 3 * checks)  # stopped one scoring past the best
     meta = {m["name"]: m for m in json.loads((out / "meta.json").read_text())["members"]}
     if mode == "first":
-        assert (second.cfg.train.max_steps, second.cfg.train.keep_weights) == (chosen["step"], "last")
+        assert (second.cfg.train.stop_after_steps, second.cfg.train.keep_weights) == (chosen["step"], "last")
         assert second.meta["steps_run"] == chosen["step"]
         assert meta["neural"]["epochs"] == {"chose": {"step": chosen["step"], "epoch": chosen["epoch"]}}
         assert meta["neural_2"]["epochs"] == {"from": "neural", "steps": chosen["step"]}
         choices = json.loads((out / "meta.json").read_text())["member_rows"]["choices"]
         assert choices.endswith("; neural_2..neural_2 train the optimiser steps neural chose there")
     else:
-        assert (second.cfg.train.max_steps, second.cfg.train.keep_weights) == (None, "best")
+        assert (second.cfg.train.stop_after_steps, second.cfg.train.keep_weights) == (None, "best")
         assert "epochs" not in meta["neural"] and "epochs" not in meta["neural_2"]
     assert "epochs" not in meta["tfidf_lr"]

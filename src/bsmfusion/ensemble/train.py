@@ -66,7 +66,7 @@ def member_config(cfg: Config, name: str, steps: int | None = None) -> Config:
         member.train.patience = cfg.model.ensemble.neural_patience
         member.train.checks_per_epoch = cfg.model.ensemble.neural_checks_per_epoch
         if steps is not None:
-            member.train.max_steps, member.train.keep_weights, member.train.checks_per_epoch = steps, "last", 1
+            member.train.stop_after_steps, member.train.keep_weights, member.train.checks_per_epoch = steps, "last", 1
     else:
         member.model.classical.cv_folds = cfg.model.ensemble.member_cv_folds
     return member

@@ -184,10 +184,9 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool,
     if progress and not terminal_bar:
         shown_as = "holdout_" + monitor.removeprefix("val_") if holdout else monitor
         own.append(LogProgress(monitor, log_every=log_every, shown_as=shown_as))
-    max_steps = cfg.train.max_steps
     trainer = pl.Trainer(
-        max_epochs=-(-max_steps // steps_per_epoch) if max_steps else cfg.train.epochs,
-        max_steps=max_steps or -1,
+        max_epochs=cfg.train.epochs,
+        max_steps=cfg.train.stop_after_steps or -1,  # an early end; the schedule stays planned for the epochs
         val_check_interval=1.0 / cfg.train.checks_per_epoch,
         accelerator=cfg.train.accelerator,
         devices=cfg.train.devices,
@@ -255,7 +254,7 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     steps_per_epoch = max(1, -(-len(sampler) // cfg.train.accumulate_grad_batches))
     if cfg.train.limit_train_batches:
         steps_per_epoch = min(steps_per_epoch, -(-cfg.train.limit_train_batches // cfg.train.accumulate_grad_batches))
-    module = FusionLitModule(model, cfg.train, total_steps=cfg.train.max_steps or steps_per_epoch * cfg.train.epochs)
+    module = FusionLitModule(model, cfg.train, total_steps=steps_per_epoch * cfg.train.epochs)
 
     trainer, best, history, monitor = build_trainer(cfg, work, steps_per_epoch, progress, log_every=run.log_every,
                                                     callbacks=run.callbacks, holdout=run.holdout)

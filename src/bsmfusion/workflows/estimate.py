@@ -41,7 +41,7 @@ def tokens_per_row(cfg: Config, frame: pd.DataFrame) -> float:
 
 def early_stopping_epochs(cfg: Config, patience: int, checks_per_epoch: int) -> float:
     """Epochs an early-stopping fine-tuning is expected to run: to its typical best, then `patience` scorings."""
-    if cfg.train.keep_weights == "last" or cfg.train.max_steps:
+    if cfg.train.keep_weights == "last" or cfg.train.stop_after_steps:
         return float(cfg.train.epochs)
     return min(float(cfg.train.epochs), TYPICAL_BEST_EPOCH + patience / checks_per_epoch)
 
