@@ -55,3 +55,36 @@ def test_later_neural_members_train_the_first_members_step_count(tmp_path, mode,
         assert (second.cfg.train.stop_after_steps, second.cfg.train.keep_weights) == (None, "best")
         assert "epochs" not in meta["neural"] and "epochs" not in meta["neural_2"]
     assert "epochs" not in meta["tfidf_lr"]
+
+
+@pytest.mark.slow
+def test_stopping_after_a_step_keeps_the_weights_the_full_schedule_had_at_that_step(tmp_path):
+    """`train.stop_after_steps` ends the run early without re-planning the learning-rate schedule: the weights are
+    bit for bit those a run planned for all its epochs had after that many steps (so a later ensemble member that
+    stops where the first peaked is the member `neural_epochs: own` keeps when it peaks there too)."""
+    import pytorch_lightning as pl
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.helpers import fast_config
+
+    class Snapshot(pl.Callback):
+        def __init__(self, step: int):
+            self.step, self.weights = step, None
+
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            if trainer.global_step == self.step and self.weights is None:
+                self.weights = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+
+    train_df, val_df = mixed(160, 0), mixed(64, 1)
+    full_cfg = fast_config("concat", epochs=3, keep_weights="last")
+    snapshot = Snapshot(step=13)  # 160 rows / 16 = 10 steps an epoch: the middle of epoch 2
+    train(full_cfg, train_df, val_df, tmp_path / "full", progress=False, callbacks=[snapshot])
+    stopped_cfg = fast_config("concat", epochs=3, keep_weights="last", stop_after_steps=13)
+    train(stopped_cfg, train_df, val_df, tmp_path / "stopped", progress=False)
+    assert json.loads((tmp_path / "stopped" / "meta.json").read_text())["steps_run"] == 13
+    stopped = load_file(str(tmp_path / "stopped" / "model.safetensors"))
+    compared = [name for name in stopped if name in snapshot.weights and "baseline" not in name]
+    assert len(compared) > 20
+    for name in compared:
+        assert torch.equal(stopped[name], snapshot.weights[name].float()), name
