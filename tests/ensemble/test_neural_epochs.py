@@ -1,6 +1,6 @@
 """`model.ensemble.neural_epochs`, `neural_patience` and `neural_checks_per_epoch`: the first neural member
-early-stops on the holdout; with `first` (the default) neural_2, ... train exactly the optimiser steps after which
-it scored best and keep their last weights; with `own` each early-stops by itself."""
+early-stops on the holdout; with `first` (the default) neural_2, ... stop after the optimiser steps at which it
+scored best, on the same schedule, and keep their last weights; with `own` each early-stops by itself."""
 import json
 
 import pytest
@@ -50,7 +50,7 @@ def test_later_neural_members_train_the_first_members_step_count(tmp_path, mode,
         assert meta["neural"]["epochs"] == {"chose": {"step": chosen["step"], "epoch": chosen["epoch"]}}
         assert meta["neural_2"]["epochs"] == {"from": "neural", "steps": chosen["step"]}
         choices = json.loads((out / "meta.json").read_text())["member_rows"]["choices"]
-        assert choices.endswith("; neural_2..neural_2 train the optimiser steps neural chose there")
+        assert choices.endswith("; neural_2..neural_2 stop at the optimiser step neural chose there")
     else:
         assert (second.cfg.train.stop_after_steps, second.cfg.train.keep_weights) == (None, "best")
         assert "epochs" not in meta["neural"] and "epochs" not in meta["neural_2"]

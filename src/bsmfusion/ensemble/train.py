@@ -5,7 +5,7 @@ Which rows serve what:
 * each neural member (neural, neural_2, ... with `neural_seeds`; seeds train.seed + k - 1) fits on the training
   rows minus a seeded holdout (`model.ensemble.member_holdout`): the first early-stops there (best checkpoint,
   `neural_patience`, `neural_checks_per_epoch` scorings an epoch), and with `neural_epochs: first` the others
-  train exactly the optimiser steps it chose (`own`: each early-stops on its holdout too); `refit_neural`: each
+  stop after the optimiser steps it chose, on the same schedule (`own`: each early-stops on its holdout too); `refit_neural`: each
   is then trained again on all training rows for the epochs of that choice;
   the classical members, cheap enough to refit k times, fit on all training rows and choose their settings by
   `member_cv_folds`-fold cross-validation on them. The validation rows, untouched by any of those choices, then
@@ -54,8 +54,8 @@ def member_config(cfg: Config, name: str, steps: int | None = None) -> Config:
     """The config a member trains with: this config with `model.fusion` = the member's kind; neural_k trains with
     seed `train.seed + k - 1` (`neural_seeds`) and early-stops with `neural_patience`, scoring its holdout
     `neural_checks_per_epoch` times an epoch, or, given `steps` (the optimiser steps after which the first neural
-    member scored best: `neural_epochs: first`), trains exactly that many and keeps its last weights; classical
-    members choose C / boosting rounds by `member_cv_folds`-fold CV on the training rows, not on
+    member scored best: `neural_epochs: first`), stops after that many on the same schedule and keeps its last
+    weights; classical members choose C / boosting rounds by `member_cv_folds`-fold CV on the training rows, not on
     the validation rows."""
     member = cfg.model_copy(deep=True)
     k = EnsembleConfig.neural_index(name)
@@ -83,7 +83,7 @@ def member_rows(cfg: Config) -> dict[str, str]:
     own = "one shared holdout" if settings.combine_on == "cross_fit" else "each its own holdout"
     holdouts = f", {own}" if settings.member_holdout else ""
     neural = "neural" if n == 1 else f"neural..neural_{n} (seeds train.seed..+{n - 1}{holdouts})"
-    later = (f"; neural_2..neural_{n} train the optimiser steps neural chose there"
+    later = (f"; neural_2..neural_{n} stop at the optimiser step neural chose there"
              if n > 1 and settings.neural_epochs == "first" else "")
     if not settings.member_holdout:
         return {"fit": f"{neural}: all training rows; {classical}", "choices": f"{neural}: validation{later}"}

@@ -162,9 +162,9 @@ def build_trainer(cfg: Config, work: Path, steps_per_epoch: int, progress: bool,
                   log_every: float = DEFAULT_LOG_EVERY, callbacks: Sequence[pl.Callback] = (),
                   holdout: bool = False) -> tuple[pl.Trainer, Any, Any, str]:
     """The Lightning trainer with best/last checkpoints (atomic writes), early stopping (unless
-    `train.keep_weights: last`), the validation history (`train.checks_per_epoch` rows an epoch) and the run's
-    strategy. Returns (trainer, best
-    checkpoint callback, `ValidationHistory`, monitor).
+    `train.keep_weights: last`), the validation history (`train.checks_per_epoch` rows an epoch), an early end
+    (`train.stop_after_steps`) and the run's strategy. Returns (trainer, best checkpoint callback,
+    `ValidationHistory`, monitor).
     `progress`: Lightning's live bar on a terminal, else `LogProgress` lines every `log_every` seconds (stderr).
     `callbacks` are added after the trainer's own (tests pass fault injectors here). `holdout`: the validation
     loader holds a holdout of the training rows (`TrainRun.holdout`), and the progress lines say so."""
