@@ -16,13 +16,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# the whole suite (what .ci/run calls)
+# the whole suite (what .ci/run calls), one pytest worker per core: most tests keep one core busy (tiny models,
+# subprocess start-ups), so two workers halve the wall time on 2 cores (docs/testing.md)
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n auto --dist loadgroup --durations=15 tests
 
 # the edit loop: every test but those marked slow (docs/testing.md)
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n auto --dist loadgroup -m "not slow" tests
 
 # the headless-browser check of `bsmfusion explain`'s pages: Debian's Chromium (needs root), then that test
 browser: $(STAMP)

@@ -52,6 +52,7 @@ BEFORE = {"combine_on": "validation", "neural_epochs": "own", "neural_patience":
 VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "tfidf_lr": ({"fusion": "tfidf_lr"}, {}, {}),
     "gbdt": ({"fusion": "gbdt"}, {}, {}),
+    "catboost": ({"fusion": "catboost"}, {}, {}),  # the optional member (bsmfusion[catboost]) alone
     "frozen_gate": ({"fusion": "gate"}, {}, FROZEN),
     "frozen_gate_attention": ({"fusion": "gate"}, {"chunk_reduce": "attention"}, FROZEN),
     "frozen_concat": ({"fusion": "concat"}, {}, FROZEN),
@@ -93,11 +94,17 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "ensemble_half_checks": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit",
                                                                  "neural_epochs": "first", "neural_patience": 1,
                                                                  "neural_checks_per_epoch": 2}}, {}, {}),
+    # today's default with CatBoost (native text and categorical handling) as a fourth member: a cheap, diverse
+    # member on every training row (issue 26's point 2); its other members are the default's, bit for bit
+    "ensemble_catboost": ({"fusion": "ensemble", "ensemble": {"members": ["neural", "tfidf_lr", "gbdt", "catboost"],
+                                                               "neural_seeds": 2, "combine_on": "cross_fit",
+                                                               "neural_epochs": "first", "neural_patience": 1,
+                                                               "neural_checks_per_epoch": 1}}, {}, {}),
     # what `bsmfusion train` builds when the config names nothing (its stored cb_nosale / dnd_nodeal seed-0 rows
     # predate the ensemble default: one concat model)
     "default": ({}, {}, {}),
 }
-FULL_DATA = {"tfidf_lr", "gbdt", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",
+FULL_DATA = {"tfidf_lr", "gbdt", "catboost", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",
              "frozen_text_only", "ensemble_frozen"}
 BOOTSTRAP = 1000
 # name → (the variant whose stored member scores it re-combines, config overrides): weights, calibration and

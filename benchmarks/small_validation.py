@@ -16,6 +16,10 @@ neural members score it, tfidf_lr and gbdt are refitted with the same seed for t
 rows must be training's: the same labels, and the bundle's weights and calibration give its stored probabilities
 (checked, else it stops).
 Both protocols share the members (trained with the shared holdout), so the difference is the combination alone.
+`--leave-out NAME` also re-fits every combination without that member (a bundle trained with an optional
+member gives the default's result too: its other members are the default's, bit for bit, and so is the
+combination code; the record names the members trained). A bundle of today's default trained elsewhere (e.g. quality.py's `ensemble_first_steps`, the same config) can be
+linked in as `--work/TASK_SEED`: it is reused (its training time is then not this script's to report).
 Writes benchmarks/results/small_validation.json (one record a task × seed × protocol × draw) and renders
 small_validation.md from it (`--render`: from the JSON alone).
 """
@@ -132,7 +136,7 @@ def evaluate(cfg, names, val_scores, y_val, rows_val, holdout, y_hold, test_scor
     return out
 
 
-def run(task_name: str, seed: int, draws: int, n_rows: int, work: Path) -> list[dict]:
+def run(task_name: str, seed: int, draws: int, n_rows: int, work: Path, leave_out: str | None = None) -> list[dict]:
     import bsmfusion  # noqa: F401
     from bsmfusion.bundle import load_bundle
     from bsmfusion.config import config_from_dict
@@ -157,34 +161,43 @@ def run(task_name: str, seed: int, draws: int, n_rows: int, work: Path) -> list[
     test_scores = [build_scorer(members[n]).score_frame(task.test) for n in names]
     y_val, y_test = (bundle.preprocessor.encode_labels(f) for f in (task.val, task.test))
     holdout, y_hold = members_out_of_sample(bundle, cfg, task)
-    common = {"task": task_name, "seed": seed, "machine": cpu_capability(), "fit_seconds": fit_seconds,
-              "model": "default ensemble (2 fine-tuned MiniLM members + tfidf_lr + gbdt), combine_on re-fitted",
-              "holdout_rows": int(len(y_hold))}
-    records = []
-    everything = np.arange(len(y_val))
-    for protocol in PROTOCOLS:
-        records.append({**common, "draw": None, **evaluate(cfg, names, val_scores, y_val, everything, holdout, y_hold,
-                                                           test_scores, y_test, protocol)})
     check_rows(bundle, cfg, names, val_scores, y_val, holdout, y_hold, task_name, seed)
-    for draw in range(draws):
-        rng = np.random.default_rng(1000 * seed + draw)
-        while True:
-            rows = np.sort(rng.choice(len(y_val), n_rows, replace=False))
-            if len(np.unique(y_val[rows])) == 2:
-                break
+    settings = cfg.model.ensemble
+    member_sets = [names] + ([[n for n in names if n != leave_out]] if leave_out in names else [])
+    records = []
+    for subset in member_sets:  # the bundle's members, then (--leave-out) the same members but one
+        pick = [names.index(n) for n in subset]
+        sub_val, sub_test = [val_scores[i] for i in pick], [test_scores[i] for i in pick]
+        classical = [m for m in settings.members if m != "neural" and m in subset]
+        common = {"task": task_name, "seed": seed, "machine": cpu_capability(), "fit_seconds": fit_seconds,
+                  "model": f"{settings.neural_seeds} neural (epochs: {settings.neural_epochs}) + {' + '.join(classical)}",
+                  "holdout_rows": int(len(y_hold)),
+                  **({"members_trained": names} if subset != names else {})}
+        everything = np.arange(len(y_val))
         for protocol in PROTOCOLS:
-            records.append({**common, "draw": draw, **evaluate(cfg, names, val_scores, y_val, rows, holdout, y_hold,
-                                                               test_scores, y_test, protocol)})
+            records.append({**common, "draw": None, **evaluate(cfg, subset, sub_val, y_val, everything, holdout,
+                                                               y_hold, sub_test, y_test, protocol)})
+        for draw in range(draws):
+            rng = np.random.default_rng(1000 * seed + draw)
+            while True:
+                rows = np.sort(rng.choice(len(y_val), n_rows, replace=False))
+                if len(np.unique(y_val[rows])) == 2:
+                    break
+            for protocol in PROTOCOLS:
+                records.append({**common, "draw": draw, **evaluate(cfg, subset, sub_val, y_val, rows, holdout, y_hold,
+                                                                   sub_test, y_test, protocol)})
     return records
 
 
 def summarise(records: list[dict]) -> list[dict]:
-    """Per task × protocol × (full split | small draws): means and sds over seeds (and draws)."""
+    """Per task × model × protocol × (full split | small draws): means and sds over seeds (and draws)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["task"], r["protocol"], "full" if r["draw"] is None else f"{r['val_rows']} rows"), []).append(r)
+        split = "full" if r["draw"] is None else f"{r['val_rows']} rows"
+        groups.setdefault((r["task"], r["model"], r["protocol"], split), []).append(r)
     rows = []
-    for (task, protocol, split), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2] != "full", kv[0][1])):
+    for (task, model, protocol, split), group in sorted(groups.items(),
+                                                        key=lambda kv: (kv[0][0], kv[0][1], kv[0][3] != "full", kv[0][2])):
         def stat(key):
             values = np.array([r[key] for r in group], dtype=float)
             return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
@@ -192,14 +205,20 @@ def summarise(records: list[dict]) -> list[dict]:
         gap_e = np.array([r["test_f1_optimal"] - r.get("test_f1_expected_f1", np.nan) for r in group])
         rest = [r.get("rest_f1_gap") for r in group if r.get("rest_f1_gap") is not None]
         rest_e = [r.get("rest_f1_gap_expected_f1") for r in group if r.get("rest_f1_gap_expected_f1") is not None]
-        rows.append({"task": task, "protocol": protocol, "validation": split, "runs": len(group),
+        rows.append({"task": task, "model": model, "protocol": protocol, "validation": split, "runs": len(group),
                      "f1_gap_expected": (float(gap_e.mean()), float(gap_e.max())),
                      "rest_gap": float(np.mean(rest)) if rest else None,
                      "rest_gap_expected": float(np.mean(rest_e)) if rest_e else None,
                      "seeds": sorted({r["seed"] for r in group}), "machine": sorted({r["machine"] for r in group}),
                      "combination_rows": stat("combination_rows")[0], "roc_auc": stat("test_roc_auc"),
+                     "pr_auc": stat("test_pr_auc"),
                      "ece": stat("test_ece"), "f1": stat("test_f1"), "f1_gap": (float(gap.mean()), float(gap.max()))})
     return rows
+
+
+# the model of the records written before the record named the members' settings: the default as of stop 29
+STOP29_MODEL = "default ensemble (2 fine-tuned MiniLM members + tfidf_lr + gbdt), combine_on re-fitted"
+MODEL_LABELS = {STOP29_MODEL: "2 neural (epochs: own) + tfidf_lr + gbdt"}
 
 
 def render(records: list[dict]) -> str:
@@ -210,17 +229,20 @@ def render(records: list[dict]) -> str:
              "re-fit). Mean ± sd over seeds × draws; F1 gap: test-optimal threshold's F1 − the chosen threshold's "
              "(mean, worst), for the max_f1 threshold and for expected_f1's (the same fitted combination). "
              "Rest gap: the same F1 gap on the validation rows outside the draw (rows no choice saw; what chooses "
-             "between the two rules without the test split).", "",
-             "| task | validation rows | combine_on | fitted on (rows) | seeds | runs | test ROC-AUC | test ECE | "
+             "between the two rules without the test split). Model: the default's members; 'epochs: own' is the "
+             "default as of stop 29 (each neural member early-stops on its holdout), 'epochs: first' today's "
+             "(neural_2 stops where the first member scored best).", "",
+             "| task | model | validation rows | combine_on | fitted on (rows) | seeds | runs | test ROC-AUC | test PR-AUC | test ECE | "
              "test F1 (max_f1) | F1 gap max_f1 | F1 gap expected_f1 | rest gap max_f1 / expected_f1 | machine |",
-             "|---|---|---|---:|---|---:|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---:|---|---:|---|---|---|---|---|---|---|---|"]
 
     def rest(value):
         return "" if value is None else f"{value:.3f}"
     for s in summarise(records):
         gap_e = "" if np.isnan(s["f1_gap_expected"][0]) else f"{s['f1_gap_expected'][0]:.3f}, {s['f1_gap_expected'][1]:.3f}"
-        lines.append(f"| {s['task']} | {s['validation']} | {s['protocol']} | {s['combination_rows']:.0f} | "
+        lines.append(f"| {s['task']} | {MODEL_LABELS.get(s['model'], s['model'])} | {s['validation']} | {s['protocol']} | {s['combination_rows']:.0f} | "
                      f"{','.join(map(str, s['seeds']))} | {s['runs']} | {s['roc_auc'][0]:.4f} ± {s['roc_auc'][1]:.4f} | "
+                     f"{s['pr_auc'][0]:.4f} ± {s['pr_auc'][1]:.4f} | "
                      f"{s['ece'][0]:.3f} ± {s['ece'][1]:.3f} | {s['f1'][0]:.3f} ± {s['f1'][1]:.3f} | "
                      f"{s['f1_gap'][0]:.3f}, {s['f1_gap'][1]:.3f} | {gap_e} | "
                      f"{rest(s['rest_gap'])} / {rest(s['rest_gap_expected'])} | {'; '.join(s['machine'])} |")
@@ -239,14 +261,18 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--rows", type=int, default=60)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench/small_validation"))
+    parser.add_argument("--leave-out", default=None,
+                        help="a member of the bundle (e.g. catboost) whose combination is re-fitted without it too: "
+                             "the same members but one, bit for bit what training without it would have combined")
     parser.add_argument("--render", action="store_true", help="rewrite small_validation.md from the JSON only")
     args = parser.parse_args()
     records = json.loads(JSON_PATH.read_text()) if JSON_PATH.is_file() else []
     if not args.render:
         for task in args.tasks.split(","):
             for seed in map(int, args.seeds.split(",")):
-                new = run(task, seed, args.draws, args.rows, args.work)
-                records = [r for r in records if (r["task"], r["seed"]) != (task, seed)] + new
+                new = run(task, seed, args.draws, args.rows, args.work, args.leave_out)
+                keys = {(r["task"], r["seed"], r["model"]) for r in new}
+                records = [r for r in records if (r["task"], r["seed"], r["model"]) not in keys] + new
                 JSON_PATH.write_text(json.dumps(records, indent=1) + "\n")
                 print(render([r for r in records if r["task"] == task]), flush=True)
     MD_PATH.write_text(render(records))
