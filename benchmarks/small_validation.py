@@ -91,11 +91,51 @@ def check_rows(bundle, cfg, names, val_scores, y_val, holdout, y_hold, task_name
                          f"probability difference {gap:.2g}, or the labels differ)")
 
 
+def bagged_f1_threshold(labels: np.ndarray, probs: np.ndarray, draws: int = 200) -> float:
+    """Candidate rule: the median of the max-F1 thresholds of `draws` bootstrap resamples of the rows (seeded):
+    bagging the unstable arg-max of a few rows' F1 curve."""
+    from bsmfusion.evaluation.metrics import best_f1_threshold
+
+    rng = np.random.default_rng(0)
+    picks = (rng.integers(0, len(labels), len(labels)) for _ in range(draws))
+    return float(np.median([best_f1_threshold(labels[i], probs[i]) for i in picks]))
+
+
+def shrunk_f1_threshold(labels: np.ndarray, probs: np.ndarray, prior_rows: float) -> float:
+    """Candidate rule between max_f1 and expected_f1: F1 counted on soft labels λ·y + (1 − λ)·p, λ = n / (n +
+    prior_rows): few rows lean on the calibrated probabilities (expected_f1), many on the labels (max_f1)."""
+    labels, probs = np.asarray(labels, np.float64), np.asarray(probs, np.float64)
+    share = len(labels) / (len(labels) + prior_rows)
+    order = np.argsort(-probs, kind="mergesort")
+    ranked, soft = probs[order], share * labels[order] + (1 - share) * probs[order]
+    f1 = 2 * np.cumsum(soft) / (np.arange(1, len(soft) + 1) + soft.sum())
+    last = np.r_[np.flatnonzero(np.diff(ranked) != 0), len(ranked) - 1]  # a threshold flags every row tied with it
+    return float(ranked[last[int(np.argmax(f1[last]))]])
+
+
+# the threshold rules compared on each re-fit: the library's two, and candidates measured before any becomes a policy
+RULES = ("max_f1", "expected_f1", "bagged_f1", "shrunk_f1_100", "shrunk_f1_400")
+
+
+def rule_thresholds(labels: np.ndarray, probs: np.ndarray, max_f1: float) -> dict[str, float]:
+    """Each rule's threshold on the combination rows' labels and calibrated P(positive)."""
+    from bsmfusion.decision import expected_f1_threshold
+
+    return {"max_f1": max_f1, "expected_f1": expected_f1_threshold(probs),
+            "bagged_f1": bagged_f1_threshold(labels, probs),
+            "shrunk_f1_100": shrunk_f1_threshold(labels, probs, 100),
+            "shrunk_f1_400": shrunk_f1_threshold(labels, probs, 400)}
+
+
+def suffix(rule: str) -> str:
+    """The record keys' suffix of a rule's results (max_f1's keys have none: the records before the candidates)."""
+    return "" if rule == "max_f1" else f"_{rule}"
+
+
 def evaluate(cfg, names, val_scores, y_val, rows_val, holdout, y_hold, test_scores, y_test, protocol):
     """One re-fit of the combination on validation rows `rows_val` (and, cross_fit, the holdout), scored on the
     test split and on the validation rows outside the draw ("rest": rows no choice saw, for choosing between the
-    decision rules without the test split), under both threshold rules: max_f1 and expected_f1."""
-    from bsmfusion.decision import expected_f1_threshold
+    decision rules without the test split), under each threshold rule of `RULES`."""
     from bsmfusion.ensemble.cross_fit import CombinationRows, fit_combination, pool
     from bsmfusion.ensemble.selection import combine, member_logits
     from bsmfusion.evaluation.metrics import best_f1_threshold, classification_metrics
@@ -109,8 +149,7 @@ def evaluate(cfg, names, val_scores, y_val, rows_val, holdout, y_hold, test_scor
     else:
         rows = CombinationRows(logits, y_val[rows_val], len(rows_val))
     fitted = fit_combination(cfg, rows, val, y_val[rows_val], names)
-    thresholds = {"max_f1": fitted.decided.threshold,
-                  "expected_f1": expected_f1_threshold(fitted.decided.scores.probs[:, 1])}
+    thresholds = rule_thresholds(fitted.decided.labels, fitted.decided.scores.probs[:, 1], fitted.decided.threshold)
     rest = np.setdiff1d(np.arange(len(y_val)), rows_val)
 
     def calibrated(member_scores, subset=None):
@@ -123,15 +162,13 @@ def evaluate(cfg, names, val_scores, y_val, rows_val, holdout, y_hold, test_scor
            "weights": dict(zip(names, np.round(fitted.weights, 6).tolist())), "threshold": thresholds["max_f1"],
            "test_f1_optimal": best["f1"]}
     for rule, threshold in thresholds.items():
-        chosen = classification_metrics(y_test, probs, threshold)
-        suffix = "" if rule == "max_f1" else "_expected_f1"
-        out.update({f"threshold{suffix}": threshold, f"test_roc_auc{suffix}": chosen["roc_auc"],
-                    f"test_pr_auc{suffix}": chosen["pr_auc"], f"test_ece{suffix}": chosen["ece"],
-                    f"test_f1{suffix}": chosen["f1"]})
+        chosen, key = classification_metrics(y_test, probs, threshold), suffix(rule)
+        out.update({f"threshold{key}": threshold, f"test_roc_auc{key}": chosen["roc_auc"],
+                    f"test_pr_auc{key}": chosen["pr_auc"], f"test_ece{key}": chosen["ece"], f"test_f1{key}": chosen["f1"]})
         if len(rest) and len(np.unique(y_val[rest])) == 2:
             rest_probs = calibrated(val_scores, rest)
             rest_best = classification_metrics(y_val[rest], rest_probs, best_f1_threshold(y_val[rest], rest_probs[:, 1]))
-            out[f"rest_f1_gap{suffix}"] = rest_best["f1"] - classification_metrics(y_val[rest], rest_probs, threshold)["f1"]
+            out[f"rest_f1_gap{key}"] = rest_best["f1"] - classification_metrics(y_val[rest], rest_probs, threshold)["f1"]
             out["rest_rows"] = int(len(rest))
     return out
 
@@ -201,18 +238,17 @@ def summarise(records: list[dict]) -> list[dict]:
         def stat(key):
             values = np.array([r[key] for r in group], dtype=float)
             return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        gap = np.array([r["test_f1_optimal"] - r["test_f1"] for r in group])
-        gap_e = np.array([r["test_f1_optimal"] - r.get("test_f1_expected_f1", np.nan) for r in group])
-        rest = [r.get("rest_f1_gap") for r in group if r.get("rest_f1_gap") is not None]
-        rest_e = [r.get("rest_f1_gap_expected_f1") for r in group if r.get("rest_f1_gap_expected_f1") is not None]
+        rules = {}  # per threshold rule every record of the group has: test F1 gap (mean, worst), rest gap mean
+        for rule in RULES:
+            if all(f"test_f1{suffix(rule)}" in r for r in group):
+                gap = np.array([r["test_f1_optimal"] - r[f"test_f1{suffix(rule)}"] for r in group])
+                rest = [r[f"rest_f1_gap{suffix(rule)}"] for r in group if r.get(f"rest_f1_gap{suffix(rule)}") is not None]
+                rules[rule] = {"gap": (float(gap.mean()), float(gap.max())), "rest": float(np.mean(rest)) if rest else None}
         rows.append({"task": task, "model": model, "protocol": protocol, "validation": split, "runs": len(group),
-                     "f1_gap_expected": (float(gap_e.mean()), float(gap_e.max())),
-                     "rest_gap": float(np.mean(rest)) if rest else None,
-                     "rest_gap_expected": float(np.mean(rest_e)) if rest_e else None,
-                     "seeds": sorted({r["seed"] for r in group}), "machine": sorted({r["machine"] for r in group}),
+                     "rules": rules, "seeds": sorted({r["seed"] for r in group}),
+                     "machine": sorted({r["machine"] for r in group}),
                      "combination_rows": stat("combination_rows")[0], "roc_auc": stat("test_roc_auc"),
-                     "pr_auc": stat("test_pr_auc"),
-                     "ece": stat("test_ece"), "f1": stat("test_f1"), "f1_gap": (float(gap.mean()), float(gap.max()))})
+                     "pr_auc": stat("test_pr_auc"), "ece": stat("test_ece"), "f1": stat("test_f1")})
     return rows
 
 
@@ -236,16 +272,31 @@ def render(records: list[dict]) -> str:
              "test F1 (max_f1) | F1 gap max_f1 | F1 gap expected_f1 | rest gap max_f1 / expected_f1 | machine |",
              "|---|---|---|---|---:|---|---:|---|---|---|---|---|---|---|---|"]
 
-    def rest(value):
-        return "" if value is None else f"{value:.3f}"
-    for s in summarise(records):
-        gap_e = "" if np.isnan(s["f1_gap_expected"][0]) else f"{s['f1_gap_expected'][0]:.3f}, {s['f1_gap_expected'][1]:.3f}"
+    def rest(rules, rule):
+        return "" if rule not in rules or rules[rule]["rest"] is None else f"{rules[rule]['rest']:.3f}"
+
+    def gap(rules, rule):
+        return f"{rules[rule]['gap'][0]:.3f}, {rules[rule]['gap'][1]:.3f}" if rule in rules else ""
+    summaries = summarise(records)
+    for s in summaries:
         lines.append(f"| {s['task']} | {MODEL_LABELS.get(s['model'], s['model'])} | {s['validation']} | {s['protocol']} | {s['combination_rows']:.0f} | "
                      f"{','.join(map(str, s['seeds']))} | {s['runs']} | {s['roc_auc'][0]:.4f} ± {s['roc_auc'][1]:.4f} | "
                      f"{s['pr_auc'][0]:.4f} ± {s['pr_auc'][1]:.4f} | "
                      f"{s['ece'][0]:.3f} ± {s['ece'][1]:.3f} | {s['f1'][0]:.3f} ± {s['f1'][1]:.3f} | "
-                     f"{s['f1_gap'][0]:.3f}, {s['f1_gap'][1]:.3f} | {gap_e} | "
-                     f"{rest(s['rest_gap'])} / {rest(s['rest_gap_expected'])} | {'; '.join(s['machine'])} |")
+                     f"{gap(s['rules'], 'max_f1')} | {gap(s['rules'], 'expected_f1')} | "
+                     f"{rest(s['rules'], 'max_f1')} / {rest(s['rules'], 'expected_f1')} | {'; '.join(s['machine'])} |")
+    candidates = [s for s in summaries if len(s["rules"]) > 2]
+    if candidates:
+        lines += ["", "Threshold rules on the same re-fits (records that carry the candidates): test F1 gap (mean, "
+                  "worst) and, after '/', the rest gap (mean; validation rows outside the draw, the rows to choose a "
+                  "rule on). bagged_f1: the median of 200 bootstrap resamples' max-F1 thresholds; shrunk_f1_N: F1 on "
+                  "the soft labels λ·y + (1 − λ)·p, λ = n / (n + N) (the script's docstrings).", "",
+                  "| task | model | validation rows | combine_on | runs | " + " | ".join(RULES) + " |",
+                  "|---|---|---|---|---:|" + "---|" * len(RULES)]
+        for s in candidates:
+            cells = [gap(s["rules"], r) + (f" / {rest(s['rules'], r)}" if rest(s["rules"], r) else "") for r in RULES]
+            lines.append(f"| {s['task']} | {MODEL_LABELS.get(s['model'], s['model'])} | {s['validation']} | "
+                         f"{s['protocol']} | {s['runs']} | " + " | ".join(cells) + " |")
     fits = sorted({(r["task"], r["seed"], r["fit_seconds"], r["machine"]) for r in records if r["fit_seconds"]})
     if fits:
         lines += ["", "Wall time of the default's training in this script (`combine_on: cross_fit`; the 2 cores were "

@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,3 +124,23 @@ def test_a_row_from_two_machines_names_both():
             {"seed": 1, "machine": "AMX, precision auto → bf16: AMX, 2 CPU cores"},
             {"seed": 2, "machine": "AMX, precision auto → bf16: AMX, 2 CPU cores"}]
     assert render.machine_cell(runs) == "AVX-512-BF16 (seed 0); AMX (seeds 1, 2)"
+
+
+def test_the_candidate_threshold_rules_span_max_f1_and_expected_f1():
+    """shrunk_f1 counts F1 on soft labels λ·y + (1 − λ)·p: with no prior rows it is max_f1 (the same F1), with
+    endless prior rows expected_f1 (the same threshold); bagged_f1 is one of the rows' scores, seeded."""
+    from bsmfusion.decision import expected_f1_threshold
+    from bsmfusion.evaluation.metrics import best_f1_threshold
+
+    small_validation = script("small_validation")
+    rng = np.random.default_rng(1)
+    labels = (rng.random(80) < 0.4).astype(int)
+    probs = np.round(np.clip(0.4 + 0.3 * (labels - 0.4) + rng.normal(0, 0.25, 80), 0.01, 0.99), 2)
+
+    def f1(threshold):
+        return 2 * labels[probs >= threshold].sum() / ((probs >= threshold).sum() + labels.sum())
+    assert f1(small_validation.shrunk_f1_threshold(labels, probs, 0)) == pytest.approx(f1(best_f1_threshold(labels, probs)))
+    assert small_validation.shrunk_f1_threshold(labels, probs, 1e12) == expected_f1_threshold(probs)
+    bagged = small_validation.bagged_f1_threshold(labels, probs)
+    assert bagged in probs and bagged == small_validation.bagged_f1_threshold(labels, probs)
+    assert set(small_validation.rule_thresholds(labels, probs, 0.5)) == set(small_validation.RULES)
