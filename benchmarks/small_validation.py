@@ -92,8 +92,10 @@ def check_rows(bundle, cfg, names, val_scores, y_val, holdout, y_hold, task_name
 
 
 def bagged_f1_threshold(labels: np.ndarray, probs: np.ndarray, draws: int = 200) -> float:
-    """Candidate rule: the median of the max-F1 thresholds of `draws` bootstrap resamples of the rows (seeded):
-    bagging the unstable arg-max of a few rows' F1 curve."""
+    """Candidate rule: the median of the max-F1 thresholds of `draws` bootstrap resamples of the rows, bagging the
+    unstable arg-max of a few rows' F1 curve. Every call draws the same resamples (seed 0); a one-class resample
+    counts as 0.5 (`best_f1_threshold`'s answer; about never at these tasks' 30–50% positives and ≥ 60 rows, not
+    so with rare positives); with an even count the median may fall between two scores."""
     from bsmfusion.evaluation.metrics import best_f1_threshold
 
     rng = np.random.default_rng(0)
@@ -103,7 +105,9 @@ def bagged_f1_threshold(labels: np.ndarray, probs: np.ndarray, draws: int = 200)
 
 def shrunk_f1_threshold(labels: np.ndarray, probs: np.ndarray, prior_rows: float) -> float:
     """Candidate rule between max_f1 and expected_f1: F1 counted on soft labels λ·y + (1 − λ)·p, λ = n / (n +
-    prior_rows): few rows lean on the calibrated probabilities (expected_f1), many on the labels (max_f1)."""
+    prior_rows), n the rows: few rows lean on the calibrated probabilities (expected_f1), many on the labels. With
+    prior_rows 0 it reaches max_f1's F1 (of tied thresholds it keeps the highest, max_f1 the lowest); with
+    endless prior rows it is expected_f1."""
     labels, probs = np.asarray(labels, np.float64), np.asarray(probs, np.float64)
     share = len(labels) / (len(labels) + prior_rows)
     order = np.argsort(-probs, kind="mergesort")
@@ -161,15 +165,17 @@ def evaluate(cfg, names, val_scores, y_val, rows_val, holdout, y_hold, test_scor
     out = {"protocol": protocol, "val_rows": int(len(rows_val)), "combination_rows": int(len(rows.labels)),
            "weights": dict(zip(names, np.round(fitted.weights, 6).tolist())), "threshold": thresholds["max_f1"],
            "test_f1_optimal": best["f1"]}
+    scored_rest = len(rest) and len(np.unique(y_val[rest])) == 2
+    if scored_rest:
+        rest_probs = calibrated(val_scores, rest)
+        rest_best = classification_metrics(y_val[rest], rest_probs, best_f1_threshold(y_val[rest], rest_probs[:, 1]))
+        out["rest_rows"] = int(len(rest))
     for rule, threshold in thresholds.items():
         chosen, key = classification_metrics(y_test, probs, threshold), suffix(rule)
         out.update({f"threshold{key}": threshold, f"test_roc_auc{key}": chosen["roc_auc"],
                     f"test_pr_auc{key}": chosen["pr_auc"], f"test_ece{key}": chosen["ece"], f"test_f1{key}": chosen["f1"]})
-        if len(rest) and len(np.unique(y_val[rest])) == 2:
-            rest_probs = calibrated(val_scores, rest)
-            rest_best = classification_metrics(y_val[rest], rest_probs, best_f1_threshold(y_val[rest], rest_probs[:, 1]))
+        if scored_rest:
             out[f"rest_f1_gap{key}"] = rest_best["f1"] - classification_metrics(y_val[rest], rest_probs, threshold)["f1"]
-            out["rest_rows"] = int(len(rest))
     return out
 
 
@@ -226,12 +232,25 @@ def run(task_name: str, seed: int, draws: int, n_rows: int, work: Path, leave_ou
     return records
 
 
+# the model of the records written before the record named the members' settings: the default as of stop 29
+STOP29_MODEL = "default ensemble (2 fine-tuned MiniLM members + tfidf_lr + gbdt), combine_on re-fitted"
+MODEL_LABELS = {STOP29_MODEL: "2 neural (epochs: own) + tfidf_lr + gbdt"}
+
+
+def model_label(record: dict) -> str:
+    """The model a record measured: its members' settings, and for a re-fit without a member of the trained
+    bundle (--leave-out) which one was left out; the records group and are replaced by it."""
+    label = MODEL_LABELS.get(record["model"], record["model"])
+    left_out = [m for m in record.get("members_trained", []) if m not in record["weights"]]
+    return label + (f" ({', '.join(left_out)} left out of its bundle)" if left_out else "")
+
+
 def summarise(records: list[dict]) -> list[dict]:
     """Per task × model × protocol × (full split | small draws): means and sds over seeds (and draws)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         split = "full" if r["draw"] is None else f"{r['val_rows']} rows"
-        groups.setdefault((r["task"], r["model"], r["protocol"], split), []).append(r)
+        groups.setdefault((r["task"], model_label(r), r["protocol"], split), []).append(r)
     rows = []
     for (task, model, protocol, split), group in sorted(groups.items(),
                                                         key=lambda kv: (kv[0][0], kv[0][1], kv[0][3] != "full", kv[0][2])):
@@ -252,9 +271,6 @@ def summarise(records: list[dict]) -> list[dict]:
     return rows
 
 
-# the model of the records written before the record named the members' settings: the default as of stop 29
-STOP29_MODEL = "default ensemble (2 fine-tuned MiniLM members + tfidf_lr + gbdt), combine_on re-fitted"
-MODEL_LABELS = {STOP29_MODEL: "2 neural (epochs: own) + tfidf_lr + gbdt"}
 
 
 def render(records: list[dict]) -> str:
@@ -279,7 +295,7 @@ def render(records: list[dict]) -> str:
         return f"{rules[rule]['gap'][0]:.3f}, {rules[rule]['gap'][1]:.3f}" if rule in rules else ""
     summaries = summarise(records)
     for s in summaries:
-        lines.append(f"| {s['task']} | {MODEL_LABELS.get(s['model'], s['model'])} | {s['validation']} | {s['protocol']} | {s['combination_rows']:.0f} | "
+        lines.append(f"| {s['task']} | {s['model']} | {s['validation']} | {s['protocol']} | {s['combination_rows']:.0f} | "
                      f"{','.join(map(str, s['seeds']))} | {s['runs']} | {s['roc_auc'][0]:.4f} ± {s['roc_auc'][1]:.4f} | "
                      f"{s['pr_auc'][0]:.4f} ± {s['pr_auc'][1]:.4f} | "
                      f"{s['ece'][0]:.3f} ± {s['ece'][1]:.3f} | {s['f1'][0]:.3f} ± {s['f1'][1]:.3f} | "
@@ -290,12 +306,13 @@ def render(records: list[dict]) -> str:
         lines += ["", "Threshold rules on the same re-fits (records that carry the candidates): test F1 gap (mean, "
                   "worst) and, after '/', the rest gap (mean; validation rows outside the draw, the rows to choose a "
                   "rule on). bagged_f1: the median of 200 bootstrap resamples' max-F1 thresholds; shrunk_f1_N: F1 on "
-                  "the soft labels λ·y + (1 − λ)·p, λ = n / (n + N) (the script's docstrings).", "",
+                  "the soft labels λ·y + (1 − λ)·p, λ = n / (n + N), n the combination rows ('fitted on (rows)' "
+                  "above; the script's docstrings). None of them is a `train.decision` policy.", "",
                   "| task | model | validation rows | combine_on | runs | " + " | ".join(RULES) + " |",
                   "|---|---|---|---|---:|" + "---|" * len(RULES)]
         for s in candidates:
             cells = [gap(s["rules"], r) + (f" / {rest(s['rules'], r)}" if rest(s["rules"], r) else "") for r in RULES]
-            lines.append(f"| {s['task']} | {MODEL_LABELS.get(s['model'], s['model'])} | {s['validation']} | "
+            lines.append(f"| {s['task']} | {s['model']} | {s['validation']} | "
                          f"{s['protocol']} | {s['runs']} | " + " | ".join(cells) + " |")
     fits = sorted({(r["task"], r["seed"], r["fit_seconds"], r["machine"]) for r in records if r["fit_seconds"]})
     if fits:
@@ -322,8 +339,8 @@ def main() -> None:
         for task in args.tasks.split(","):
             for seed in map(int, args.seeds.split(",")):
                 new = run(task, seed, args.draws, args.rows, args.work, args.leave_out)
-                keys = {(r["task"], r["seed"], r["model"]) for r in new}
-                records = [r for r in records if (r["task"], r["seed"], r["model"]) not in keys] + new
+                keys = {(r["task"], r["seed"], model_label(r)) for r in new}
+                records = [r for r in records if (r["task"], r["seed"], model_label(r)) not in keys] + new
                 JSON_PATH.write_text(json.dumps(records, indent=1) + "\n")
                 print(render([r for r in records if r["task"] == task]), flush=True)
     MD_PATH.write_text(render(records))

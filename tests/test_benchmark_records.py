@@ -127,8 +127,8 @@ def test_a_row_from_two_machines_names_both():
 
 
 def test_the_candidate_threshold_rules_span_max_f1_and_expected_f1():
-    """shrunk_f1 counts F1 on soft labels λ·y + (1 − λ)·p: with no prior rows it is max_f1 (the same F1), with
-    endless prior rows expected_f1 (the same threshold); bagged_f1 is one of the rows' scores, seeded."""
+    """shrunk_f1 counts F1 on soft labels λ·y + (1 − λ)·p: with no prior rows it reaches max_f1's F1, with
+    endless prior rows it is expected_f1 (the same threshold); bagged_f1 on separable rows is the positives' score."""
     from bsmfusion.decision import expected_f1_threshold
     from bsmfusion.evaluation.metrics import best_f1_threshold
 
@@ -141,6 +141,21 @@ def test_the_candidate_threshold_rules_span_max_f1_and_expected_f1():
         return 2 * labels[probs >= threshold].sum() / ((probs >= threshold).sum() + labels.sum())
     assert f1(small_validation.shrunk_f1_threshold(labels, probs, 0)) == pytest.approx(f1(best_f1_threshold(labels, probs)))
     assert small_validation.shrunk_f1_threshold(labels, probs, 1e12) == expected_f1_threshold(probs)
-    bagged = small_validation.bagged_f1_threshold(labels, probs)
-    assert bagged in probs and bagged == small_validation.bagged_f1_threshold(labels, probs)
-    assert set(small_validation.rule_thresholds(labels, probs, 0.5)) == set(small_validation.RULES)
+    separable = np.r_[np.ones(30), np.zeros(30)].astype(int)
+    assert small_validation.bagged_f1_threshold(separable, np.r_[np.full(30, 0.7), np.full(30, 0.2)]) == 0.7
+
+
+def test_a_re_fit_without_a_member_is_its_own_row_and_candidates_show_only_where_every_record_has_them():
+    small_validation = script("small_validation")
+    base = {"task": "t", "seed": 0, "machine": "AVX2", "fit_seconds": None, "model": "m", "draw": 0, "val_rows": 60,
+            "protocol": "cross_fit", "combination_rows": 100, "test_roc_auc": 0.8, "test_pr_auc": 0.6,
+            "test_ece": 0.02, "test_f1": 0.6, "test_f1_optimal": 0.65, "test_f1_expected_f1": 0.62,
+            "weights": {"a": 0.5, "b": 0.5}}
+    candidates = {"test_f1_bagged_f1": 0.61, "test_f1_shrunk_f1_100": 0.6, "test_f1_shrunk_f1_400": 0.64}
+    left_out = {**base, "members_trained": ["a", "b", "c"], "test_roc_auc": 0.7}
+    rows = small_validation.summarise([base, left_out])
+    assert [r["model"] for r in rows] == ["m", "m (c left out of its bundle)"]
+    assert [r["roc_auc"][0] for r in rows] == [0.8, 0.7]
+    assert "Threshold rules" not in small_validation.render([base, {**base, **candidates, "seed": 1}])
+    table = small_validation.render([{**base, **candidates}])
+    assert "| t | m | 60 rows | cross_fit | 1 | 0.050, 0.050 | 0.030, 0.030 | 0.040, 0.040 | 0.050, 0.050 | 0.010, 0.010 |" in table
