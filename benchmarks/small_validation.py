@@ -108,13 +108,11 @@ def shrunk_f1_threshold(labels: np.ndarray, probs: np.ndarray, prior_rows: float
     prior_rows), n the rows: few rows lean on the calibrated probabilities (expected_f1), many on the labels. With
     prior_rows 0 it reaches max_f1's F1 (of tied thresholds it keeps the highest, max_f1 the lowest); with
     endless prior rows it is expected_f1."""
+    from bsmfusion.decision import soft_f1_threshold
+
     labels, probs = np.asarray(labels, np.float64), np.asarray(probs, np.float64)
     share = len(labels) / (len(labels) + prior_rows)
-    order = np.argsort(-probs, kind="mergesort")
-    ranked, soft = probs[order], share * labels[order] + (1 - share) * probs[order]
-    f1 = 2 * np.cumsum(soft) / (np.arange(1, len(soft) + 1) + soft.sum())
-    last = np.r_[np.flatnonzero(np.diff(ranked) != 0), len(ranked) - 1]  # a threshold flags every row tied with it
-    return float(ranked[last[int(np.argmax(f1[last]))]])
+    return soft_f1_threshold(probs, share * labels + (1 - share) * probs)
 
 
 # the threshold rules compared on each re-fit: the library's two, and candidates measured before any becomes a policy

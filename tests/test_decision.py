@@ -142,6 +142,28 @@ def test_expected_f1_picks_the_threshold_whose_f1_the_calibrated_probabilities_e
     assert expected_f1_threshold(np.array([])) == 0.5
 
 
+def test_soft_f1_with_the_labels_is_the_max_f1_threshold_and_with_the_probabilities_expected_f1():
+    from bsmfusion.decision import expected_f1_threshold, soft_f1_threshold
+    from bsmfusion.evaluation.metrics import best_f1_threshold
+
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        n = int(rng.integers(4, 60))
+        probs, labels = np.round(rng.random(n), 2), rng.integers(0, 2, n)  # ties on purpose
+        labels[:2] = [0, 1]
+
+        def f1(t):
+            flagged = probs >= t
+            return 2 * (flagged & (labels == 1)).sum() / (flagged.sum() + labels.sum())
+
+        assert f1(soft_f1_threshold(probs, labels)) == pytest.approx(f1(best_f1_threshold(labels, probs)))
+        assert soft_f1_threshold(probs, labels) >= best_f1_threshold(labels, probs)  # of tied F1s, the highest
+        assert soft_f1_threshold(probs, probs) == expected_f1_threshold(probs)
+    # the soft label, not the score, counts as the positive: the one positive is the 0.2 row
+    assert soft_f1_threshold(np.array([0.9, 0.5, 0.2]), np.array([0.0, 0.0, 1.0])) == 0.2
+    assert soft_f1_threshold(np.array([0.9, 0.5]), np.zeros(2)) == 0.5
+
+
 def test_expected_f1_parses_round_trips_and_is_binary_only():
     policy = parse_policy("expected_f1")
     assert (policy.name, policy.to_config(), parse_policy(policy.to_config())) == ("expected_f1", "expected_f1", policy)

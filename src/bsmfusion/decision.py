@@ -82,19 +82,29 @@ def confusion_rates(tp, fp, fn, n, policy: Policy | None = None) -> dict[str, An
     return {k: float(v) if np.ndim(v) == 0 else v for k, v in out.items()}
 
 
+def soft_f1_threshold(probs: np.ndarray, soft_labels: np.ndarray) -> float:
+    """The threshold (one of `probs`) with the highest F1 when row i counts as `soft_labels[i]` ∈ [0, 1] of a
+    positive: flagging the rows scored ≥ t counts TP = Σ s over them and TP + FN = Σ s over all rows, so
+    F1(t) = 2·TP / (flagged + Σ s). With the labels as `soft_labels` this is the max-F1 threshold (of tied F1s it
+    keeps the highest threshold); with the probabilities themselves, `expected_f1_threshold`. 0.5 without rows
+    or without positive mass."""
+    probs, soft = np.asarray(probs, dtype=np.float64), np.asarray(soft_labels, dtype=np.float64)
+    if not len(probs) or soft.sum() <= 0:
+        return 0.5
+    order = np.argsort(-probs, kind="mergesort")
+    ranked, soft = probs[order], soft[order]
+    f1 = 2 * np.cumsum(soft) / (np.arange(1, len(soft) + 1) + soft.sum())
+    last = np.r_[np.flatnonzero(np.diff(ranked) != 0), len(ranked) - 1]  # a threshold flags every row tied with it
+    return float(ranked[last[int(np.argmax(f1[last]))]])
+
+
 def expected_f1_threshold(probs: np.ndarray) -> float:
     """The threshold (one of `probs`, calibrated P(positive)) whose F1 the probabilities themselves expect:
     flagging the rows scored ≥ t expects TP = Σ p, FP = Σ (1 − p) over them and FN = Σ p over the others, so
     F1(t) ≈ 2·TP / (TP + FP + Σ_all p). The labels enter only through the calibration (two parameters), not
     row by row, so on a few dozen rows it moves far less than the labels' own max-F1 threshold (Lipton et al.
     2014: for calibrated scores the F1-optimal threshold is half the optimal F1). 0.5 without rows."""
-    probs = np.sort(np.asarray(probs, dtype=np.float64))[::-1]
-    if not len(probs) or probs.sum() <= 0:
-        return 0.5
-    tp, flagged = np.cumsum(probs), np.arange(1, len(probs) + 1)
-    f1 = 2 * tp / (flagged + probs.sum())
-    last = np.r_[np.flatnonzero(np.diff(probs) != 0), len(probs) - 1]  # a threshold flags every row tied with it
-    return float(probs[last[int(np.argmax(f1[last]))]])
+    return soft_f1_threshold(probs, probs)
 
 
 def choose_threshold(policy: Policy, labels: np.ndarray, probs: np.ndarray, key: str = "train.decision") -> float:
