@@ -166,6 +166,24 @@ def planted_thread(n: int, seed: int, keyword: str = "refund") -> pd.DataFrame:
                          "category": rng.choice(["a", "b"], n), "label": label, "planted_message": where})
 
 
+def planted_offers(n: int, seed: int) -> pd.DataFrame:
+    """Bargaining threads: the buyer opens, the seller answers with a price, the buyer's last offer is a share r ~
+    U(0.5, 1) of `price` (the list price, U(100, 1000)); label = r < 0.75: the last offer against the list price,
+    a signal only the two together carry (neither the quoted numbers nor the price alone). ratio and category are
+    noise."""
+    rng = np.random.default_rng(seed)
+    price = np.round(rng.uniform(100, 1000, n))
+    share = rng.uniform(0.5, 1.0, n)
+    rows = []
+    for i in range(n):
+        opening, ask, last = (round(price[i] * rng.uniform(0.4, 0.6)), round(price[i] * rng.uniform(0.9, 1.0)),
+                              round(price[i] * share[i]))
+        rows.append(f"BUYER: {' '.join(rng.choice(FILLER, 3))} would you take ${opening}? <eos> "
+                    f"SELLER: {' '.join(rng.choice(FILLER, 2))} {ask:,} is my price <eos> BUYER: ok, {last} then")
+    return pd.DataFrame({"id": np.arange(n), "dialogue": rows, "price": price, "ratio": rng.normal(size=n),
+                         "category": rng.choice(["a", "b"], n), "label": (share < 0.75).astype(int)})
+
+
 def planted(n: int, signal: str, seed: int) -> pd.DataFrame:
     """planted_frame plus `nonlinear`: label = |price| > 0.8 (a tabular signal no linear model can use), and
     `thread`: `planted_thread` (the keyword in one random message of several)."""

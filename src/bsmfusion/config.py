@@ -142,6 +142,10 @@ class ClassicalConfig(_Section):
     gbdt_max_rounds: int = Field(2000, ge=1, description="gbdt: most boosting rounds")
     gbdt_early_stopping_rounds: int = Field(100, ge=0, description="gbdt: stop after this many rounds without a "
         "better validation log loss; 0: no early stopping (exactly gbdt_max_rounds)")
+    quoted_numbers: Literal["auto", "on", "off"] = Field("off", description="gbdt: features of the numbers the "
+        "thread quotes (each role's last and first number, their gap, and those divided by each numeric column, e.g. "
+        "last offer / list price); auto: with or without them, whichever gives the lower cross-validated (cv_folds) "
+        "or else validation log loss")
     gbdt_background_rows: int = Field(64, ge=1, description="gbdt: training rows a block is replaced by (scores "
         "averaged) for the text/tabular split; a single mean row is a poor baseline for trees")
     catboost_iterations: int = Field(1000, ge=1, description="catboost: most boosting iterations (trees)")

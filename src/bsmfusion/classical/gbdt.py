@@ -2,7 +2,9 @@
 one-hot categoricals].
 
 The text block is a TruncatedSVD (`model.classical.svd_components`, 64) of the same TF-IDF features tfidf_lr
-uses; boosting stops early on the validation log loss.
+uses, and with `model.classical.quoted_numbers` the numbers the thread quotes (`quoted_numbers`: each role's last
+and first number, their gap; their ratios to the numeric columns are computed from both blocks in `pair_scores`);
+boosting stops early on the validation log loss, or after the rounds k-fold CV chose.
 
 Contributions: the exact two-player Shapley split of the raw score (log-odds; multiclass the predicted class's
 raw score), the formula of `models.contributions`, where "a block at its baseline" means the block replaced by
@@ -13,11 +15,13 @@ sharing those leaves gets ≈ 0 on both sides, so its text_share is noise (measu
 whose mean row sits on the split: mean text_share 0.46 with the mean row, 0.05 with the background). text + tab +
 baseline = score still holds exactly. Cost: 2·B extra evaluations of the booster per scored row (B = 64).
 
-Stored as the featurizer's JSON + arrays, `svd_components`, `text_background`, `tab_background` in safetensors
-and the booster in LightGBM's own text format.
+Stored as the featurizer's JSON + arrays, `svd_components`, `text_background`, `tab_background` in safetensors,
+the booster in LightGBM's own text format and, when used, the quoted-numbers block's roles in `quoted_numbers.json`.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,44 +34,49 @@ from ..precision import Precision
 from ..progress import Heartbeat, say
 from .member import (BackgroundSplit, ClassicalData, background_rows, cpu_threads, cv_folds, out_of_fold_logits,
                      raw_logits, sample_weights)
+from .quoted_numbers import QuotedNumbers
 from .tab_features import tab_matrix
 from .text_features import TextFeaturizer, distinct_texts, render_frame
 
 BOOSTER_FILE = "lightgbm.txt"
+QUOTED_FILE = "quoted_numbers.json"
 
 
 class GBDT(BackgroundSplit):
-    """Fitted gbdt: featurizer, `svd_components` `k×Dt`, the background rows' blocks `text_background` `B×k` and
-    `tab_background` `B×Du`, and the LightGBM booster (its best iteration only)."""
+    """Fitted gbdt: featurizer, `svd_components` `k×Dt`, the quoted-numbers block (`quoted`, or None), the background
+    rows' blocks `text_background` `B×(k + Q)` and `tab_background` `B×Du`, and the LightGBM booster (its best
+    iteration only). The booster reads [text block | tab block | ratios of the two] (`pair_scores`)."""
 
     kind = "gbdt"
     precision = Precision("fp64", "fp64", "LightGBM/NumPy float64 on CPU; --precision applies to neural models only")
 
     def __init__(self, cfg: Config, text: TextFeaturizer, tabular: TabularPreprocessor, svd_components: np.ndarray,
-                 text_background: np.ndarray, tab_background: np.ndarray, booster):
+                 text_background: np.ndarray, tab_background: np.ndarray, booster, quoted: QuotedNumbers | None = None):
         super().__init__(cfg)
         self.text, self.tabular = text, tabular
         self.svd_components = svd_components
         self.text_background, self.tab_background = text_background, tab_background
         self.booster = booster
+        self.quoted = quoted
         self._both_baseline: np.ndarray | None = None
 
     def features(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(SVD text block `N×k`, tabular block `N×Du`), dense float64."""
+        """(text block `N×(k + Q)`: SVD of the TF-IDF, then the quoted numbers; tabular block `N×Du`), float64."""
         codes, distinct = self.text_blocks(frame)
         return distinct[codes], tab_matrix(self.tabular, frame)
 
     def text_blocks(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(`N` codes, the SVD text block of each distinct text row): row i's block is `distinct[codes[i]]`."""
+        """(`N` codes, the text block of each distinct text row): row i's block is `distinct[codes[i]]`."""
         codes, distinct = distinct_texts(frame, self.cfg)
-        return codes, np.asarray(self.text.transform(render_frame(distinct, self.cfg)) @ self.svd_components.T)
+        threads = render_frame(distinct, self.cfg)
+        return codes, text_block(self.text.transform(threads), self.svd_components, self.quoted, threads)
 
     def raw_scores(self, x: np.ndarray) -> np.ndarray:
         """Raw booster scores as `N×K` logits (binary: [0, log-odds])."""
         return raw_logits(self.booster.predict(x, raw_score=True, num_threads=cpu_threads()), self.num_classes)
 
     def pair_scores(self, text: np.ndarray, tab: np.ndarray) -> np.ndarray:
-        return self.raw_scores(np.hstack([text, tab]))
+        return self.raw_scores(booster_input(text, tab, self.quoted, self.tabular))
 
     @classmethod
     def fit(cls, cfg: Config, data: ClassicalData) -> tuple["GBDT", dict[str, Any]]:
@@ -82,6 +91,8 @@ class GBDT(BackgroundSplit):
 
     def save_extra(self, folder: Path) -> None:
         self.booster.save_model(str(folder / BOOSTER_FILE))
+        if self.quoted is not None:
+            (folder / QUOTED_FILE).write_text(json.dumps(self.quoted.to_dict()), encoding="utf-8")
 
     @classmethod
     def from_arrays(cls, cfg: Config, text: TextFeaturizer, tabular: TabularPreprocessor,
@@ -89,8 +100,10 @@ class GBDT(BackgroundSplit):
         import lightgbm as lgb
 
         booster = lgb.Booster(model_file=str(folder / BOOSTER_FILE))
+        quoted = folder / QUOTED_FILE
         return cls(cfg, text, tabular, arrays["svd_components"], arrays["text_background"], arrays["tab_background"],
-                   booster)
+                   booster, QuotedNumbers.from_dict(json.loads(quoted.read_text(encoding="utf-8")))
+                   if quoted.exists() else None)
 
 
 def lightgbm_params(cfg: Config) -> dict[str, Any]:
@@ -119,14 +132,38 @@ def cv_logits(cv_booster, folds, x_train: np.ndarray, rounds: int, num_classes: 
     return out_of_fold_logits(score_held, folds, len(x_train), num_classes)
 
 
+def text_block(tfidf, svd_components: np.ndarray, quoted: QuotedNumbers | None, threads: list[str]) -> np.ndarray:
+    """`N×(k + Q)` float64: the SVD of the threads' TF-IDF `tfidf`, then (with `quoted`) their quoted numbers."""
+    svd = np.asarray(tfidf @ svd_components.T)
+    return svd if quoted is None else np.hstack([svd, quoted.text_part(threads)])
+
+
+def raw_numeric(tabular: TabularPreprocessor, tab: np.ndarray) -> np.ndarray:
+    """`N×M` the numeric columns' values back from a `tab_matrix` block (`tab`'s first M columns are their
+    standardised values; a missing value reads as the training median, a clipped one as the clip bound)."""
+    stats = [tabular.numeric_stats[column] for column in tabular.numeric]
+    return tab[:, :len(stats)] * np.array([s.std for s in stats]) + np.array([s.mean for s in stats])
+
+
+def booster_input(text: np.ndarray, tab: np.ndarray, quoted: QuotedNumbers | None,
+                  tabular: TabularPreprocessor) -> np.ndarray:
+    """What the booster reads for row i's text block `text[i]` with tabular block `tab[i]`: [text | tab], and with
+    `quoted` the ratios of the text block's quoted numbers to the numeric columns (a function of both blocks)."""
+    if quoted is None:
+        return np.hstack([text, tab])
+    ratios = quoted.ratio_part(text[:, text.shape[1] - quoted.text_dim:], raw_numeric(tabular, tab))
+    return np.hstack([text, tab, ratios])
+
+
 def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], train_tab: np.ndarray,
              y_train: np.ndarray, val_texts: list[str], val_tab: np.ndarray, y_val: np.ndarray,
              sample_weight: np.ndarray | None = None, groups: np.ndarray | None = None) -> tuple[GBDT, dict[str, Any]]:
     """Fit TF-IDF and the SVD on the training threads, boost on the training rows with early stopping on the
     validation rows' log loss — or, with `model.classical.cv_folds` k ≥ 2, boosting rounds from k-fold CV on the
     training rows (`groups`: folds keep each group whole), validation unused (`gbdt_early_stopping_rounds: 0`:
-    exactly `gbdt_max_rounds`). Returns the model (its best iteration) and what training saw (for meta.json)."""
-    import lightgbm as lgb
+    exactly `gbdt_max_rounds`). `quoted_numbers: auto` boosts both designs (without and with the quoted numbers)
+    and keeps the one of lower CV (else validation) log loss. Returns the model (its best iteration) and what
+    training saw (for meta.json)."""
     from sklearn.decomposition import TruncatedSVD
 
     settings = cfg.model.classical
@@ -135,41 +172,98 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     k = max(1, min(settings.svd_components, tfidf_train.shape[1] - 1, tfidf_train.shape[0] - 1))
     svd = TruncatedSVD(n_components=k, algorithm="randomized", random_state=cfg.train.seed).fit(tfidf_train)
     components = np.ascontiguousarray(svd.components_, dtype=np.float64)
-    svd_train = np.asarray(tfidf_train @ components.T)
-    x_train = np.hstack([svd_train, train_tab])
-    names = [f"svd_{i}" for i in range(k)] + [f"tab_{j}" for j in range(train_tab.shape[1])]
+    folds = (cv_folds(y_train, settings.cv_folds, cfg.train.seed, groups)
+             if settings.cv_folds and settings.gbdt_early_stopping_rounds else None)
+    designs = {"off": [None], "on": [QuotedNumbers.fit(train_texts, len(tabular.numeric))]}.get(
+        settings.quoted_numbers, [None, QuotedNumbers.fit(train_texts, len(tabular.numeric))])
+    val_design = lambda quoted: booster_input(text_block(text.transform(val_texts), components, quoted, val_texts),
+                                              val_tab, quoted, tabular)
+    tried = []
+    for quoted in designs:
+        train_text = text_block(tfidf_train, components, quoted, train_texts)
+        x_train = booster_input(train_text, train_tab, quoted, tabular)
+        names = ([f"svd_{i}" for i in range(k)] + (quoted.text_names() if quoted else [])
+                 + [f"tab_{j}" for j in range(train_tab.shape[1])] + (quoted.ratio_names(tabular.numeric) if quoted else []))
+        tried.append((boost(cfg, x_train, names, y_train, sample_weight, folds,
+                            None if folds is not None else (val_design(quoted), y_val),
+                            "gbdt" + ("" if len(designs) == 1 else " with quoted numbers" if quoted else
+                                      " without quoted numbers")), quoted, train_text, x_train, names))
+    boosted, quoted, train_text, x_train, names = min(tried, key=lambda t: t[0].loss if np.isfinite(t[0].loss)
+                                                      else np.inf)
+    if boosted.booster is None:  # CV chose the rounds: fit them on all training rows
+        boosted.booster = fit_booster(cfg, x_train, names, y_train, sample_weight, boosted.rounds)
+    say(f"gbdt: {boosted.rounds:,} boosting rounds kept ({boosted.chosen_on})"
+        + (f"; quoted numbers {'used' if quoted else 'left out'}" if len(designs) > 1 else ""))
+    background = background_rows(len(y_train), settings.gbdt_background_rows, cfg.train.seed)
+    fitted = GBDT(cfg, text, tabular, components, train_text[background], train_tab[background], boosted.booster,
+                  quoted)
+    fitted.out_of_fold = boosted.out_of_fold
+    info = {"rounds": boosted.rounds, "chosen_on": boosted.chosen_on, "svd_components": k,
+            "svd_explained_variance": float(svd.explained_variance_ratio_.sum()),
+            "text_features": text.dim, "tab_features": int(train_tab.shape[1]),
+            "quoted_numbers": {"setting": settings.quoted_numbers, "used": quoted is not None,
+                               "roles": list(quoted.roles) if quoted else None,
+                               "log_loss": {("on" if q else "off"): b.loss for b, q, *_ in tried}}}
+    return fitted, info
+
+
+@dataclass
+class Boosted:
+    """One design's boosting: the rounds kept, the log loss that chose them (CV mean, or validation; NaN when
+    neither exists), on what, the out-of-fold logits (CV) and the booster (None until `fit_booster` when CV chose)."""
+
+    rounds: int
+    loss: float
+    chosen_on: str
+    out_of_fold: np.ndarray | None
+    booster: Any
+
+
+def boost(cfg: Config, x_train: np.ndarray, names: list[str], y_train: np.ndarray,
+          sample_weight: np.ndarray | None, folds, validation: tuple[np.ndarray, np.ndarray] | None,
+          label: str) -> Boosted:
+    """The boosting rounds of one design: by CV over `folds` (the booster left to `fit_booster`), else trained on
+    all training rows, early-stopped on `validation` (x, y) when `gbdt_early_stopping_rounds` > 0."""
+    import lightgbm as lgb
+
+    settings, params = cfg.model.classical, lightgbm_params(cfg)
+    metric, max_rounds = params["metric"], settings.gbdt_max_rounds
     train_set = lgb.Dataset(x_train, label=y_train, weight=sample_weight, feature_name=names, free_raw_data=False)
     stopping = ([lgb.early_stopping(settings.gbdt_early_stopping_rounds, verbose=False)]
                 if settings.gbdt_early_stopping_rounds else [])
-    max_rounds, chosen_on, out_of_fold = settings.gbdt_max_rounds, "validation", None
-    if settings.cv_folds and stopping:  # the rounds from k-fold CV on the training rows; validation untouched
-        folds = cv_folds(y_train, settings.cv_folds, cfg.train.seed, groups)
-        beat = Heartbeat(lambda env: f"gbdt: {len(folds)}-fold CV, round {env.iteration + 1:,} of at most "
+    if folds is not None:
+        beat = Heartbeat(lambda env: f"{label}: {len(folds)}-fold CV, round {env.iteration + 1:,} of at most "
                                      f"{max_rounds:,} (early stopping after {settings.gbdt_early_stopping_rounds} "
                                      "without gain)")
-        history = lgb.cv(lightgbm_params(cfg), train_set, num_boost_round=max_rounds, callbacks=[*stopping, beat],
-                         folds=folds, return_cvbooster=True)
-        losses = history["valid " + lightgbm_params(cfg)["metric"] + "-mean"]
-        max_rounds, stopping = len(losses), []
-        out_of_fold = cv_logits(history["cvbooster"], folds, x_train, max_rounds, cfg.model.num_classes)
+        history = lgb.cv(params, train_set, num_boost_round=max_rounds, callbacks=[*stopping, beat], folds=folds,
+                         return_cvbooster=True)
+        losses = history[f"valid {metric}-mean"]
         chosen_on = f"{len(folds)}-fold CV on the training rows"
-        say(f"gbdt: {chosen_on} chose {max_rounds:,} boosting rounds (cv log loss "
-            f"{losses[-1]:.4f}); fitting them on all {len(y_train):,} training rows")
-    valid = {}
-    if stopping:
-        x_val = np.hstack([np.asarray(text.transform(val_texts) @ components.T), val_tab])  # only to stop on
-        valid = {"valid_sets": [lgb.Dataset(x_val, label=y_val, reference=train_set, feature_name=names,
-                                            free_raw_data=False)], "valid_names": ["validation"]}
-    beat = Heartbeat(lambda env: f"gbdt: boosting round {env.iteration + 1:,} of at most {max_rounds:,}")
-    booster = lgb.train(lightgbm_params(cfg), train_set, num_boost_round=max_rounds, callbacks=[*stopping, beat],
-                        **valid)
+        say(f"{label}: {chosen_on} chose {len(losses):,} boosting rounds (cv log loss {losses[-1]:.4f})")
+        out_of_fold = cv_logits(history["cvbooster"], folds, x_train, len(losses), cfg.model.num_classes)
+        return Boosted(len(losses), float(losses[-1]), chosen_on, out_of_fold, None)
+    x_val, y_val = validation
+    valid_set = lgb.Dataset(x_val, label=y_val, reference=train_set, feature_name=names, free_raw_data=False)
+    beat = Heartbeat(lambda env: f"{label}: boosting round {env.iteration + 1:,} of at most {max_rounds:,}")
+    booster = lgb.train(params, train_set, num_boost_round=max_rounds, callbacks=[*stopping, beat],
+                        valid_sets=[valid_set], valid_names=["validation"])
     rounds = int(booster.best_iteration or booster.current_iteration())
-    say(f"gbdt: {rounds:,} boosting rounds kept ({chosen_on})")
-    # keep exactly what is stored: the best iteration's trees, reloaded from LightGBM's text format
-    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
-    background = background_rows(len(y_train), settings.gbdt_background_rows, cfg.train.seed)
-    fitted = GBDT(cfg, text, tabular, components, svd_train[background], train_tab[background], booster)
-    fitted.out_of_fold = out_of_fold
-    info = {"rounds": rounds, "chosen_on": chosen_on, "svd_components": k, "svd_explained_variance": float(svd.explained_variance_ratio_.sum()),
-            "text_features": text.dim, "tab_features": int(train_tab.shape[1])}
-    return fitted, info
+    loss = float(booster.best_score.get("validation", {}).get(metric, np.nan))
+    return Boosted(rounds, loss, "validation" if stopping else "gbdt_max_rounds", None, keep_rounds(booster, rounds))
+
+
+def fit_booster(cfg: Config, x_train: np.ndarray, names: list[str], y_train: np.ndarray,
+                sample_weight: np.ndarray | None, rounds: int):
+    """`rounds` boosting rounds on all training rows."""
+    import lightgbm as lgb
+
+    train_set = lgb.Dataset(x_train, label=y_train, weight=sample_weight, feature_name=names, free_raw_data=False)
+    beat = Heartbeat(lambda env: f"gbdt: boosting round {env.iteration + 1:,} of {rounds:,}")
+    return keep_rounds(lgb.train(lightgbm_params(cfg), train_set, num_boost_round=rounds, callbacks=[beat]), rounds)
+
+
+def keep_rounds(booster, rounds: int):
+    """Exactly what is stored: the first `rounds` trees, reloaded from LightGBM's text format."""
+    import lightgbm as lgb
+
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))

@@ -67,6 +67,13 @@ class CleaningOptions:
     lowercase: bool = False
 
 
+def split_role(line: str) -> tuple[str | None, str]:
+    """(lower-case role or None, the rest) of one line: ``"buyer: $20?"`` → ("buyer", "$20?"); a rendered message
+    (`Message.render`) splits back into its role and text."""
+    match = _LINE_ROLE.match(line)
+    return (match.group("role").lower(), line[match.end():]) if match else (None, line)
+
+
 def is_missing(value: Any) -> bool:
     """True for None, NaN and pandas' NA-like values."""
     if value is None:
