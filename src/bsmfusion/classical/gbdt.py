@@ -174,31 +174,35 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     components = np.ascontiguousarray(svd.components_, dtype=np.float64)
     folds = (cv_folds(y_train, settings.cv_folds, cfg.train.seed, groups)
              if settings.cv_folds and settings.gbdt_early_stopping_rounds else None)
-    designs = {"off": [None], "on": [QuotedNumbers.fit(train_texts, len(tabular.numeric))]}.get(
-        settings.quoted_numbers, [None, QuotedNumbers.fit(train_texts, len(tabular.numeric))])
-    val_design = lambda quoted: booster_input(text_block(text.transform(val_texts), components, quoted, val_texts),
-                                              val_tab, quoted, tabular)
-    tried = []
-    for quoted in designs:
+    block = QuotedNumbers.fit(train_texts, len(tabular.numeric)) if settings.quoted_numbers != "off" else None
+    designs = {"off": [None], "on": [block], "auto": [None, block]}[settings.quoted_numbers]
+
+    def boosted(quoted: QuotedNumbers | None) -> tuple[Boosted, QuotedNumbers | None, np.ndarray, np.ndarray, list]:
         train_text = text_block(tfidf_train, components, quoted, train_texts)
         x_train = booster_input(train_text, train_tab, quoted, tabular)
         names = ([f"svd_{i}" for i in range(k)] + (quoted.text_names() if quoted else [])
-                 + [f"tab_{j}" for j in range(train_tab.shape[1])] + (quoted.ratio_names(tabular.numeric) if quoted else []))
-        tried.append((boost(cfg, x_train, names, y_train, sample_weight, folds,
-                            None if folds is not None else (val_design(quoted), y_val),
-                            "gbdt" + ("" if len(designs) == 1 else " with quoted numbers" if quoted else
-                                      " without quoted numbers")), quoted, train_text, x_train, names))
-    boosted, quoted, train_text, x_train, names = min(tried, key=lambda t: t[0].loss if np.isfinite(t[0].loss)
-                                                      else np.inf)
-    if boosted.booster is None:  # CV chose the rounds: fit them on all training rows
-        boosted.booster = fit_booster(cfg, x_train, names, y_train, sample_weight, boosted.rounds)
-    say(f"gbdt: {boosted.rounds:,} boosting rounds kept ({boosted.chosen_on})"
+                 + [f"tab_{j}" for j in range(train_tab.shape[1])]
+                 + (quoted.ratio_names(tabular.numeric) if quoted else []))
+        validation = None
+        if folds is None:
+            val_text = text_block(text.transform(val_texts), components, quoted, val_texts)
+            validation = (booster_input(val_text, val_tab, quoted, tabular), y_val)
+        label = "gbdt" if len(designs) == 1 else f"gbdt {'with' if quoted else 'without'} quoted numbers"
+        return (boost(cfg, x_train, names, y_train, sample_weight, folds, validation, label), quoted, train_text,
+                x_train, names)
+
+    tried = [boosted(quoted) for quoted in designs]
+    best, quoted, train_text, x_train, names = min(tried, key=lambda t: t[0].loss if np.isfinite(t[0].loss)
+                                                   else np.inf)
+    if best.booster is None:  # CV chose the rounds: fit them on all training rows
+        best.booster = fit_booster(cfg, x_train, names, y_train, sample_weight, best.rounds)
+    say(f"gbdt: {best.rounds:,} boosting rounds kept ({best.chosen_on})"
         + (f"; quoted numbers {'used' if quoted else 'left out'}" if len(designs) > 1 else ""))
     background = background_rows(len(y_train), settings.gbdt_background_rows, cfg.train.seed)
-    fitted = GBDT(cfg, text, tabular, components, train_text[background], train_tab[background], boosted.booster,
+    fitted = GBDT(cfg, text, tabular, components, train_text[background], train_tab[background], best.booster,
                   quoted)
-    fitted.out_of_fold = boosted.out_of_fold
-    info = {"rounds": boosted.rounds, "chosen_on": boosted.chosen_on, "svd_components": k,
+    fitted.out_of_fold = best.out_of_fold
+    info = {"rounds": best.rounds, "chosen_on": best.chosen_on, "svd_components": k,
             "svd_explained_variance": float(svd.explained_variance_ratio_.sum()),
             "text_features": text.dim, "tab_features": int(train_tab.shape[1]),
             "quoted_numbers": {"setting": settings.quoted_numbers, "used": quoted is not None,
