@@ -301,7 +301,7 @@ def calibration(data: dict, variant: str = "neural_seeds2_recombined") -> str:
 TIME_AFTER = ("ensemble_first_steps", "ensemble_first_epochs")  # today's default, then the fitted-schedule try
 
 
-def training_time(data: dict, before: str = "ensemble_stop29", afters: tuple[str, ...] = TIME_AFTER) -> str:
+def before_after(data: dict, before: str, afters: tuple[str, ...]) -> str:
     """Per task, candidate in `afters` and seed where the candidate and `before` ran on the same machine kind: fit
     time before → after (ratio), the validation ROC-AUC (what a choice between them may look at) and the test
     ROC-AUC / PR-AUC (reported once), then the seed means."""
@@ -361,7 +361,8 @@ def doc_blocks(data: dict, v1: dict) -> dict[str, str]:
         "fusions": pivot(data, FUSIONS, pr=False),
         "pooling": pivot(data, POOLING, pr=False),
         "calibration": calibration(data),
-        "training_time": training_time(data),
+        "training_time": before_after(data, "ensemble_stop29", TIME_AFTER),
+        "quoted_numbers": before_after(data, "ensemble_first_steps", ("ensemble_quoted",)),
     }
 
 

@@ -12,7 +12,7 @@ from bsmfusion.classical.quoted_numbers import ANY, QuotedNumbers, numbers_in, t
 from bsmfusion.classical.train import fit_member, prepare
 from bsmfusion.evaluation.metrics import classification_metrics
 from bsmfusion.workflows.train import train
-from tests.helpers import classical_config, planted_offers
+from tests.helpers import classical_config, planted, planted_offers
 
 THREAD = "buyer: is it 2 years old? $1,500 ok?\nseller: no, 1.8k firm\nbuyer: 1600.50\nthanks, bye 3"
 
@@ -83,6 +83,13 @@ def test_auto_keeps_the_design_of_lower_cross_validated_log_loss(test_rows):
     assert losses["on"] < losses["off"] and info["quoted_numbers"]["used"] and model.quoted is not None
     assert info["chosen_on"] == "3-fold CV on the training rows" and model.out_of_fold.shape == (600, 2)
     assert roc(model, test_rows) > 0.95
+
+
+def test_auto_tries_no_block_when_no_training_thread_quotes_a_number():
+    cfg = classical_config("gbdt")
+    cfg.model.classical.quoted_numbers = "auto"
+    model, info = fit_member(cfg, prepare(cfg, planted(300, "nonlinear", 0), planted(100, "nonlinear", 1)))
+    assert model.quoted is None and list(info["quoted_numbers"]["log_loss"]) == ["off"]
 
 
 def test_contributions_add_up_and_the_bundle_stores_the_block(tmp_path, test_rows):

@@ -162,7 +162,8 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     validation rows' log loss — or, with `model.classical.cv_folds` k ≥ 2, boosting rounds from k-fold CV on the
     training rows (`groups`: folds keep each group whole), validation unused (`gbdt_early_stopping_rounds: 0`:
     exactly `gbdt_max_rounds`). `quoted_numbers: auto` boosts both designs (without and with the quoted numbers)
-    and keeps the one of lower CV (else validation) log loss. Returns the model (its best iteration) and what
+    and keeps the one of lower CV (else validation) log loss; when no training thread quotes a number, only the
+    one without. Returns the model (its best iteration) and what
     training saw (for meta.json)."""
     from sklearn.decomposition import TruncatedSVD
 
@@ -176,6 +177,8 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
              if settings.cv_folds and settings.gbdt_early_stopping_rounds else None)
     block = QuotedNumbers.fit(train_texts, len(tabular.numeric)) if settings.quoted_numbers != "off" else None
     designs = {"off": [None], "on": [block], "auto": [None, block]}[settings.quoted_numbers]
+    if settings.quoted_numbers == "auto" and not any(block.quoted_count(train_texts)):
+        designs = [None]  # no training thread quotes a number: nothing to try
 
     def boosted(quoted: QuotedNumbers | None) -> tuple[Boosted, QuotedNumbers | None, np.ndarray, np.ndarray, list]:
         train_text = text_block(tfidf_train, components, quoted, train_texts)

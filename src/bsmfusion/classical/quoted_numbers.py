@@ -104,6 +104,10 @@ class QuotedNumbers:
                 out[i, 2 * n + 1] = out[i, 1] - out[i, 0]
         return out
 
+    def quoted_count(self, threads: list[str]) -> list[int]:
+        """How many numbers each thread quotes."""
+        return [len(thread_quotes(thread).get(ANY, ())) for thread in threads]
+
     def ratio_part(self, text_part: np.ndarray, numeric: np.ndarray) -> np.ndarray:
         """`N×ratio_dim`: the last numbers (each role's, the thread's) and the gap of `text_part` `N×text_dim`,
         each divided by every column of `numeric` `N×numeric_dim` (raw values; NaN where 0)."""
