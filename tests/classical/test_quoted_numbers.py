@@ -20,6 +20,8 @@ THREAD = "buyer: is it 2 years old? $1,500 ok?\nseller: no, 1.8k firm\nbuyer: 16
 def test_numbers_are_digit_runs_with_commas_decimals_dollars_and_k_not_glued_to_words():
     assert numbers_in("$1,500 or 1.5k, maybe 20.") == [1500.0, 1500.0, 20.0]
     assert numbers_in("i3 v2 x,5 10am 1,000,000") == [10.0, 1_000_000.0]
+    # a comma group is three digits (",5000" is not one), and a run longer than an amount is an id, left out
+    assert numbers_in("1,5000 call 5551234567890123") == [1.0]
     assert numbers_in("no numbers here") == []
 
 
@@ -46,11 +48,28 @@ def test_text_part_and_ratios_hold_the_last_first_count_and_gap():
     np.testing.assert_array_equal(text[0], [1600.5, 1800.0, 3.0, 2.0, 1800.0, 2.0, 5.0, 199.5])
     assert np.isnan(text[1]).tolist() == [True] * 6 + [False, True] and text[1, 6] == 0
     ratios = block.ratio_part(text, np.array([[2000.0, 0.0], [1.0, 1.0]]))
-    assert block.ratio_names(["price", "n"]) == [f"{q}_per_{c}" for q in ("quoted_last_buyer", "quoted_last_seller",
-                                                 "quoted_last_thread", "quoted_gap") for c in ("price", "n")]
+    assert block.ratio_names() == [f"{q}_per_num_{j}" for q in ("quoted_last_buyer", "quoted_last_seller",
+                                                               "quoted_last_thread", "quoted_gap") for j in (0, 1)]
+    assert block.ratio_part(text[:0], np.zeros((0, 2))).shape == (0, 8)
     np.testing.assert_allclose(ratios[0], [1600.5 / 2000, np.nan, 0.9, np.nan, 3 / 2000, np.nan, 199.5 / 2000, np.nan])
     assert np.isnan(ratios[1]).all()
     assert QuotedNumbers.from_dict(json.loads(json.dumps(block.to_dict()))) == block
+
+
+def test_a_zero_numeric_value_gives_no_ratio_after_the_float32_tabular_round_trip():
+    from bsmfusion.classical.gbdt import raw_numeric
+    from bsmfusion.classical.tab_features import tab_matrix
+    from bsmfusion.data.tabular import TabularPreprocessor
+
+    frame = planted_offers(50, 0)
+    frame.loc[:4, "price"] = 0.0
+    tabular = TabularPreprocessor.fit(frame, ["price", "ratio"], ["category"])
+    raw = raw_numeric(tabular, tab_matrix(tabular, frame))
+    assert (raw[:5, 0] == 0).all() and np.allclose(raw[5:, 0], frame["price"][5:], rtol=1e-5)
+    block = QuotedNumbers(("buyer", "seller"), 2)
+    threads = [thread.replace(" <eos> ", "\n") for thread in frame["dialogue"]]
+    ratios = block.ratio_part(block.text_part(threads), raw)  # column 0: the buyer's last offer / price
+    assert np.isnan(ratios[:5, 0]).all() and np.isfinite(ratios[5:, 0]).all()
 
 
 def fitted(setting: str, cv_folds: int = 0, rows: int = 600):

@@ -140,9 +140,12 @@ def text_block(tfidf, svd_components: np.ndarray, quoted: QuotedNumbers | None, 
 
 def raw_numeric(tabular: TabularPreprocessor, tab: np.ndarray) -> np.ndarray:
     """`N×M` the numeric columns' values back from a `tab_matrix` block (`tab`'s first M columns are their
-    standardised values; a missing value reads as the training median, a clipped one as the clip bound)."""
+    standardised values, float32; a missing value reads as the training median, a clipped one as the clip bound).
+    A value within float32 rounding of 0 is 0 (so a ratio to it is NaN, not ±10⁷ times the number)."""
     stats = [tabular.numeric_stats[column] for column in tabular.numeric]
-    return tab[:, :len(stats)] * np.array([s.std for s in stats]) + np.array([s.mean for s in stats])
+    mean, std = np.array([s.mean for s in stats]), np.array([s.std for s in stats])
+    raw = tab[:, :len(stats)] * std + mean
+    return np.where(np.abs(raw) <= 1e-6 * (np.abs(mean) + std), 0.0, raw)
 
 
 def booster_input(text: np.ndarray, tab: np.ndarray, quoted: QuotedNumbers | None,
@@ -185,7 +188,7 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
         x_train = booster_input(train_text, train_tab, quoted, tabular)
         names = ([f"svd_{i}" for i in range(k)] + (quoted.text_names() if quoted else [])
                  + [f"tab_{j}" for j in range(train_tab.shape[1])]
-                 + (quoted.ratio_names(tabular.numeric) if quoted else []))
+                 + (quoted.ratio_names() if quoted else []))
         validation = None
         if folds is None:
             val_text = text_block(text.transform(val_texts), components, quoted, val_texts)
@@ -216,8 +219,9 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
 
 @dataclass
 class Boosted:
-    """One design's boosting: the rounds kept, the log loss that chose them (CV mean, or validation; NaN when
-    neither exists), on what, the out-of-fold logits (CV) and the booster (None until `fit_booster` when CV chose)."""
+    """One design's boosting: the rounds kept, the log loss that chose them (CV mean, else the validation log loss
+    at the kept round — at the last one without early stopping), on what, the out-of-fold logits (CV) and the
+    booster (None until `fit_booster` when CV chose)."""
 
     rounds: int
     loss: float

@@ -7,8 +7,8 @@ magnitudes:
 
 * text part (`N×Q`, a function of the thread alone, so it joins gbdt's text block): for each of the `roles` (the
   two roles that quote numbers in most training threads, e.g. buyer and seller; none when threads carry no roles)
-  and for the whole thread (`*`): the last and the first number quoted (NaN: none); the count of numbers quoted;
-  with two roles, the gap between their last numbers (second − first role, in `roles` order);
+  and for the whole thread (`*`): the last and the first number quoted (NaN: none); the count of numbers the
+  thread quotes; with two roles, the gap between their last numbers (second − first role, in `roles` order);
 * ratio part (`N×R·M`, where both blocks meet: computed inside `GBDT.pair_scores`, so the text/tab split of the
   contributions stays the exact Shapley split): each role's last number, the thread's last number and the gap,
   divided by each numeric column's value (NaN where that is 0) — e.g. last offer / list price.
@@ -29,15 +29,18 @@ import numpy as np
 
 from ..data.dialogue import split_role
 
-NUMBER = re.compile(r"(?<![\w.,])\$?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(k\b)?", re.IGNORECASE)
+NUMBER = re.compile(r"(?<![\w.,])\$?(\d{1,3}(?:,\d{3})+(?!\d)|\d+)(\.\d+)?(k\b)?", re.IGNORECASE)
+LARGEST = 1e12  # a longer digit run is an id or a phone number, not an amount
 ANY = "*"
 MIN_ROLE_SHARE = 0.1  # a role must quote a number in at least this share of the training threads
 
 
 def numbers_in(text: str) -> list[float]:
-    """The numbers quoted in one message, in order: ``"$1,500 or 1.5k"`` → [1500.0, 1500.0]."""
-    return [float(m.group(1).replace(",", "") + (m.group(2) or "")) * (1000.0 if m.group(3) else 1.0)
-            for m in NUMBER.finditer(text)]
+    """The numbers quoted in one message, in order: ``"$1,500 or 1.5k"`` → [1500.0, 1500.0] (a run of digits
+    worth more than `LARGEST` is left out)."""
+    values = (float(m.group(1).replace(",", "") + (m.group(2) or "")) * (1000.0 if m.group(3) else 1.0)
+              for m in NUMBER.finditer(text))
+    return [v for v in values if v <= LARGEST]
 
 
 def thread_quotes(thread: str) -> dict[str, list[float]]:
@@ -85,9 +88,10 @@ class QuotedNumbers:
         return ([f"quoted_last_{k}" for k in keys] + [f"quoted_first_{k}" for k in keys] + ["quoted_count"]
                 + (["quoted_gap"] if self.has_gap else []))
 
-    def ratio_names(self, numeric: list[str]) -> list[str]:
+    def ratio_names(self) -> list[str]:
+        """By position (`num_j`: the j-th numeric column): a column's own name may hold characters LightGBM refuses."""
         last = [f"quoted_last_{k}" for k in [*self.roles, "thread"]] + (["quoted_gap"] if self.has_gap else [])
-        return [f"{name}_per_{column}" for name in last for column in numeric]
+        return [f"{name}_per_num_{j}" for name in last for j in range(self.numeric_dim)]
 
     def text_part(self, threads: list[str]) -> np.ndarray:
         """`N×text_dim` float64 (NaN: nothing quoted)."""
@@ -115,7 +119,7 @@ class QuotedNumbers:
         last = text_part[:, list(range(n)) + ([2 * n + 1] if self.has_gap else [])]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios = last[:, :, None] / np.where(numeric == 0, np.nan, numeric)[:, None, :]
-        return ratios.reshape(len(text_part), -1)
+        return ratios.reshape(len(text_part), last.shape[1] * numeric.shape[1])
 
     def to_dict(self) -> dict:
         return {"roles": list(self.roles), "numeric_dim": self.numeric_dim}
