@@ -178,13 +178,15 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     components = np.ascontiguousarray(svd.components_, dtype=np.float64)
     folds = (cv_folds(y_train, settings.cv_folds, cfg.train.seed, groups)
              if settings.cv_folds and settings.gbdt_early_stopping_rounds else None)
+    svd_train = np.asarray(tfidf_train @ components.T)
     block = QuotedNumbers.fit(train_texts, len(tabular.numeric)) if settings.quoted_numbers != "off" else None
+    quoted_train = block.text_part(train_texts) if block else None  # the threads parsed once for every design
     designs = {"off": [None], "on": [block], "auto": [None, block]}[settings.quoted_numbers]
-    if settings.quoted_numbers == "auto" and not any(block.quoted_count(train_texts)):
+    if settings.quoted_numbers == "auto" and not quoted_train[:, block.count_column].any():
         designs = [None]  # no training thread quotes a number: nothing to try
 
     def boosted(quoted: QuotedNumbers | None) -> tuple[Boosted, QuotedNumbers | None, np.ndarray, np.ndarray, list]:
-        train_text = text_block(tfidf_train, components, quoted, train_texts)
+        train_text = svd_train if quoted is None else np.hstack([svd_train, quoted_train])
         x_train = booster_input(train_text, train_tab, quoted, tabular)
         names = ([f"svd_{i}" for i in range(k)] + (quoted.text_names() if quoted else [])
                  + [f"tab_{j}" for j in range(train_tab.shape[1])]
@@ -198,8 +200,7 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
                 x_train, names)
 
     tried = [boosted(quoted) for quoted in designs]
-    best, quoted, train_text, x_train, names = min(tried, key=lambda t: t[0].loss if np.isfinite(t[0].loss)
-                                                   else np.inf)
+    best, quoted, train_text, x_train, names = min(tried, key=lambda t: t[0].loss)  # a tie keeps "off"
     if best.booster is None:  # CV chose the rounds: fit them on all training rows
         best.booster = fit_booster(cfg, x_train, names, y_train, sample_weight, best.rounds)
     say(f"gbdt: {best.rounds:,} boosting rounds kept ({best.chosen_on})"

@@ -76,6 +76,11 @@ class QuotedNumbers:
         return len(self.roles) == 2
 
     @property
+    def count_column(self) -> int:
+        """The `text_part` column of the count of numbers the thread quotes."""
+        return 2 * (len(self.roles) + 1)
+
+    @property
     def text_dim(self) -> int:
         return 2 * (len(self.roles) + 1) + 1 + self.has_gap
 
@@ -103,14 +108,10 @@ class QuotedNumbers:
             for j, key in enumerate(keys):
                 if key in quotes:
                     out[i, j], out[i, n + j] = quotes[key][-1], quotes[key][0]
-            out[i, 2 * n] = len(quotes.get(ANY, ()))
+            out[i, self.count_column] = len(quotes.get(ANY, ()))
             if self.has_gap:
                 out[i, 2 * n + 1] = out[i, 1] - out[i, 0]
         return out
-
-    def quoted_count(self, threads: list[str]) -> list[int]:
-        """How many numbers each thread quotes."""
-        return [len(thread_quotes(thread).get(ANY, ())) for thread in threads]
 
     def ratio_part(self, text_part: np.ndarray, numeric: np.ndarray) -> np.ndarray:
         """`N×ratio_dim`: the last numbers (each role's, the thread's) and the gap of `text_part` `N×text_dim`,
