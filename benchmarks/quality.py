@@ -48,6 +48,9 @@ TUNED_PATIENCE = 2  # train.patience's default, which an ensemble's neural membe
 # neural members early-stopped with train.patience, each on its own holdout, the weights fitted on validation only
 BEFORE = {"combine_on": "validation", "neural_epochs": "own", "neural_patience": TUNED_PATIENCE,
           "neural_checks_per_epoch": 1}
+# gbdt as it was before the quoted numbers (stop 33) and the words reader (stop 34): every variant but those of
+# FOLLOWS_DEFAULTS has it pinned under its own classical settings, so stored runs keep their meaning
+SVD_ONLY = {"quoted_numbers": "off", "gbdt_text": "svd"}
 # name → (model section, text section, train section); the training rows a variant uses are in FULL_DATA
 VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "tfidf_lr": ({"fusion": "tfidf_lr"}, {}, {}),
@@ -55,6 +58,9 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "catboost": ({"fusion": "catboost"}, {}, {}),  # the optional member (bsmfusion[catboost]) alone
     # gbdt as an ensemble member fits it (rounds by 5-fold CV), its quoted-numbers block on auto
     "gbdt_quoted": ({"fusion": "gbdt", "classical": {"cv_folds": 5, "quoted_numbers": "auto"}}, {}, {}),
+    # the same, gbdt_text on auto as well: the SVD or the word n-gram columns, whichever CV prefers
+    "gbdt_words": ({"fusion": "gbdt", "classical": {"cv_folds": 5, "quoted_numbers": "auto", "gbdt_text": "auto"}},
+                   {}, {}),
     "frozen_gate": ({"fusion": "gate"}, {}, FROZEN),
     "frozen_gate_attention": ({"fusion": "gate"}, {"chunk_reduce": "attention"}, FROZEN),
     "frozen_concat": ({"fusion": "concat"}, {}, FROZEN),
@@ -109,11 +115,15 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
                                                              "neural_epochs": "first", "neural_patience": 1,
                                                              "neural_checks_per_epoch": 1},
                          "classical": {"quoted_numbers": "auto"}}, {}, {}),
+    # today's default (gbdt_text: auto — gbdt reads the SVD or the word n-gram columns, whichever its 5-fold CV
+    # log loss prefers; quoted_numbers: auto): the other members are ensemble_quoted's, bit for bit
+    "ensemble_words": ({"fusion": "ensemble"}, {}, {}),
     # what `bsmfusion train` builds when the config names nothing (its stored cb_nosale / dnd_nodeal seed-0 rows
     # predate the ensemble default: one concat model)
     "default": ({}, {}, {}),
 }
-FULL_DATA = {"tfidf_lr", "gbdt", "gbdt_quoted", "catboost", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",
+FOLLOWS_DEFAULTS = {"gbdt_words", "ensemble_words", "default"}
+FULL_DATA = {"tfidf_lr", "gbdt", "gbdt_quoted", "gbdt_words", "catboost", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",
              "frozen_text_only", "ensemble_frozen"}
 BOOTSTRAP = 1000
 # name → (the variant whose stored member scores it re-combines, config overrides): weights, calibration and
@@ -152,6 +162,8 @@ def variant_config(task, name: str, seed: int, args) -> dict:
                       text={"max_chunks": args.max_chunks, "chunk_tokens": args.chunk_tokens, **text},
                       train={"seed": seed, "checkpoint_every_steps": 100_000, **train_section})
     raw["model"] = {k: v for k, v in raw["model"].items() if k != "fusion"} | model
+    if name not in FOLLOWS_DEFAULTS:
+        raw["model"]["classical"] = {**SVD_ONLY, **model.get("classical", {})}
     if args.epochs and train_section is TUNED:
         raw["train"]["epochs"] = args.epochs
     return raw

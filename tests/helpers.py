@@ -59,8 +59,10 @@ def fast_config(fusion: str, epochs: int = 8, **train_overrides) -> Config:
 
 # fewer boosting rounds than the defaults (2,000 / 1,000): the planted tasks converge in well under 200 (CatBoost,
 # at a higher learning rate: 100), CatBoost on one thread (the test machines are small and shared)
-FAST_CLASSICAL = {"gbdt_max_rounds": 200, "gbdt_early_stopping_rounds": 20, "catboost_iterations": 100,
-                  "catboost_learning_rate": 0.3, "catboost_early_stopping_rounds": 10, "catboost_thread_count": 1}
+# gbdt_text svd: one text design per gbdt fit (auto boosts two); tests/classical/test_gbdt_text.py covers the others
+FAST_CLASSICAL = {"gbdt_max_rounds": 200, "gbdt_early_stopping_rounds": 20, "gbdt_text": "svd",
+                  "catboost_iterations": 100, "catboost_learning_rate": 0.3, "catboost_early_stopping_rounds": 10,
+                  "catboost_thread_count": 1}
 
 
 def classical_config(kind: str, **model) -> Config:
@@ -182,6 +184,23 @@ def planted_offers(n: int, seed: int) -> pd.DataFrame:
                     f"SELLER: {' '.join(rng.choice(FILLER, 2))} {ask:,} is my price <eos> BUYER: ok, {last} then")
     return pd.DataFrame({"id": np.arange(n), "dialogue": rows, "price": price, "ratio": rng.normal(size=n),
                          "category": rng.choice(["a", "b"], n), "label": (share < 0.75).astype(int)})
+
+
+# 120 made-up five-letter words (no two share a char 3-gram on purpose: none is; the first 12 mark a positive thread)
+PHRASE_WORDS = ["".join(w) for w in np.random.default_rng(11).choice(list("abcdefghijklmnopqrstuvwxyz"), (120, 5))]
+
+
+def planted_phrases(n: int, seed: int) -> pd.DataFrame:
+    """Threads of 6 words drawn from `PHRASE_WORDS`; label = the thread holds one of its first 12 (≈ 47% of rows).
+    12 separate words among 120: no handful of SVD directions isolates them, a tree on the word columns reads
+    each. price, ratio and category are noise."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(PHRASE_WORDS), size=(n, 6))
+    rows = [f"BUYER: {' '.join(PHRASE_WORDS[j] for j in pick[:3])} <eos> SELLER: "
+            f"{' '.join(PHRASE_WORDS[j] for j in pick[3:])}" for pick in picks]
+    return pd.DataFrame({"id": np.arange(n), "dialogue": rows, "price": rng.normal(size=n),
+                         "ratio": rng.normal(size=n), "category": rng.choice(["a", "b"], n),
+                         "label": (picks < 12).any(axis=1).astype(int)})
 
 
 def planted(n: int, signal: str, seed: int) -> pd.DataFrame:

@@ -142,6 +142,10 @@ class ClassicalConfig(_Section):
     gbdt_max_rounds: int = Field(2000, ge=1, description="gbdt: most boosting rounds")
     gbdt_early_stopping_rounds: int = Field(100, ge=0, description="gbdt: stop after this many rounds without a "
         "better validation log loss; 0: no early stopping (exactly gbdt_max_rounds)")
+    gbdt_text: Literal["auto", "svd", "words"] = Field("auto", description="gbdt: how the trees read the TF-IDF: svd "
+        "(svd_components dense directions; long, varied texts), words (the word n-gram columns at least "
+        "gbdt_min_data_in_leaf training threads contain; short dialogues that turn on single phrases); auto: both, "
+        "whichever gives the lower cross-validated (cv_folds) or else validation log loss")
     quoted_numbers: Literal["auto", "on", "off"] = Field("auto", description="gbdt: features of the numbers the "
         "thread quotes (each role's last and first number, their gap, and those divided by each numeric column, e.g. "
         "last offer / list price); auto: with or without them, whichever gives the lower cross-validated (cv_folds) "

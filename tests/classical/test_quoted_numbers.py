@@ -98,8 +98,8 @@ def test_gbdt_learns_the_last_offer_against_the_list_price_with_the_block_and_no
 @pytest.mark.slow
 def test_auto_keeps_the_design_of_lower_cross_validated_log_loss(test_rows):
     _, (model, info) = fitted("auto", cv_folds=3)
-    losses = info["quoted_numbers"]["log_loss"]
-    assert losses["on"] < losses["off"] and info["quoted_numbers"]["used"] and model.quoted is not None
+    losses = info["design_log_loss"]
+    assert losses["svd + quoted numbers"] < losses["svd"] and info["quoted_numbers"]["used"] and model.quoted is not None
     assert info["chosen_on"] == "3-fold CV on the training rows" and model.out_of_fold.shape == (600, 2)
     assert roc(model, test_rows) > 0.95
 
@@ -108,7 +108,7 @@ def test_auto_tries_no_block_when_no_training_thread_quotes_a_number():
     cfg = classical_config("gbdt")
     cfg.model.classical.quoted_numbers = "auto"
     model, info = fit_member(cfg, prepare(cfg, planted(300, "nonlinear", 0), planted(100, "nonlinear", 1)))
-    assert model.quoted is None and list(info["quoted_numbers"]["log_loss"]) == ["off"]
+    assert model.quoted is None and list(info["design_log_loss"]) == ["svd"]
 
 
 def test_contributions_add_up_and_the_bundle_stores_the_block(tmp_path, test_rows):

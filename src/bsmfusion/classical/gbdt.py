@@ -1,10 +1,11 @@
-"""`model.fusion: gbdt`: LightGBM on [SVD of the dialogue's TF-IDF | scaled numerics + missing indicators +
-one-hot categoricals].
+"""`model.fusion: gbdt`: LightGBM on [the dialogue's TF-IDF, read by `gbdt_text` | scaled numerics + missing
+indicators + one-hot categoricals].
 
-The text block is a TruncatedSVD (`model.classical.svd_components`, 64) of the same TF-IDF features tfidf_lr
-uses, and with `model.classical.quoted_numbers` the numbers the thread quotes (`quoted_numbers`: each role's last
-and first number, their gap; their ratios to the numeric columns are computed from both blocks in `pair_scores`);
-boosting stops early on the validation log loss, or after the rounds k-fold CV chose.
+The text block is the same TF-IDF features tfidf_lr uses, read as `model.classical.gbdt_text` says (`gbdt_text`:
+a TruncatedSVD, or the word n-gram columns themselves), and with `model.classical.quoted_numbers` the numbers the
+thread quotes (`quoted_numbers`: each role's last and first number, their gap; their ratios to the numeric columns
+are computed from both blocks in `pair_scores`); boosting stops early on the validation log loss, or after the
+rounds k-fold CV chose. Each `auto` boosts every design it names and keeps the lowest CV (else validation) log loss.
 
 Contributions: the exact two-player Shapley split of the raw score (log-odds; multiclass the predicted class's
 raw score), the formula of `models.contributions`, where "a block at its baseline" means the block replaced by
@@ -15,7 +16,8 @@ sharing those leaves gets ≈ 0 on both sides, so its text_share is noise (measu
 whose mean row sits on the split: mean text_share 0.46 with the mean row, 0.05 with the background). text + tab +
 baseline = score still holds exactly. Cost: 2·B extra evaluations of the booster per scored row (B = 64).
 
-Stored as the featurizer's JSON + arrays, `svd_components`, `text_background`, `tab_background` in safetensors,
+Stored as the featurizer's JSON + arrays, the reader's array (`svd_components` or `word_columns`),
+`text_background`, `tab_background` in safetensors,
 the booster in LightGBM's own text format and, when used, the quoted-numbers block's roles in `quoted_numbers.json`.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ..config import Config
 from ..data.tabular import TabularPreprocessor
@@ -34,6 +37,7 @@ from ..precision import Precision
 from ..progress import Heartbeat, say
 from .member import (BackgroundSplit, ClassicalData, background_rows, cpu_threads, cv_folds, out_of_fold_logits,
                      raw_logits, sample_weights)
+from .gbdt_text import SvdText, TextReader, WordText, dense_columns, hstack, reader_from_arrays
 from .quoted_numbers import QuotedNumbers
 from .tab_features import tab_matrix
 from .text_features import TextFeaturizer, distinct_texts, render_frame
@@ -43,39 +47,43 @@ QUOTED_FILE = "quoted_numbers.json"
 
 
 class GBDT(BackgroundSplit):
-    """Fitted gbdt: featurizer, `svd_components` `k×Dt`, the quoted-numbers block (`quoted`, or None), the background
-    rows' blocks `text_background` `B×(k + Q)` and `tab_background` `B×Du`, and the LightGBM booster (its best
-    iteration only). The booster reads [text block | tab block | ratios of the two] (`pair_scores`)."""
+    """Fitted gbdt: featurizer, the text `reader` (`gbdt_text`: k SVD components or W word columns), the
+    quoted-numbers block (`quoted`, or None), the background rows' blocks `text_background` `B×(k|W + Q)` (CSR with
+    `words`) and `tab_background` `B×Du`, and the LightGBM booster (its best iteration only). The booster reads
+    [text block | tab block | ratios of the two] (`pair_scores`)."""
 
     kind = "gbdt"
     precision = Precision("fp64", "fp64", "LightGBM/NumPy float64 on CPU; --precision applies to neural models only")
 
-    def __init__(self, cfg: Config, text: TextFeaturizer, tabular: TabularPreprocessor, svd_components: np.ndarray,
-                 text_background: np.ndarray, tab_background: np.ndarray, booster, quoted: QuotedNumbers | None = None):
+    def __init__(self, cfg: Config, text: TextFeaturizer, tabular: TabularPreprocessor, reader: TextReader,
+                 text_background, tab_background: np.ndarray, booster, quoted: QuotedNumbers | None = None):
         super().__init__(cfg)
         self.text, self.tabular = text, tabular
-        self.svd_components = svd_components
-        self.text_background, self.tab_background = text_background, tab_background
+        self.reader = reader
+        # the words block is sparse: its background pairs (64k per call) would not fit as dense rows
+        self.text_background = (sp.csr_matrix(text_background) if isinstance(reader, WordText)
+                                else np.asarray(text_background))
+        self.tab_background = tab_background
         self.booster = booster
         self.quoted = quoted
         self._both_baseline: np.ndarray | None = None
 
-    def features(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(text block `N×(k + Q)`: SVD of the TF-IDF, then the quoted numbers; tabular block `N×Du`), float64."""
+    def features(self, frame: pd.DataFrame) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray]:
+        """(text block `N×(k|W + Q)`: the read TF-IDF, then the quoted numbers; tabular block `N×Du`), float64."""
         codes, distinct = self.text_blocks(frame)
         return distinct[codes], tab_matrix(self.tabular, frame)
 
-    def text_blocks(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def text_blocks(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | sp.csr_matrix]:
         """(`N` codes, the text block of each distinct text row): row i's block is `distinct[codes[i]]`."""
         codes, distinct = distinct_texts(frame, self.cfg)
         threads = render_frame(distinct, self.cfg)
-        return codes, text_block(self.text.transform(threads), self.svd_components, self.quoted, threads)
+        return codes, text_block(self.text.transform(threads), self.reader, self.quoted, threads)
 
     def raw_scores(self, x: np.ndarray) -> np.ndarray:
         """Raw booster scores as `N×K` logits (binary: [0, log-odds])."""
         return raw_logits(self.booster.predict(x, raw_score=True, num_threads=cpu_threads()), self.num_classes)
 
-    def pair_scores(self, text: np.ndarray, tab: np.ndarray) -> np.ndarray:
+    def pair_scores(self, text: np.ndarray | sp.csr_matrix, tab: np.ndarray) -> np.ndarray:
         return self.raw_scores(booster_input(text, tab, self.quoted, self.tabular))
 
     @classmethod
@@ -86,8 +94,9 @@ class GBDT(BackgroundSplit):
 
     # ------------------------------------------------------------------ storage
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"svd_components": self.svd_components, "text_background": self.text_background,
-                "tab_background": self.tab_background}
+        background = self.text_background
+        return {**self.reader.arrays(), "tab_background": self.tab_background,
+                "text_background": background.toarray() if sp.issparse(background) else background}
 
     def save_extra(self, folder: Path) -> None:
         self.booster.save_model(str(folder / BOOSTER_FILE))
@@ -101,7 +110,7 @@ class GBDT(BackgroundSplit):
 
         booster = lgb.Booster(model_file=str(folder / BOOSTER_FILE))
         quoted = folder / QUOTED_FILE
-        return cls(cfg, text, tabular, arrays["svd_components"], arrays["text_background"], arrays["tab_background"],
+        return cls(cfg, text, tabular, reader_from_arrays(arrays), arrays["text_background"], arrays["tab_background"],
                    booster, QuotedNumbers.from_dict(json.loads(quoted.read_text(encoding="utf-8")))
                    if quoted.exists() else None)
 
@@ -122,20 +131,22 @@ def lightgbm_params(cfg: Config) -> dict[str, Any]:
     return params
 
 
-def cv_logits(cv_booster, folds, x_train: np.ndarray, rounds: int, num_classes: int) -> np.ndarray:
+def cv_logits(cv_booster, folds, x_train, rounds: int, num_classes: int) -> np.ndarray:
     """`N×K` float64 out-of-fold logits: each training row scored by the fold booster that did not see it, with the
     `rounds` CV chose (binary [0, raw log-odds]; multiclass the raw class scores, logits up to a row constant)."""
     def score_held(f: int, held: np.ndarray) -> np.ndarray:
         raw = cv_booster.boosters[f].predict(x_train[held], raw_score=True, num_iteration=rounds)
         return raw_logits(raw, num_classes)
 
-    return out_of_fold_logits(score_held, folds, len(x_train), num_classes)
+    return out_of_fold_logits(score_held, folds, x_train.shape[0], num_classes)
 
 
-def text_block(tfidf, svd_components: np.ndarray, quoted: QuotedNumbers | None, threads: list[str]) -> np.ndarray:
-    """`N×(k + Q)` float64: the SVD of the threads' TF-IDF `tfidf`, then (with `quoted`) their quoted numbers."""
-    svd = np.asarray(tfidf @ svd_components.T)
-    return svd if quoted is None else np.hstack([svd, quoted.text_part(threads)])
+def text_block(tfidf: sp.csr_matrix, reader: TextReader, quoted: QuotedNumbers | None,
+               threads: list[str]) -> np.ndarray | sp.csr_matrix:
+    """`N×(k|W + Q)` float64: the threads' TF-IDF `tfidf` as `reader` reads it, then (with `quoted`) their quoted
+    numbers; CSR when the reader's block is."""
+    block = reader.block(tfidf)
+    return block if quoted is None else hstack([block, quoted.text_part(threads)])
 
 
 def raw_numeric(tabular: TabularPreprocessor, tab: np.ndarray) -> np.ndarray:
@@ -148,74 +159,83 @@ def raw_numeric(tabular: TabularPreprocessor, tab: np.ndarray) -> np.ndarray:
     return np.where(np.abs(raw) <= 1e-6 * (np.abs(mean) + std), 0.0, raw)
 
 
-def booster_input(text: np.ndarray, tab: np.ndarray, quoted: QuotedNumbers | None,
-                  tabular: TabularPreprocessor) -> np.ndarray:
+def booster_input(text: np.ndarray | sp.csr_matrix, tab: np.ndarray, quoted: QuotedNumbers | None,
+                  tabular: TabularPreprocessor) -> np.ndarray | sp.csr_matrix:
     """What the booster reads for row i's text block `text[i]` with tabular block `tab[i]`: [text | tab], and with
     `quoted` the ratios of the text block's quoted numbers to the numeric columns (a function of both blocks)."""
     if quoted is None:
-        return np.hstack([text, tab])
-    ratios = quoted.ratio_part(text[:, text.shape[1] - quoted.text_dim:], raw_numeric(tabular, tab))
-    return np.hstack([text, tab, ratios])
+        return hstack([text, tab])
+    ratios = quoted.ratio_part(dense_columns(text, text.shape[1] - quoted.text_dim), raw_numeric(tabular, tab))
+    return hstack([text, tab, ratios])
 
 
 def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], train_tab: np.ndarray,
              y_train: np.ndarray, val_texts: list[str], val_tab: np.ndarray, y_val: np.ndarray,
              sample_weight: np.ndarray | None = None, groups: np.ndarray | None = None) -> tuple[GBDT, dict[str, Any]]:
-    """Fit TF-IDF and the SVD on the training threads, boost on the training rows with early stopping on the
-    validation rows' log loss — or, with `model.classical.cv_folds` k ≥ 2, boosting rounds from k-fold CV on the
-    training rows (`groups`: folds keep each group whole), validation unused (`gbdt_early_stopping_rounds: 0`:
-    exactly `gbdt_max_rounds`). `quoted_numbers: auto` boosts both designs (without and with the quoted numbers)
-    and keeps the one of lower CV (else validation) log loss; when no training thread quotes a number, only the
-    one without. Returns the model (its best iteration) and what
-    training saw (for meta.json)."""
-    from sklearn.decomposition import TruncatedSVD
-
+    """Fit TF-IDF (and the text readers `gbdt_text` names) on the training threads, boost on the training rows with
+    early stopping on the validation rows' log loss — or, with `model.classical.cv_folds` k ≥ 2, boosting rounds from
+    k-fold CV on the training rows (`groups`: folds keep each group whole), validation unused
+    (`gbdt_early_stopping_rounds: 0`: exactly `gbdt_max_rounds`). Every design — a text reader (`gbdt_text`: svd,
+    words, auto both), without or with the quoted numbers (`quoted_numbers`: off, on, auto both; auto tries them only
+    when a training thread quotes a number) — is boosted, and the one of lowest CV (else validation) log loss kept;
+    a tie keeps the earlier (svd before words, without before with). Returns the model (its best iteration) and
+    what training saw (for meta.json)."""
     settings = cfg.model.classical
     text = TextFeaturizer.fit(train_texts, settings, list(cfg.data.text))
     tfidf_train = text.transform(train_texts)
-    k = max(1, min(settings.svd_components, tfidf_train.shape[1] - 1, tfidf_train.shape[0] - 1))
-    svd = TruncatedSVD(n_components=k, algorithm="randomized", random_state=cfg.train.seed).fit(tfidf_train)
-    components = np.ascontiguousarray(svd.components_, dtype=np.float64)
     folds = (cv_folds(y_train, settings.cv_folds, cfg.train.seed, groups)
              if settings.cv_folds and settings.gbdt_early_stopping_rounds else None)
-    svd_train = np.asarray(tfidf_train @ components.T)
+    readers: list[TextReader] = []
+    if settings.gbdt_text in ("svd", "auto"):
+        readers.append(SvdText.fit(tfidf_train, settings.svd_components, cfg.train.seed))
+    if settings.gbdt_text in ("words", "auto"):
+        readers.append(WordText.fit(tfidf_train, len(text.vectorizers["word"].vocabulary_),
+                                    settings.gbdt_min_data_in_leaf))
     block = QuotedNumbers.fit(train_texts, len(tabular.numeric)) if settings.quoted_numbers != "off" else None
     quoted_train = block.text_part(train_texts) if block else None  # the threads parsed once for every design
-    designs = {"off": [None], "on": [block], "auto": [None, block]}[settings.quoted_numbers]
+    quoted_designs = {"off": [None], "on": [block], "auto": [None, block]}[settings.quoted_numbers]
     if settings.quoted_numbers == "auto" and not quoted_train[:, block.count_column].any():
-        designs = [None]  # no training thread quotes a number: nothing to try
+        quoted_designs = [None]  # no training thread quotes a number: nothing to try
+    designs = [(reader, quoted) for reader in readers for quoted in quoted_designs]
+    read_train = {reader.name: reader.block(tfidf_train) for reader in readers}
 
-    def boosted(quoted: QuotedNumbers | None) -> tuple[Boosted, QuotedNumbers | None, np.ndarray, np.ndarray, list]:
-        train_text = svd_train if quoted is None else np.hstack([svd_train, quoted_train])
+    def boosted(reader: TextReader, quoted: QuotedNumbers | None) -> Design:
+        train_text = read_train[reader.name]
+        if quoted is not None:
+            train_text = hstack([train_text, quoted_train])
         x_train = booster_input(train_text, train_tab, quoted, tabular)
-        names = ([f"svd_{i}" for i in range(k)] + (quoted.text_names() if quoted else [])
-                 + [f"tab_{j}" for j in range(train_tab.shape[1])]
-                 + (quoted.ratio_names() if quoted else []))
+        names = (reader.names() + (quoted.text_names() if quoted else [])
+                 + [f"tab_{j}" for j in range(train_tab.shape[1])] + (quoted.ratio_names() if quoted else []))
         validation = None
         if folds is None:
-            val_text = text_block(text.transform(val_texts), components, quoted, val_texts)
+            val_text = text_block(text.transform(val_texts), reader, quoted, val_texts)
             validation = (booster_input(val_text, val_tab, quoted, tabular), y_val)
-        label = "gbdt" if len(designs) == 1 else f"gbdt {'with' if quoted else 'without'} quoted numbers"
-        return (boost(cfg, x_train, names, y_train, sample_weight, folds, validation, label), quoted, train_text,
-                x_train, names)
+        label = f"gbdt ({design_name(reader, quoted)})" if len(designs) > 1 else "gbdt"
+        return Design(boost(cfg, x_train, names, y_train, sample_weight, folds, validation, label), reader, quoted,
+                      train_text, x_train, names)
 
-    tried = [boosted(quoted) for quoted in designs]
-    best, quoted, train_text, x_train, names = min(tried, key=lambda t: t[0].loss)  # a tie keeps "off"
+    tried = [boosted(reader, quoted) for reader, quoted in designs]
+    kept = min(tried, key=lambda design: design.boosted.loss)  # min keeps the first of equal losses
+    best = kept.boosted
     if best.booster is None:  # CV chose the rounds: fit them on all training rows
-        best.booster = fit_booster(cfg, x_train, names, y_train, sample_weight, best.rounds)
+        best.booster = fit_booster(cfg, kept.x_train, kept.names, y_train, sample_weight, best.rounds)
     say(f"gbdt: {best.rounds:,} boosting rounds kept ({best.chosen_on})"
-        + (f"; quoted numbers {'used' if quoted else 'left out'}" if len(designs) > 1 else ""))
+        + (f"; design {design_name(kept.reader, kept.quoted)}" if len(designs) > 1 else ""))
     background = background_rows(len(y_train), settings.gbdt_background_rows, cfg.train.seed)
-    fitted = GBDT(cfg, text, tabular, components, train_text[background], train_tab[background], best.booster,
-                  quoted)
+    fitted = GBDT(cfg, text, tabular, kept.reader, kept.train_text[background], train_tab[background], best.booster,
+                  kept.quoted)
     fitted.out_of_fold = best.out_of_fold
-    info = {"rounds": best.rounds, "chosen_on": best.chosen_on, "svd_components": k,
-            "svd_explained_variance": float(svd.explained_variance_ratio_.sum()),
+    info = {"rounds": best.rounds, "chosen_on": best.chosen_on, "text": kept.reader.name, **kept.reader.info(),
             "text_features": text.dim, "tab_features": int(train_tab.shape[1]),
-            "quoted_numbers": {"setting": settings.quoted_numbers, "used": quoted is not None,
-                               "roles": list(quoted.roles) if quoted else None,
-                               "log_loss": {("on" if q else "off"): b.loss for b, q, *_ in tried}}}
+            "quoted_numbers": {"setting": settings.quoted_numbers, "used": kept.quoted is not None,
+                               "roles": list(kept.quoted.roles) if kept.quoted else None},
+            "design_log_loss": {design_name(d.reader, d.quoted): d.boosted.loss for d in tried}}
     return fitted, info
+
+
+def design_name(reader: TextReader, quoted: QuotedNumbers | None) -> str:
+    """"svd", "words", "svd + quoted numbers", …: how meta.json and the progress lines name a design."""
+    return reader.name + (" + quoted numbers" if quoted is not None else "")
 
 
 @dataclass
@@ -231,7 +251,20 @@ class Boosted:
     booster: Any
 
 
-def boost(cfg: Config, x_train: np.ndarray, names: list[str], y_train: np.ndarray,
+@dataclass
+class Design:
+    """One design boosted: its `Boosted`, text reader and quoted-numbers block (or None), and its training input
+    (the text block, the booster's input and its feature names) for the final fit and the background rows."""
+
+    boosted: Boosted
+    reader: TextReader
+    quoted: QuotedNumbers | None
+    train_text: Any
+    x_train: Any
+    names: list[str]
+
+
+def boost(cfg: Config, x_train, names: list[str], y_train: np.ndarray,
           sample_weight: np.ndarray | None, folds, validation: tuple[np.ndarray, np.ndarray] | None,
           label: str) -> Boosted:
     """The boosting rounds of one design: by CV over `folds` (the booster left to `fit_booster`), else trained on
@@ -264,7 +297,7 @@ def boost(cfg: Config, x_train: np.ndarray, names: list[str], y_train: np.ndarra
     return Boosted(rounds, loss, "validation" if stopping else "gbdt_max_rounds", None, keep_rounds(booster, rounds))
 
 
-def fit_booster(cfg: Config, x_train: np.ndarray, names: list[str], y_train: np.ndarray,
+def fit_booster(cfg: Config, x_train, names: list[str], y_train: np.ndarray,
                 sample_weight: np.ndarray | None, rounds: int):
     """`rounds` boosting rounds on all training rows."""
     import lightgbm as lgb

@@ -225,11 +225,11 @@ class BackgroundSplit(ClassicalMember):
 
     Subclasses give `text_blocks(frame)` (`N` codes, and the text block of each distinct text row — an array
     indexed by rows: row i's block is `distinct[codes[i]]`), `pair_scores(text, tab)` (`N×K` logits of row i's text
-    block with row i's tabular block) and the attributes `tabular`, `text_background` (B text blocks, an array) and
-    `tab_background` (B `tab_matrix` rows, which `explain` takes as its tabular reference)."""
+    block with row i's tabular block) and the attributes `tabular`, `text_background` (B text blocks, an array or
+    CSR) and `tab_background` (B `tab_matrix` rows, which `explain` takes as its tabular reference)."""
 
     tabular: Any
-    text_background: np.ndarray
+    text_background: Any  # B×Dt: an array, or CSR (gbdt's words block)
     tab_background: np.ndarray
     _both_baseline: np.ndarray | None = None
 
@@ -243,11 +243,11 @@ class BackgroundSplit(ClassicalMember):
         """`N×K`: each row's score with its own `block` (the tabular one when `replace_text`, else the text one)
         and the background rows' other block, averaged over the background rows."""
         background = self.text_background if replace_text else self.tab_background
-        b = len(background)
+        b, rows = background.shape[0], block.shape[0]  # either may be sparse (gbdt's words block)
         step = CHUNK_EVALUATIONS // b + 1  # bounded memory: ~64k pairs per call
         out = []
-        for start in range(0, len(block), step):
-            m = min(step, len(block) - start)
+        for start in range(0, rows, step):
+            m = min(step, rows - start)
             own, other = block[start + np.repeat(np.arange(m), b)], background[np.tile(np.arange(b), m)]
             scores = self.pair_scores(other, own) if replace_text else self.pair_scores(own, other)
             out.append(scores.reshape(m, b, -1).mean(axis=1))
