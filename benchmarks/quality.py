@@ -214,10 +214,24 @@ def run_one(task, name: str, seed: int, args, work: Path) -> dict:
         "predict_rows_per_s": round(len(task.test) / predict_seconds, 1),
         "text_share_mean": float(np.mean(scores.text_share)), "members": members,
         **({"chosen_on": chosen} if chosen else {}), "member_scores": member_scores,
+        **({"gbdt_designs": designs} if (designs := gbdt_designs(Path(result.bundle_dir))) else {}),
         "calibration": {k: calibration[k] for k in ("method", "temperature", "ece_before", "ece_after", "log_loss_before",
                                                     "log_loss_after", "ece_if_perfectly_calibrated") if k in calibration},
         "test_prob": scores.probs[:, 1].round(6).tolist(), "test_label": labels.tolist(),
     }
+
+
+def gbdt_designs(bundle: Path) -> dict | None:
+    """What chose gbdt's design, from meta.json (a gbdt bundle's, or an ensemble's gbdt member's): the log loss of
+    each design tried (CV mean, else validation) and the one kept; None when the bundle has no gbdt or its training
+    predates `gbdt_text`."""
+    folder = bundle / "members" / "gbdt" if (bundle / "members" / "gbdt").is_dir() else bundle
+    meta = json.loads((folder / "meta.json").read_text())
+    training = meta.get("training") or {}
+    if meta.get("kind") != "gbdt" or "design_log_loss" not in training:
+        return None
+    kept = training["text"] + (" + quoted numbers" if training["quoted_numbers"]["used"] else "")
+    return {"log_loss": training["design_log_loss"], "kept": kept, "chosen_on": training["chosen_on"]}
 
 
 def _merge(base: dict, overrides: dict) -> dict:
@@ -419,6 +433,39 @@ def bootstrap_cis(runs: list[dict], stored: dict, baseline: str = quality_render
                     "diff_vs_baseline_ci": ([float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
                                             if diffs else None),
                     "source": f"{BOOTSTRAP} resamples of the test rows (quality_rows/)"}
+    out.update(paired_cis(by_key))
+    return out
+
+
+def paired_cis(by_key: dict[str, list[dict]]) -> dict:
+    """"task/before→after" (each pair of `quality_render.PAIRED`) → the paired bootstrap 95% CIs of the seed-mean
+    test ROC-AUC and PR-AUC difference after − before, over the seeds both ran with per-row scores (the same
+    resampled test rows for both; 1,000 resamples, a generator seeded by the key)."""
+    from sklearn.metrics import average_precision_score
+
+    out = {}
+    for before, after in quality_render.PAIRED:
+        for task in sorted({key.split("/")[0] for key in by_key}):
+            old = {r["seed"]: r for r in by_key.get(f"{task}/{before}", []) if "test_prob" in r}
+            new = {r["seed"]: r for r in by_key.get(f"{task}/{after}", []) if "test_prob" in r}
+            seeds = sorted(set(old) & set(new))
+            if not seeds:
+                continue
+            key = f"{task}/{before}→{after}"
+            labels = np.array(old[seeds[0]]["test_label"])
+            pairs = [(np.array(old[s]["test_prob"]), np.array(new[s]["test_prob"])) for s in seeds]
+            rng = np.random.default_rng(zlib.crc32(key.encode()))
+            roc, pr = [], []
+            for _ in range(BOOTSTRAP):
+                idx = rng.integers(0, len(labels), len(labels))
+                if labels[idx].min() == labels[idx].max():
+                    continue
+                roc.append(np.mean([_auc(labels[idx], b[idx]) - _auc(labels[idx], a[idx]) for a, b in pairs]))
+                pr.append(np.mean([average_precision_score(labels[idx], b[idx])
+                                   - average_precision_score(labels[idx], a[idx]) for a, b in pairs]))
+            out[key] = {"seeds": seeds, "roc_auc_diff_ci": [float(np.percentile(roc, 2.5)), float(np.percentile(roc, 97.5))],
+                        "pr_auc_diff_ci": [float(np.percentile(pr, 2.5)), float(np.percentile(pr, 97.5))],
+                        "source": f"{BOOTSTRAP} paired resamples of the test rows (quality_rows/)"}
     return out
 
 

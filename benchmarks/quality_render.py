@@ -298,13 +298,19 @@ def calibration(data: dict, variant: str = "neural_seeds2_recombined") -> str:
     return "\n".join(lines) + "\n"
 
 
-TIME_AFTER = ("ensemble_first_steps", "ensemble_first_epochs")  # today's default, then the fitted-schedule try
+TIME_AFTER = ("ensemble_first_steps", "ensemble_first_epochs", "ensemble_words")  # defaults of stops 29–34
+
+
+# (before, after) pairs whose paired bootstrap CIs quality.py stores (bootstrap["task/before→after"])
+PAIRED = (("ensemble_first_steps", "ensemble_quoted"), ("ensemble_quoted", "ensemble_words"),
+          ("ensemble_first_steps", "ensemble_words"))
 
 
 def before_after(data: dict, before: str, afters: tuple[str, ...]) -> str:
     """Per task, candidate in `afters` and seed where the candidate and `before` ran on the same machine kind: fit
     time before → after (ratio), the validation ROC-AUC (what a choice between them may look at) and the test
-    ROC-AUC / PR-AUC (reported once), then the seed means."""
+    ROC-AUC / PR-AUC (reported once), then the seed means, with the paired bootstrap 95% CI of the mean test
+    difference where quality.py stored one (`PAIRED`)."""
     lines = ["| task | after | seed | machine | fit s before → after (ratio) | CPU s before → after (ratio) | "
              "validation ROC-AUC before → after | test ROC-AUC before → after | test PR-AUC before → after |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -332,10 +338,33 @@ def before_after(data: dict, before: str, afters: tuple[str, ...]) -> str:
             if len(pairs) > 1:
                 mean = lambda side, key: _mean([pair[side][key] for pair in pairs])  # noqa: E731
                 ratio = mean(1, "fit_seconds") / mean(0, "fit_seconds")
+                paired = data.get("bootstrap", {}).get(f"{task}/{before}→{after}")
+                same = paired and paired["seeds"] == [old["seed"] for old, _ in pairs]
+                ci = lambda metric: (f"; paired 95% CI of the difference {_ci(paired[metric + '_diff_ci'], d, True)}"  # noqa: E731
+                                     if same else "")
                 lines.append(f"| {task} | {after} | mean of {len(pairs)} | | {mean(0, 'fit_seconds'):,.0f} → "
                              f"{mean(1, 'fit_seconds'):,.0f} ({ratio:.2f}) | | {_f(mean(0, 'val_roc_auc'), d)} → "
                              f"{_f(mean(1, 'val_roc_auc'), d)} | {_f(mean(0, 'roc_auc'), d)} → "
-                             f"{_f(mean(1, 'roc_auc'), d)} | {_f(mean(0, 'pr_auc'), d)} → {_f(mean(1, 'pr_auc'), d)} |")
+                             f"{_f(mean(1, 'roc_auc'), d)}{ci('roc_auc')} | {_f(mean(0, 'pr_auc'), d)} → "
+                             f"{_f(mean(1, 'pr_auc'), d)}{ci('pr_auc')} |")
+    return "\n".join(lines) + "\n"
+
+
+DESIGNS = ("svd", "svd + quoted numbers", "words", "words + quoted numbers")
+
+
+def gbdt_designs(data: dict) -> str:
+    """Per run that recorded it (gbdt alone or an ensemble's gbdt member): the log loss of each gbdt design tried on
+    the training rows (what chose the design; no test row is read) and the design kept."""
+    lines = ["| task | variant | seed | machine | chosen on | " + " | ".join(f"log loss: {d}" for d in DESIGNS)
+             + " | kept |", "|---|---|---|---|---|" + "---|" * len(DESIGNS) + "---|"]
+    runs = sorted((r for r in data["runs"] if r.get("gbdt_designs")),
+                  key=lambda r: (TASK_ORDER.index(r["task"]) if r["task"] in TASK_ORDER else 99, r["variant"], r["seed"]))
+    for run in runs:
+        designs = run["gbdt_designs"]
+        cells = [_f(designs["log_loss"].get(d), 4) if d in designs["log_loss"] else "—" for d in DESIGNS]
+        lines.append(f"| {run['task']} | {run['variant']} | {run['seed']} | {machine_kind(run)} | "
+                     f"{designs['chosen_on']} | " + " | ".join(cells) + f" | {designs['kept']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -363,6 +392,9 @@ def doc_blocks(data: dict, v1: dict) -> dict[str, str]:
         "calibration": calibration(data),
         "training_time": before_after(data, "ensemble_stop29", TIME_AFTER),
         "quoted_numbers": before_after(data, "ensemble_first_steps", ("ensemble_quoted",)),
+        "gbdt_words": (before_after(data, "ensemble_quoted", ("ensemble_words",))
+                       + "\n" + before_after(data, "ensemble_first_steps", ("ensemble_words",))),
+        "gbdt_designs": gbdt_designs(data),
     }
 
 
