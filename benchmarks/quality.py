@@ -48,8 +48,8 @@ TUNED_PATIENCE = 2  # train.patience's default, which an ensemble's neural membe
 # neural members early-stopped with train.patience, each on its own holdout, the weights fitted on validation only
 BEFORE = {"combine_on": "validation", "neural_epochs": "own", "neural_patience": TUNED_PATIENCE,
           "neural_checks_per_epoch": 1}
-# gbdt as it was before the quoted numbers (stop 33) and the words reader (stop 34): every variant but those of
-# FOLLOWS_DEFAULTS has it pinned under its own classical settings, so stored runs keep their meaning
+# gbdt as it was before the quoted numbers (stop 33) and the words reader (stop 34): every variant but `default` has
+# it pinned under its own classical settings, so stored runs keep their meaning
 SVD_ONLY = {"quoted_numbers": "off", "gbdt_text": "svd"}
 # name → (model section, text section, train section); the training rows a variant uses are in FULL_DATA
 VARIANTS: dict[str, tuple[dict, dict, dict]] = {
@@ -117,12 +117,14 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
                          "classical": {"quoted_numbers": "auto"}}, {}, {}),
     # today's default (gbdt_text: auto — gbdt reads the SVD or the word n-gram columns, whichever its 5-fold CV
     # log loss prefers; quoted_numbers: auto): the other members are ensemble_quoted's, bit for bit
-    "ensemble_words": ({"fusion": "ensemble"}, {}, {}),
+    "ensemble_words": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit",
+                                                            "neural_epochs": "first", "neural_patience": 1,
+                                                            "neural_checks_per_epoch": 1},
+                        "classical": {"quoted_numbers": "auto", "gbdt_text": "auto"}}, {}, {}),
     # what `bsmfusion train` builds when the config names nothing (its stored cb_nosale / dnd_nodeal seed-0 rows
     # predate the ensemble default: one concat model)
     "default": ({}, {}, {}),
 }
-FOLLOWS_DEFAULTS = {"gbdt_words", "ensemble_words", "default"}
 FULL_DATA = {"tfidf_lr", "gbdt", "gbdt_quoted", "gbdt_words", "catboost", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",
              "frozen_text_only", "ensemble_frozen"}
 BOOTSTRAP = 1000
@@ -162,7 +164,7 @@ def variant_config(task, name: str, seed: int, args) -> dict:
                       text={"max_chunks": args.max_chunks, "chunk_tokens": args.chunk_tokens, **text},
                       train={"seed": seed, "checkpoint_every_steps": 100_000, **train_section})
     raw["model"] = {k: v for k, v in raw["model"].items() if k != "fusion"} | model
-    if name not in FOLLOWS_DEFAULTS:
+    if name != "default":
         raw["model"]["classical"] = {**SVD_ONLY, **model.get("classical", {})}
     if args.epochs and train_section is TUNED:
         raw["train"]["epochs"] = args.epochs
@@ -230,7 +232,8 @@ def gbdt_designs(bundle: Path) -> dict | None:
     training = meta.get("training") or {}
     if meta.get("kind") != "gbdt" or "design_log_loss" not in training:
         return None
-    kept = training["text"] + (" + quoted numbers" if training["quoted_numbers"]["used"] else "")
+    kept = training.get("design") or (training["text"] + (" + quoted numbers" if training["quoted_numbers"]["used"]
+                                                          else ""))  # runs of stop 34's first commit lack "design"
     return {"log_loss": training["design_log_loss"], "kept": kept, "chosen_on": training["chosen_on"]}
 
 
@@ -433,7 +436,10 @@ def bootstrap_cis(runs: list[dict], stored: dict, baseline: str = quality_render
                     "diff_vs_baseline_ci": ([float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
                                             if diffs else None),
                     "source": f"{BOOTSTRAP} resamples of the test rows (quality_rows/)"}
-    out.update(paired_cis(by_key))
+    paired = paired_cis(by_key)
+    out.update(paired)
+    out.update({key: entry for key, entry in stored.items()  # a pair whose rows files are gone keeps its entry
+                if "→" in key and key not in paired})
     return out
 
 
@@ -453,6 +459,8 @@ def paired_cis(by_key: dict[str, list[dict]]) -> dict:
                 continue
             key = f"{task}/{before}→{after}"
             labels = np.array(old[seeds[0]]["test_label"])
+            assert all(r[s]["test_label"] == old[seeds[0]]["test_label"] for r in (old, new) for s in seeds), (
+                f"{key}: the runs were scored on different test rows")
             pairs = [(np.array(old[s]["test_prob"]), np.array(new[s]["test_prob"])) for s in seeds]
             rng = np.random.default_rng(zlib.crc32(key.encode()))
             roc, pr = [], []

@@ -186,7 +186,7 @@ def planted_offers(n: int, seed: int) -> pd.DataFrame:
                          "category": rng.choice(["a", "b"], n), "label": (share < 0.75).astype(int)})
 
 
-# 120 made-up five-letter words (no two share a char 3-gram on purpose: none is; the first 12 mark a positive thread)
+# 120 made-up five-letter words, random letters (a few share a char 3-gram); the first 12 mark a positive thread
 PHRASE_WORDS = ["".join(w) for w in np.random.default_rng(11).choice(list("abcdefghijklmnopqrstuvwxyz"), (120, 5))]
 
 

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from . import strict_json
-from .config import Config, config_from_dict
+from .config import Config, bundle_config
 from .errors import BundleError
 from .manifest import check_bundle, check_manifest, write_manifest
 
@@ -212,7 +212,7 @@ def load_bundle(path: str | Path, *, verify: bool = True, verify_key=None) -> Bu
         raise BundleError(f"bundle '{path}' was written in bundle format {meta.get('format_version')}; this bsmfusion "
                           f"reads format {FORMAT_VERSION} (weights and tokenisation changed): retrain it with this version")
     raw_cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
-    cfg = config_from_dict(raw_cfg, source=str(path / "config.yaml"))
+    cfg = bundle_config(raw_cfg, source=str(path / "config.yaml"))
     metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     preprocessor, model = loader_for(str(meta.get("kind", "neural")), path)(path, cfg, meta)
     return Bundle(path=path, cfg=cfg, preprocessor=preprocessor, model=model, meta=meta, metrics=metrics)

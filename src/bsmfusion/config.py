@@ -4,6 +4,7 @@ Every section forbids unknown keys, so a typo fails loudly with the key's dotted
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -508,6 +509,25 @@ def config_from_dict(raw: dict[str, Any] | None, source: str = "config") -> Conf
         return Config.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, source)) from None
+
+
+# keys added after bundles were first written → the value a bundle written before behaved as. A bundle's config
+# that lacks one reads as that value, not as today's default, so a refit from `bundle.cfg` (small_validation's
+# re-derived members) fits what the bundle's training did
+ADDED_SINCE_FIRST_BUNDLES = {("model", "classical", "quoted_numbers"): "off", ("model", "classical", "gbdt_text"): "svd"}
+
+
+def bundle_config(raw: dict[str, Any] | None, source: str) -> Config:
+    """A bundle's stored config (its config.yaml as a dict), keys it predates filled as it behaved
+    (`ADDED_SINCE_FIRST_BUNDLES`)."""
+    raw = copy.deepcopy(raw) if isinstance(raw, dict) else raw
+    for *sections, key in ADDED_SINCE_FIRST_BUNDLES:
+        node = raw
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key not in node:
+            node[key] = ADDED_SINCE_FIRST_BUNDLES[(*sections, key)]
+    return config_from_dict(raw, source)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None, *, overrides_name: str = "--set") -> Config:

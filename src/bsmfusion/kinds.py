@@ -164,8 +164,8 @@ register_kind(ModelKind(
     "tfidf_lr", CLASSICAL, True, "TF-IDF (word 1–2-grams + char 3–5-grams) of the parsed dialogue + numerics + "
     "one-hot → logistic regression", CLASSICAL_TRAINER, CLASSICAL_LOADER, member="bsmfusion.classical.tfidf_lr:TfidfLR"))
 register_kind(ModelKind(
-    "gbdt", CLASSICAL, True, "LightGBM on numerics + one-hot categoricals + a 64-component SVD of the dialogue's "
-    "TF-IDF", CLASSICAL_TRAINER, CLASSICAL_LOADER, member="bsmfusion.classical.gbdt:GBDT"))
+    "gbdt", CLASSICAL, True, "LightGBM on numerics + one-hot categoricals + the dialogue's TF-IDF (an SVD or its "
+    "word columns)", CLASSICAL_TRAINER, CLASSICAL_LOADER, member="bsmfusion.classical.gbdt:GBDT"))
 register_kind(ModelKind(
     "catboost", CLASSICAL, True, "CatBoost on the dialogue as a native text feature + numerics + native "
     "categoricals (optional: pip install catboost)", CLASSICAL_TRAINER, CLASSICAL_LOADER,

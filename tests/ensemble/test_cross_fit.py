@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bsmfusion.classical.gbdt import cv_logits
+from bsmfusion.classical.boosting import cv_logits
 from bsmfusion.classical.train import fit_member, prepare
 from bsmfusion.ensemble.cross_fit import logit_scores, pool
 from bsmfusion.ensemble.train import holdout_mask, split_member_holdout

@@ -34,10 +34,11 @@ import scipy.sparse as sp
 from ..config import Config
 from ..data.tabular import TabularPreprocessor
 from ..precision import Precision
-from ..progress import Heartbeat, say
-from .member import (BackgroundSplit, ClassicalData, background_rows, cpu_threads, cv_folds, out_of_fold_logits,
-                     raw_logits, sample_weights)
+from ..errors import DataError
+from ..progress import say
+from .boosting import Boosted, boost, fit_booster
 from .gbdt_text import SvdText, TextReader, WordText, dense_columns, hstack, reader_from_arrays
+from .member import BackgroundSplit, ClassicalData, background_rows, cpu_threads, cv_folds, raw_logits, sample_weights
 from .quoted_numbers import QuotedNumbers
 from .tab_features import tab_matrix
 from .text_features import TextFeaturizer, distinct_texts, render_frame
@@ -115,32 +116,6 @@ class GBDT(BackgroundSplit):
                    if quoted.exists() else None)
 
 
-def lightgbm_params(cfg: Config) -> dict[str, Any]:
-    """Deterministic LightGBM parameters from `model.classical` and the seed."""
-    settings = cfg.model.classical
-    params = {
-        "learning_rate": settings.gbdt_learning_rate, "num_leaves": settings.gbdt_num_leaves,
-        "min_data_in_leaf": settings.gbdt_min_data_in_leaf, "feature_fraction": settings.gbdt_feature_fraction,
-        "seed": cfg.train.seed, "deterministic": True, "force_row_wise": True, "num_threads": cpu_threads(),
-        "verbosity": -1,
-    }
-    if cfg.model.num_classes == 2:
-        params.update(objective="binary", metric="binary_logloss")
-    else:
-        params.update(objective="multiclass", num_class=cfg.model.num_classes, metric="multi_logloss")
-    return params
-
-
-def cv_logits(cv_booster, folds, x_train, rounds: int, num_classes: int) -> np.ndarray:
-    """`N×K` float64 out-of-fold logits: each training row scored by the fold booster that did not see it, with the
-    `rounds` CV chose (binary [0, raw log-odds]; multiclass the raw class scores, logits up to a row constant)."""
-    def score_held(f: int, held: np.ndarray) -> np.ndarray:
-        raw = cv_booster.boosters[f].predict(x_train[held], raw_score=True, num_iteration=rounds)
-        return raw_logits(raw, num_classes)
-
-    return out_of_fold_logits(score_held, folds, x_train.shape[0], num_classes)
-
-
 def text_block(tfidf: sp.csr_matrix, reader: TextReader, quoted: QuotedNumbers | None,
                threads: list[str]) -> np.ndarray | sp.csr_matrix:
     """`N×(k|W + Q)` float64: the threads' TF-IDF `tfidf` as `reader` reads it, then (with `quoted`) their quoted
@@ -176,46 +151,47 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     early stopping on the validation rows' log loss — or, with `model.classical.cv_folds` k ≥ 2, boosting rounds from
     k-fold CV on the training rows (`groups`: folds keep each group whole), validation unused
     (`gbdt_early_stopping_rounds: 0`: exactly `gbdt_max_rounds`). Every design — a text reader (`gbdt_text`: svd,
-    words, auto both), without or with the quoted numbers (`quoted_numbers`: off, on, auto both; auto tries them only
-    when a training thread quotes a number) — is boosted, and the one of lowest CV (else validation) log loss kept;
-    a tie keeps the earlier (svd before words, without before with). Returns the model (its best iteration) and
-    what training saw (for meta.json)."""
+    words, auto both; auto leaves words out when no word column is in enough threads), without or with the quoted
+    numbers (`quoted_numbers`: off, on, auto both; auto tries them only when a training thread quotes a number) — is
+    boosted, and the one of lowest CV (else validation) log loss kept; a tie keeps the earlier (svd before words,
+    without before with). Returns the model (its best iteration) and what training saw (for meta.json)."""
     settings = cfg.model.classical
     text = TextFeaturizer.fit(train_texts, settings, list(cfg.data.text))
     tfidf_train = text.transform(train_texts)
     folds = (cv_folds(y_train, settings.cv_folds, cfg.train.seed, groups)
              if settings.cv_folds and settings.gbdt_early_stopping_rounds else None)
-    readers: list[TextReader] = []
-    if settings.gbdt_text in ("svd", "auto"):
-        readers.append(SvdText.fit(tfidf_train, settings.svd_components, cfg.train.seed))
-    if settings.gbdt_text in ("words", "auto"):
-        readers.append(WordText.fit(tfidf_train, len(text.vectorizers["word"].vocabulary_),
-                                    settings.gbdt_min_data_in_leaf))
+    readers = text_readers(cfg, text, tfidf_train)
     block = QuotedNumbers.fit(train_texts, len(tabular.numeric)) if settings.quoted_numbers != "off" else None
-    quoted_train = block.text_part(train_texts) if block else None  # the threads parsed once for every design
     quoted_designs = {"off": [None], "on": [block], "auto": [None, block]}[settings.quoted_numbers]
-    if settings.quoted_numbers == "auto" and not quoted_train[:, block.count_column].any():
+    # each split's threads vectorised, read and parsed once for every design
+    splits = {"train": (tfidf_train, train_texts)} | ({} if folds else {"val": (text.transform(val_texts), val_texts)})
+    read = {(name, reader.name): reader.block(tfidf) for name, (tfidf, _) in splits.items() for reader in readers}
+    quoted = {name: block.text_part(threads) for name, (_, threads) in splits.items()} if block else {}
+    if settings.quoted_numbers == "auto" and not quoted["train"][:, block.count_column].any():
         quoted_designs = [None]  # no training thread quotes a number: nothing to try
-    designs = [(reader, quoted) for reader in readers for quoted in quoted_designs]
-    read_train = {reader.name: reader.block(tfidf_train) for reader in readers}
+    designs = [(reader, q) for reader in readers for q in quoted_designs]
 
-    def boosted(reader: TextReader, quoted: QuotedNumbers | None) -> Design:
-        train_text = read_train[reader.name]
-        if quoted is not None:
-            train_text = hstack([train_text, quoted_train])
-        x_train = booster_input(train_text, train_tab, quoted, tabular)
-        names = (reader.names() + (quoted.text_names() if quoted else [])
-                 + [f"tab_{j}" for j in range(train_tab.shape[1])] + (quoted.ratio_names() if quoted else []))
-        validation = None
-        if folds is None:
-            val_text = text_block(text.transform(val_texts), reader, quoted, val_texts)
-            validation = (booster_input(val_text, val_tab, quoted, tabular), y_val)
-        label = f"gbdt ({design_name(reader, quoted)})" if len(designs) > 1 else "gbdt"
-        return Design(boost(cfg, x_train, names, y_train, sample_weight, folds, validation, label), reader, quoted,
+    def inputs(split: str, reader: TextReader, q: QuotedNumbers | None, tab: np.ndarray):
+        text_part = read[split, reader.name] if q is None else hstack([read[split, reader.name], quoted[split]])
+        return text_part, booster_input(text_part, tab, q, tabular)
+
+    def boosted(reader: TextReader, q: QuotedNumbers | None) -> Design:
+        train_text, x_train = inputs("train", reader, q, train_tab)
+        names = (reader.names() + (q.text_names() if q else []) + [f"tab_{j}" for j in range(train_tab.shape[1])]
+                 + (q.ratio_names() if q else []))
+        validation = None if folds else (inputs("val", reader, q, val_tab)[1], y_val)
+        label = f"gbdt ({design_name(reader, q)})" if len(designs) > 1 else "gbdt"
+        return Design(boost(cfg, x_train, names, y_train, sample_weight, folds, validation, label), reader, q,
                       train_text, x_train, names)
 
-    tried = [boosted(reader, quoted) for reader, quoted in designs]
-    kept = min(tried, key=lambda design: design.boosted.loss)  # min keeps the first of equal losses
+    tried: list[Design] = []
+    for reader, q in designs:  # only the best design so far keeps its training input
+        tried.append(boosted(reader, q))
+        best_so_far = min(tried, key=lambda design: design.boosted.loss)  # min keeps the first of equal losses
+        for design in tried:
+            if design is not best_so_far:
+                design.train_text = design.x_train = None
+    kept = best_so_far
     best = kept.boosted
     if best.booster is None:  # CV chose the rounds: fit them on all training rows
         best.booster = fit_booster(cfg, kept.x_train, kept.names, y_train, sample_weight, best.rounds)
@@ -225,30 +201,37 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     fitted = GBDT(cfg, text, tabular, kept.reader, kept.train_text[background], train_tab[background], best.booster,
                   kept.quoted)
     fitted.out_of_fold = best.out_of_fold
-    info = {"rounds": best.rounds, "chosen_on": best.chosen_on, "text": kept.reader.name, **kept.reader.info(),
-            "text_features": text.dim, "tab_features": int(train_tab.shape[1]),
+    info = {"rounds": best.rounds, "chosen_on": best.chosen_on, "design": design_name(kept.reader, kept.quoted),
+            "text": kept.reader.name, **kept.reader.info(), "text_features": text.dim,
+            "tab_features": int(train_tab.shape[1]),
             "quoted_numbers": {"setting": settings.quoted_numbers, "used": kept.quoted is not None,
                                "roles": list(kept.quoted.roles) if kept.quoted else None},
             "design_log_loss": {design_name(d.reader, d.quoted): d.boosted.loss for d in tried}}
     return fitted, info
 
 
+def text_readers(cfg: Config, text: TextFeaturizer, tfidf_train: sp.csr_matrix) -> list[TextReader]:
+    """The readers `gbdt_text` names, fitted on the training rows' TF-IDF: `words` alone with no word column in
+    `gbdt_min_data_in_leaf` threads is an error (the trees would read no text); under `auto` it is left out."""
+    settings = cfg.model.classical
+    readers: list[TextReader] = []
+    if settings.gbdt_text in ("svd", "auto"):
+        readers.append(SvdText.fit(tfidf_train, settings.svd_components, cfg.train.seed))
+    if settings.gbdt_text in ("words", "auto"):
+        words = WordText.fit(tfidf_train[:, text.block_columns("word")], settings.gbdt_min_data_in_leaf,
+                             text.block_columns("word").start)
+        if len(words.columns):
+            readers.append(words)
+        elif settings.gbdt_text == "words":
+            raise DataError(f"column(s) {', '.join(map(repr, cfg.data.text))}: no word n-gram is in "
+                            f"{settings.gbdt_min_data_in_leaf} training threads (gbdt_min_data_in_leaf), so gbdt's "
+                            "words reader would read no text; set model.classical.gbdt_text: svd (or auto)")
+    return readers
+
+
 def design_name(reader: TextReader, quoted: QuotedNumbers | None) -> str:
     """"svd", "words", "svd + quoted numbers", …: how meta.json and the progress lines name a design."""
     return reader.name + (" + quoted numbers" if quoted is not None else "")
-
-
-@dataclass
-class Boosted:
-    """One design's boosting: the rounds kept, the log loss that chose them (CV mean, else the validation log loss
-    at the kept round — at the last one without early stopping), on what, the out-of-fold logits (CV) and the
-    booster (None until `fit_booster` when CV chose)."""
-
-    rounds: int
-    loss: float
-    chosen_on: str
-    out_of_fold: np.ndarray | None
-    booster: Any
 
 
 @dataclass
@@ -262,53 +245,3 @@ class Design:
     train_text: Any
     x_train: Any
     names: list[str]
-
-
-def boost(cfg: Config, x_train, names: list[str], y_train: np.ndarray,
-          sample_weight: np.ndarray | None, folds, validation: tuple[np.ndarray, np.ndarray] | None,
-          label: str) -> Boosted:
-    """The boosting rounds of one design: by CV over `folds` (the booster left to `fit_booster`), else trained on
-    all training rows, early-stopped on `validation` (x, y) when `gbdt_early_stopping_rounds` > 0."""
-    import lightgbm as lgb
-
-    settings, params = cfg.model.classical, lightgbm_params(cfg)
-    metric, max_rounds = params["metric"], settings.gbdt_max_rounds
-    train_set = lgb.Dataset(x_train, label=y_train, weight=sample_weight, feature_name=names, free_raw_data=False)
-    stopping = ([lgb.early_stopping(settings.gbdt_early_stopping_rounds, verbose=False)]
-                if settings.gbdt_early_stopping_rounds else [])
-    if folds is not None:
-        beat = Heartbeat(lambda env: f"{label}: {len(folds)}-fold CV, round {env.iteration + 1:,} of at most "
-                                     f"{max_rounds:,} (early stopping after {settings.gbdt_early_stopping_rounds} "
-                                     "without gain)")
-        history = lgb.cv(params, train_set, num_boost_round=max_rounds, callbacks=[*stopping, beat], folds=folds,
-                         return_cvbooster=True)
-        losses = history[f"valid {metric}-mean"]
-        chosen_on = f"{len(folds)}-fold CV on the training rows"
-        say(f"{label}: {chosen_on} chose {len(losses):,} boosting rounds (cv log loss {losses[-1]:.4f})")
-        out_of_fold = cv_logits(history["cvbooster"], folds, x_train, len(losses), cfg.model.num_classes)
-        return Boosted(len(losses), float(losses[-1]), chosen_on, out_of_fold, None)
-    x_val, y_val = validation
-    valid_set = lgb.Dataset(x_val, label=y_val, reference=train_set, feature_name=names, free_raw_data=False)
-    beat = Heartbeat(lambda env: f"{label}: boosting round {env.iteration + 1:,} of at most {max_rounds:,}")
-    booster = lgb.train(params, train_set, num_boost_round=max_rounds, callbacks=[*stopping, beat],
-                        valid_sets=[valid_set], valid_names=["validation"])
-    rounds = int(booster.best_iteration or booster.current_iteration())
-    loss = float(booster.best_score.get("validation", {}).get(metric, np.nan))
-    return Boosted(rounds, loss, "validation" if stopping else "gbdt_max_rounds", None, keep_rounds(booster, rounds))
-
-
-def fit_booster(cfg: Config, x_train, names: list[str], y_train: np.ndarray,
-                sample_weight: np.ndarray | None, rounds: int):
-    """`rounds` boosting rounds on all training rows."""
-    import lightgbm as lgb
-
-    train_set = lgb.Dataset(x_train, label=y_train, weight=sample_weight, feature_name=names, free_raw_data=False)
-    beat = Heartbeat(lambda env: f"gbdt: boosting round {env.iteration + 1:,} of {rounds:,}")
-    return keep_rounds(lgb.train(lightgbm_params(cfg), train_set, num_boost_round=rounds, callbacks=[beat]), rounds)
-
-
-def keep_rounds(booster, rounds: int):
-    """Exactly what is stored: the first `rounds` trees, reloaded from LightGBM's text format."""
-    import lightgbm as lgb
-
-    return lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))

@@ -57,10 +57,11 @@ class WordText:
         self.columns = np.asarray(columns, dtype=np.int64)
 
     @classmethod
-    def fit(cls, tfidf_train: sp.csr_matrix, word_dim: int, min_rows: int) -> "WordText":
-        """The word columns (the first `word_dim` of the TF-IDF) that at least `min_rows` training threads contain."""
-        rows_with = np.asarray((tfidf_train[:, :word_dim] != 0).sum(axis=0)).ravel()
-        return cls(np.flatnonzero(rows_with >= min_rows))
+    def fit(cls, word_block: sp.csr_matrix, min_rows: int, offset: int = 0) -> "WordText":
+        """The columns of the training rows' word TF-IDF `word_block` that at least `min_rows` threads contain, as
+        positions in the whole TF-IDF (the word block starts at column `offset`)."""
+        rows_with = np.asarray((word_block != 0).sum(axis=0)).ravel()
+        return cls(offset + np.flatnonzero(rows_with >= min_rows))
 
     def block(self, tfidf: sp.csr_matrix) -> sp.csr_matrix:
         return sp.csr_matrix(tfidf[:, self.columns])
@@ -72,7 +73,7 @@ class WordText:
         return {"word_columns": self.columns.astype(np.float64)}
 
     def info(self) -> dict[str, Any]:
-        return {"word_columns": len(self.columns)}
+        return {"word_columns_kept": len(self.columns)}
 
 
 TextReader = SvdText | WordText

@@ -223,8 +223,8 @@ class BackgroundSplit(ClassicalMember):
     single mean row is a poor baseline for trees (gbdt's docstring says why); text + tab + baseline = score still
     holds exactly. Cost: 2·B extra evaluations per scored row, B = the background rows.
 
-    Subclasses give `text_blocks(frame)` (`N` codes, and the text block of each distinct text row — an array
-    indexed by rows: row i's block is `distinct[codes[i]]`), `pair_scores(text, tab)` (`N×K` logits of row i's text
+    Subclasses give `text_blocks(frame)` (`N` codes, and the text block of each distinct text row — an array or a
+    CSR matrix, indexed by rows: row i's block is `distinct[codes[i]]`), `pair_scores(text, tab)` (`N×K` logits of row i's text
     block with row i's tabular block) and the attributes `tabular`, `text_background` (B text blocks, an array or
     CSR) and `tab_background` (B `tab_matrix` rows, which `explain` takes as its tabular reference)."""
 
@@ -233,13 +233,13 @@ class BackgroundSplit(ClassicalMember):
     tab_background: np.ndarray
     _both_baseline: np.ndarray | None = None
 
-    def text_blocks(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def text_blocks(self, frame: pd.DataFrame) -> tuple[np.ndarray, Any]:
         raise NotImplementedError
 
-    def pair_scores(self, text: np.ndarray, tab: np.ndarray) -> np.ndarray:
+    def pair_scores(self, text: Any, tab: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def averaged(self, block: np.ndarray, replace_text: bool) -> np.ndarray:
+    def averaged(self, block: Any, replace_text: bool) -> np.ndarray:
         """`N×K`: each row's score with its own `block` (the tabular one when `replace_text`, else the text one)
         and the background rows' other block, averaged over the background rows."""
         background = self.text_background if replace_text else self.tab_background

@@ -81,6 +81,16 @@ class TextFeaturizer:
     def dim(self) -> int:
         return sum(len(v.vocabulary_) for v in self.vectorizers.values())
 
+    def block_columns(self, name: str) -> slice:
+        """The columns of block `name` ("word", "char") in `transform`'s output."""
+        start = 0
+        for block in BLOCKS:
+            width = len(self.vectorizers[block].vocabulary_)
+            if block == name:
+                return slice(start, start + width)
+            start += width
+        raise KeyError(name)
+
     def transform(self, texts: list[str]) -> sp.csr_matrix:
         """`N×dim` sparse float64, each block L2-normalised."""
         blocks = [self.vectorizers[name].transform(texts) for name in BLOCKS]

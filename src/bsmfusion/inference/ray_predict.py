@@ -79,7 +79,7 @@ def bundle_info(bundle: str | Path, decision: Any = None, threshold: float | Non
     then read meta.json and config.yaml and resolve the decision (errors here, before any actor starts)."""
     import yaml
 
-    from ..config import config_from_dict
+    from ..config import bundle_config
     from ..decision import active_decision
     from ..manifest import check_bundle
 
@@ -89,8 +89,8 @@ def bundle_info(bundle: str | Path, decision: Any = None, threshold: float | Non
         raise BundleError(f"model bundle '{path}' {what}; pass the folder written by 'bsmfusion train --out'")
     check_bundle(path, verify_key)
     meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    cfg = config_from_dict(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")),
-                           source=str(path / "config.yaml"))
+    cfg = bundle_config(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")),
+                        source=str(path / "config.yaml"))
     light = SimpleNamespace(path=path, cfg=cfg, meta=meta, threshold=meta.get("threshold"),
                             label_names=list(meta["label_names"]))
     chosen = active_decision(light, decision, threshold)
