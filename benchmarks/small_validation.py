@@ -211,7 +211,8 @@ def run(task_name: str, seed: int, draws: int, n_rows: int, work: Path, leave_ou
         sub_val, sub_test = [val_scores[i] for i in pick], [test_scores[i] for i in pick]
         classical = [m for m in settings.members if m != "neural" and m in subset]
         common = {"task": task_name, "seed": seed, "machine": cpu_capability(), "fit_seconds": fit_seconds,
-                  "model": f"{settings.neural_seeds} neural (epochs: {settings.neural_epochs}) + {' + '.join(classical)}",
+                  "model": f"{settings.neural_seeds} neural (epochs: {settings.neural_epochs}) + {' + '.join(classical)}"
+                           + gbdt_reads(cfg),
                   "holdout_rows": int(len(y_hold)),
                   **({"members_trained": names} if subset != names else {})}
         everything = np.arange(len(y_val))
@@ -228,6 +229,15 @@ def run(task_name: str, seed: int, draws: int, n_rows: int, work: Path, leave_ou
                 records.append({**common, "draw": draw, **evaluate(cfg, subset, sub_val, y_val, rows, holdout, y_hold,
                                                                    sub_test, y_test, protocol)})
     return records
+
+
+def gbdt_reads(cfg) -> str:
+    """How gbdt read the text and the quoted numbers, where the bundle's config says other than the first
+    bundles (svd, off): records of before and after that change must not group together."""
+    classical = cfg.model.classical
+    if (classical.gbdt_text, classical.quoted_numbers) == ("svd", "off"):
+        return ""
+    return f" (gbdt text: {classical.gbdt_text}, quoted numbers: {classical.quoted_numbers})"
 
 
 # the model of the records written before the record named the members' settings: the default as of stop 29
