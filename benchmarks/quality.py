@@ -401,6 +401,16 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
+def resamples(labels: np.ndarray, key: str):
+    """The row indices of BOOTSTRAP resamples of the test rows (a generator seeded by `key`, so a group's CI is
+    the same at every merge), less the draws that hold one class only (no ROC-AUC there)."""
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    for _ in range(BOOTSTRAP):
+        idx = rng.integers(0, len(labels), len(labels))
+        if labels[idx].min() != labels[idx].max():
+            yield idx
+
+
 def bootstrap_cis(runs: list[dict], stored: dict, baseline: str = quality_render.BASELINE) -> dict:
     """task/variant → the bootstrap 95% CI of the seed-mean test ROC-AUC and the paired CI of its difference to
     `baseline` (same resampled test rows for both; 1,000 resamples, a generator seeded by the key), for every group
@@ -422,12 +432,8 @@ def bootstrap_cis(runs: list[dict], stored: dict, baseline: str = quality_render
         base = by_key.get(f"{group[0]['task']}/{baseline}")
         base_probs = (np.array([r["test_prob"] for r in base])
                       if base and all("test_prob" in r for r in base) and group[0]["variant"] != baseline else None)
-        rng = np.random.default_rng(zlib.crc32(key.encode()))
         samples, diffs = [], []
-        for _ in range(BOOTSTRAP):
-            idx = rng.integers(0, len(labels), len(labels))
-            if labels[idx].min() == labels[idx].max():
-                continue
+        for idx in resamples(labels, key):
             value = np.mean([_auc(labels[idx], p[idx]) for p in probs])
             samples.append(value)
             if base_probs is not None:
@@ -462,12 +468,8 @@ def paired_cis(by_key: dict[str, list[dict]]) -> dict:
             assert all(r[s]["test_label"] == old[seeds[0]]["test_label"] for r in (old, new) for s in seeds), (
                 f"{key}: the runs were scored on different test rows")
             pairs = [(np.array(old[s]["test_prob"]), np.array(new[s]["test_prob"])) for s in seeds]
-            rng = np.random.default_rng(zlib.crc32(key.encode()))
             roc, pr = [], []
-            for _ in range(BOOTSTRAP):
-                idx = rng.integers(0, len(labels), len(labels))
-                if labels[idx].min() == labels[idx].max():
-                    continue
+            for idx in resamples(labels, key):
                 roc.append(np.mean([_auc(labels[idx], b[idx]) - _auc(labels[idx], a[idx]) for a, b in pairs]))
                 pr.append(np.mean([average_precision_score(labels[idx], b[idx])
                                    - average_precision_score(labels[idx], a[idx]) for a, b in pairs]))
