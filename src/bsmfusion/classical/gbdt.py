@@ -78,7 +78,8 @@ class GBDT(BackgroundSplit):
         """(`N` codes, the text block of each distinct text row): row i's block is `distinct[codes[i]]`."""
         codes, distinct = distinct_texts(frame, self.cfg)
         threads = render_frame(distinct, self.cfg)
-        return codes, text_block(self.text.transform(threads), self.reader, self.quoted, threads)
+        quoted = self.quoted.text_part(threads) if self.quoted is not None else None
+        return codes, text_block(self.reader.block(self.text.transform(threads)), quoted)
 
     def raw_scores(self, x: np.ndarray) -> np.ndarray:
         """Raw booster scores as `N×K` logits (binary: [0, log-odds])."""
@@ -116,12 +117,10 @@ class GBDT(BackgroundSplit):
                    if quoted.exists() else None)
 
 
-def text_block(tfidf: sp.csr_matrix, reader: TextReader, quoted: QuotedNumbers | None,
-               threads: list[str]) -> np.ndarray | sp.csr_matrix:
-    """`N×(k|W + Q)` float64: the threads' TF-IDF `tfidf` as `reader` reads it, then (with `quoted`) their quoted
-    numbers; CSR when the reader's block is."""
-    block = reader.block(tfidf)
-    return block if quoted is None else hstack([block, quoted.text_part(threads)])
+def text_block(read: np.ndarray | sp.csr_matrix, quoted: np.ndarray | None) -> np.ndarray | sp.csr_matrix:
+    """`N×(k|W + Q)` float64: the threads' TF-IDF as the reader read it (`read`, `N×(k|W)`), then, when the design
+    has them, their quoted numbers (`quoted`, `N×Q`); CSR when the read block is."""
+    return read if quoted is None else hstack([read, quoted])
 
 
 def raw_numeric(tabular: TabularPreprocessor, tab: np.ndarray) -> np.ndarray:
@@ -172,7 +171,7 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     designs = [(reader, q) for reader in readers for q in quoted_designs]
 
     def inputs(split: str, reader: TextReader, q: QuotedNumbers | None, tab: np.ndarray):
-        text_part = read[split, reader.name] if q is None else hstack([read[split, reader.name], quoted[split]])
+        text_part = text_block(read[split, reader.name], quoted[split] if q is not None else None)
         return text_part, booster_input(text_part, tab, q, tabular)
 
     def boosted(reader: TextReader, q: QuotedNumbers | None) -> Design:
@@ -184,14 +183,13 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
         return Design(boost(cfg, x_train, names, y_train, sample_weight, folds, validation, label), reader, q,
                       train_text, x_train, names)
 
-    tried: list[Design] = []
-    for reader, q in designs:  # only the best design so far keeps its training input
-        tried.append(boosted(reader, q))
-        best_so_far = min(tried, key=lambda design: design.boosted.loss)  # min keeps the first of equal losses
-        for design in tried:
-            if design is not best_so_far:
-                design.train_text = design.x_train = None
-    kept = best_so_far
+    kept: Design | None = None  # the best design so far: only it and the one boosting hold a training input
+    losses: dict[str, float] = {}
+    for reader, q in designs:
+        design = boosted(reader, q)
+        losses[design_name(reader, q)] = design.boosted.loss
+        if kept is None or design.boosted.loss < kept.boosted.loss:  # a tie keeps the earlier
+            kept = design
     best = kept.boosted
     if best.booster is None:  # CV chose the rounds: fit them on all training rows
         best.booster = fit_booster(cfg, kept.x_train, kept.names, y_train, sample_weight, best.rounds)
@@ -206,7 +204,7 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
             "tab_features": int(train_tab.shape[1]),
             "quoted_numbers": {"setting": settings.quoted_numbers, "used": kept.quoted is not None,
                                "roles": list(kept.quoted.roles) if kept.quoted else None},
-            "design_log_loss": {design_name(d.reader, d.quoted): d.boosted.loss for d in tried}}
+            "design_log_loss": losses}
     return fitted, info
 
 
