@@ -121,6 +121,13 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
                                                             "neural_epochs": "first", "neural_patience": 1,
                                                             "neural_checks_per_epoch": 1},
                         "classical": {"quoted_numbers": "auto", "gbdt_text": "auto"}}, {}, {}),
+    # ensemble_words with the neural members' embeddings and lowest 3 of MiniLM's 6 layers kept pretrained
+    # (train.freeze_layers: 3): the backward pass ends at layer 3; the classical members are ensemble_words', bit
+    # for bit
+    "ensemble_freeze3": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit",
+                                                              "neural_epochs": "first", "neural_patience": 1,
+                                                              "neural_checks_per_epoch": 1},
+                          "classical": {"quoted_numbers": "auto", "gbdt_text": "auto"}}, {}, {"freeze_layers": 3}),
     # what `bsmfusion train` builds when the config names nothing (its stored cb_nosale / dnd_nodeal seed-0 rows
     # predate the ensemble default: one concat model)
     "default": ({}, {}, {}),

@@ -165,3 +165,27 @@ def test_chunk_weights_of_the_mean_reduces(tokenizer):
     assert weights.tolist()[0] == [1.0, 0.0, 0.0]
     torch.testing.assert_close(weights[1], torch.full((3,), 1 / 3))
     torch.testing.assert_close(vectors, enc(batch.input_ids, batch.attention_mask, batch.chunk_mask))
+
+
+def test_freeze_lower_layers_stops_gradients_below_the_first_trained_layer(tokenizer):
+    _, _, table, model, collate = setup(tokenizer)
+    text = model.text_subnetwork
+    text.freeze_lower_layers(1)  # the tiny BERT has 2 layers: embeddings and layer 0 frozen, layer 1 trains
+    model.train()
+    model.loss(model(batch_of(table, collate, range(12))), torch.tensor([0, 1] * 6)).backward()
+    backbone = text.backbone
+    frozen = [*backbone.embeddings.parameters(), *backbone.encoder.layer[0].parameters()]
+    assert all(not p.requires_grad and p.grad is None for p in frozen)
+    assert all(p.requires_grad and p.grad is not None for p in backbone.encoder.layer[1].parameters())
+    assert text.projection.weight.grad is not None
+
+
+def test_freeze_lower_layers_zero_freezes_nothing_and_too_many_is_a_config_error(tokenizer):
+    from bsmfusion.errors import ConfigError
+
+    _, _, _, model, _ = setup(tokenizer)
+    text = model.text_subnetwork
+    text.freeze_lower_layers(0)
+    assert all(p.requires_grad for p in text.backbone.parameters())
+    with pytest.raises(ConfigError, match=r"train.freeze_layers 3: the encoder has 2 transformer layers; set it to 0..2"):
+        text.freeze_lower_layers(3)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import bsmfusion
 from bsmfusion.data.io import write_table
@@ -147,6 +148,27 @@ def test_bundle_records_every_epochs_validation_metrics(trained):
     monitored = [row[meta["monitor"]] for row in history]
     assert meta["best_score"] == pytest.approx(max(monitored), abs=1e-6)
     assert all("val_loss" in row for row in history)
+
+
+@pytest.mark.slow
+def test_freeze_layers_keeps_the_lower_layers_pretrained_and_trains_the_rest(tmp_path):
+    """`train.freeze_layers: 1` on the 2-layer tiny BERT: one epoch or three, the bundles' embeddings and layer 0
+    are the same weights (those training started from), their layer 1 and head differ; with 0 layer 0 trains."""
+    from safetensors.torch import load_file
+
+    data = planted_frame(96, "text", 0), planted_frame(48, "text", 1)
+    weights = {}
+    for name, epochs, frozen in (("one", 1, 1), ("three", 3, 1), ("none", 3, 0)):
+        cfg = fast_config("concat", epochs=epochs, freeze_layers=frozen, keep_weights="last")
+        train(cfg, *data, tmp_path / name, progress=False)
+        weights[name] = load_file(str(tmp_path / name / "model.safetensors"))
+    backbone = "text_subnetwork.backbone."
+    lower = [n for n in weights["one"] if n.startswith((backbone + "embeddings.", backbone + "encoder.layer.0."))]
+    upper = [n for n in weights["one"] if n.startswith(backbone + "encoder.layer.1.")]
+    assert len(lower) > 10 and len(upper) > 10
+    assert all(torch.equal(weights["one"][n], weights["three"][n]) for n in lower)
+    assert all(not torch.equal(weights["one"][n], weights["three"][n]) for n in upper if n.endswith(".weight"))
+    assert not all(torch.equal(weights["three"][n], weights["none"][n]) for n in lower)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .backbone import backbone_hidden_size
 
 
@@ -141,6 +142,19 @@ class TextEncoder(nn.Module):
         pooled = pooled_real.new_zeros(batch * chunks, pooled_real.shape[-1])
         pooled = pooled.index_copy(0, real, pooled_real)
         return pooled.reshape(batch, chunks, -1)
+
+    def freeze_lower_layers(self, layers: int) -> None:
+        """Stop training the backbone's embeddings and its lowest `layers` transformer layers (`train.freeze_layers`):
+        they keep their weights, and the backward pass ends at the first layer that trains. 0 freezes nothing."""
+        if not layers:
+            return
+        stack = self.backbone.encoder.layer  # BERT's layout (MiniLM and the tests' tiny BERT)
+        if layers > len(stack):
+            raise ConfigError(f"train.freeze_layers {layers}: the encoder has {len(stack)} transformer layers; "
+                              f"set it to 0..{len(stack)}")
+        self.backbone.embeddings.requires_grad_(False)
+        for layer in stack[:layers]:
+            layer.requires_grad_(False)
 
     @property
     def reduce_is_learned(self) -> bool:

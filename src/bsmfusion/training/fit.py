@@ -243,6 +243,8 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     model.train()  # from_pretrained returns eval mode; Lightning keeps modules' modes as they are
     model.set_class_weights(class_weights(train_table.labels, cfg.model.num_classes, cfg.train.class_weight))
 
+    if model.text_subnetwork is not None:
+        model.text_subnetwork.freeze_lower_layers(cfg.train.freeze_layers)
     collator = Collator.for_text(cfg.text, tokenizer.pad_token_id)
     if cfg.train.freeze_encoder and model.text_subnetwork is not None:
         with stage(f"{fusion}: encoding the threads once (frozen encoder; cached for the next run)"):
