@@ -384,8 +384,8 @@ class TrainConfig(_Section):
     freeze_encoder: bool = Field(False, description="true: embed the threads once, cache, train only the rest (what "
         "compare uses)")
     freeze_layers: int = Field(0, ge=0, description="fine-tuning: keep the encoder's embeddings and its lowest k "
-        "transformer layers at their pretrained weights and train the layers above them (the backward pass stops at "
-        "layer k: fewer FLOPs a step); 0: train every layer; at most the encoder's layer count")
+        "transformer layers at their pretrained weights, without dropout, and train the layers above them (the backward "
+        "pass stops at layer k: fewer FLOPs a step); 0: train every layer; at most the encoder's layer count")
     embedding_cache: str | None = Field(None, description="folder of the frozen encoder's cache; null: "
         "$BSMFUSION_CACHE/embeddings, else ~/.cache/bsmfusion/embeddings")
     max_train_samples: int | None = Field(None, ge=1, description="train on a random sample of this many rows; null: "

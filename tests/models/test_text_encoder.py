@@ -189,3 +189,16 @@ def test_freeze_lower_layers_zero_freezes_nothing_and_too_many_is_a_config_error
     assert all(p.requires_grad for p in text.backbone.parameters())
     with pytest.raises(ConfigError, match=r"train.freeze_layers 3: the encoder has 2 transformer layers; set it to 0..2"):
         text.freeze_lower_layers(3)
+
+
+def test_frozen_layers_run_without_dropout_in_training_mode(tokenizer):
+    _, _, table, model, collate = setup(tokenizer)
+    text = model.text_subnetwork
+    assert text.backbone.config.hidden_dropout_prob > 0  # the tiny BERT drops out when it trains
+    batch = batch_of(table, collate, range(12))
+    text.freeze_lower_layers(2)
+    model.train()
+    assert not text.backbone.encoder.layer[1].training and text.training and text.dropout.training
+    with torch.no_grad():
+        first, second = (text.encode_chunks(batch.input_ids, batch.attention_mask, batch.chunk_mask) for _ in "ab")
+    torch.testing.assert_close(first, second, atol=0, rtol=0)  # every backbone layer frozen: no dropout anywhere

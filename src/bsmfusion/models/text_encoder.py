@@ -100,6 +100,7 @@ class TextEncoder(nn.Module):
         self.chunk_attention = ChunkAttentionPool(chunk_dim, max_chunks) if chunk_reduce == "attention" else None
         self.projection = nn.Linear(chunk_dim, hidden_dim)
         self.output_dim = hidden_dim
+        self.frozen_layers = 0  # `freeze_lower_layers`: the embeddings and this many lowest layers train not
 
     @property
     def chunk_dim(self) -> int:
@@ -145,16 +146,30 @@ class TextEncoder(nn.Module):
 
     def freeze_lower_layers(self, layers: int) -> None:
         """Stop training the backbone's embeddings and its lowest `layers` transformer layers (`train.freeze_layers`):
-        they keep their weights, and the backward pass ends at the first layer that trains. 0 freezes nothing."""
+        they keep their weights and run without dropout (in eval mode whatever `train()` says, so they compute a
+        fixed function of the tokens), and the backward pass ends at the first layer that trains. 0 freezes
+        nothing."""
         if not layers:
             return
         stack = self.backbone.encoder.layer  # BERT's layout (MiniLM and the tests' tiny BERT)
         if layers > len(stack):
             raise ConfigError(f"train.freeze_layers {layers}: the encoder has {len(stack)} transformer layers; "
                               f"set it to 0..{len(stack)}")
-        self.backbone.embeddings.requires_grad_(False)
-        for layer in stack[:layers]:
-            layer.requires_grad_(False)
+        self.frozen_layers = layers
+        for module in self._frozen_modules():
+            module.requires_grad_(False)
+        self.train(self.training)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if not self.frozen_layers:
+            return []
+        return [self.backbone.embeddings, *self.backbone.encoder.layer[:self.frozen_layers]]
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        super().train(mode)
+        for module in self._frozen_modules():  # frozen layers never drop out
+            module.eval()
+        return self
 
     @property
     def reduce_is_learned(self) -> bool:
