@@ -202,3 +202,38 @@ def test_frozen_layers_run_without_dropout_in_training_mode(tokenizer):
     with torch.no_grad():
         first, second = (text.encode_chunks(batch.input_ids, batch.attention_mask, batch.chunk_mask) for _ in "ab")
     torch.testing.assert_close(first, second, atol=0, rtol=0)  # every backbone layer frozen: no dropout anywhere
+
+
+@pytest.mark.parametrize("pooling", ["pooler", "cls", "mean"])
+@pytest.mark.parametrize("chunk_reduce", ["masked_mean", "attention"])
+def test_the_frozen_layers_output_gives_what_the_tokens_give(tokenizer, pooling, chunk_reduce):
+    """Batches carrying the frozen layers' output (train.freeze_layers with its cache) score as token batches do:
+    threads of 1 to 3 chunks, an empty one, in one batch."""
+    from bsmfusion.data.batch import TextForm
+    from bsmfusion.precision import resolve_precision
+    from bsmfusion.training.frozen_layers import attach_frozen_states
+
+    _, _, table, model, collate = setup(tokenizer, pooling=pooling, chunk_reduce=chunk_reduce)
+    model.text_subnetwork.freeze_lower_layers(1)
+    tokens = batch_of(table, collate, range(12))
+    assert attach_frozen_states(model.text_subnetwork, (table,), collate, precision=resolve_precision("fp32"),
+                                device=torch.device("cpu"), budget_gib=1.0)
+    assert [len(states) for states in table.frozen_states] == [len(t.chunks) for t in table.threads]
+    frozen = batch_of(table, collate, range(12))
+    assert frozen.text_form is TextForm.FROZEN_LAYERS and frozen.frozen_hidden.shape[0] == int(frozen.chunk_mask.sum())
+    with torch.no_grad():
+        torch.testing.assert_close(model(frozen).logits, model(tokens).logits, atol=1e-5, rtol=0)
+        for rows in ([1], [0, 2, 5]):  # and alone or in smaller batches
+            torch.testing.assert_close(model(batch_of(table, collate, rows)).logits, model(tokens).logits[rows],
+                                       atol=1e-5, rtol=0)
+
+
+def test_frozen_layer_states_over_the_budget_are_not_kept(tokenizer):
+    from bsmfusion.precision import resolve_precision
+    from bsmfusion.training.frozen_layers import attach_frozen_states
+
+    _, _, table, model, collate = setup(tokenizer)
+    model.text_subnetwork.freeze_lower_layers(1)
+    assert not attach_frozen_states(model.text_subnetwork, (table,), collate, precision=resolve_precision("fp32"),
+                                    device=torch.device("cpu"), budget_gib=0.0)
+    assert table.frozen_states is None and batch_of(table, collate, [0]).frozen_hidden is None

@@ -172,6 +172,31 @@ def test_freeze_layers_keeps_the_lower_layers_pretrained_and_trains_the_rest(tmp
 
 
 @pytest.mark.slow
+def test_freeze_layers_trains_the_same_model_with_and_without_its_cache(tmp_path, caplog):
+    """The frozen layers' output kept in memory (the default) or recomputed every step (frozen_layer_cache_gib 0):
+    the same dropout draws, the same weights and validation history, within float error."""
+    import logging
+
+    from safetensors.torch import load_file
+
+    data = planted_frame(96, "text", 0), planted_frame(48, "text", 1)
+    metas, weights, said = {}, {}, {}
+    for name, gib in (("kept", 8.0), ("recomputed", 0.0)):
+        cfg = fast_config("concat", epochs=2, freeze_layers=1, frozen_layer_cache_gib=gib, keep_weights="last")
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="bsmfusion.frozen_layers"):
+            train(cfg, *data, tmp_path / name, progress=False)
+        said[name] = caplog.text
+        metas[name] = json.loads((tmp_path / name / "meta.json").read_text())
+        weights[name] = load_file(str(tmp_path / name / "model.safetensors"))
+    assert "kept in memory" in said["kept"] and "they run in every step instead" in said["recomputed"]
+    for name in weights["kept"]:
+        torch.testing.assert_close(weights["kept"][name], weights["recomputed"][name], atol=1e-5, rtol=1e-4)
+    for a, b in zip(metas["kept"]["validation_history"], metas["recomputed"]["validation_history"]):
+        assert a["val_log_loss"] == pytest.approx(b["val_log_loss"], abs=1e-5)
+
+
+@pytest.mark.slow
 def test_keep_weights_last_runs_every_epoch_and_keeps_the_last_weights(tmp_path):
     """`train.keep_weights: last` (a refit for a fixed epoch count): no early stopping even with patience 1, and the
     bundle holds the last epoch's weights, not the best checkpoint's."""

@@ -15,6 +15,8 @@ class TextForm(str, Enum):
     TOKENS = "tokens"  # input_ids, attention_mask (B×C×T), chunk_mask (B×C): the full encoder runs
     CHUNK_VECTORS = "chunk_vectors"  # chunk_vectors (B×C×D), chunk_mask: encoded chunks (frozen encoder, chunk cache)
     THREAD_VECTORS = "thread_vectors"  # thread_vectors (B×D): chunks encoded and reduced (frozen encoder)
+    # tokens plus frozen_hidden (N_real×T×D): the frozen lower layers' output, the layers above them run
+    FROZEN_LAYERS = "frozen_layers"
     NONE = "none"  # no text (tab_only)
 
 
@@ -26,7 +28,8 @@ class Batch:
     Always present: `numeric` (B×Dn float32), `categorical` (B×Dc int64); from the collator also `index` (B, the
     rows' positions in their table), and `labels` (B int64) when the table has labels. The text comes in one of
     the `TextForm`s; when a batch holds more than one (the chunk cache adds chunk vectors to a token batch),
-    `text_form` says which the model reads: thread vectors, else chunk vectors, else tokens.
+    `text_form` says which the model reads: thread vectors, else chunk vectors, else the frozen layers' output,
+    else tokens.
     """
 
     numeric: torch.Tensor
@@ -39,6 +42,9 @@ class Batch:
     text_empty: torch.Tensor | None = None  # B bool, True where the thread had no text (tokens only)
     chunk_vectors: torch.Tensor | None = None  # B×C×D float32
     thread_vectors: torch.Tensor | None = None  # B×D float32
+    # N_real×T×D float32: for each real chunk (chunk_mask order), the output of the encoder's frozen lower layers
+    # at its tokens (zero past its length); training with train.freeze_layers
+    frozen_hidden: torch.Tensor | None = None
 
     @property
     def text_form(self) -> TextForm:
@@ -46,6 +52,8 @@ class Batch:
             return TextForm.THREAD_VECTORS
         if self.chunk_vectors is not None:
             return TextForm.CHUNK_VECTORS
+        if self.frozen_hidden is not None:
+            return TextForm.FROZEN_LAYERS
         if self.input_ids is not None:
             return TextForm.TOKENS
         return TextForm.NONE

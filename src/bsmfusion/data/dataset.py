@@ -24,6 +24,9 @@ class EncodedTable:
     thread_vectors: np.ndarray | None = None  # N×D, set by the frozen-encoder path (parameter-free chunk reduce)
     chunk_vectors: np.ndarray | None = None  # N×C×D, set by the frozen-encoder path when the chunk reduce is learned
     chunk_vector_mask: np.ndarray | None = None  # N×C bool, True for real chunks (goes with chunk_vectors)
+    # per row, per real chunk: `T_i×D` float32, the encoder's frozen lower layers at the chunk's T_i tokens; set
+    # while training with train.freeze_layers (`training.frozen_layers`)
+    frozen_states: list[list[np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.threads) if self.threads is not None else len(self.ids)
@@ -56,6 +59,7 @@ class EncodedDataset(Dataset):
             "thread_vector": None if t.thread_vectors is None else t.thread_vectors[i],
             "chunk_vectors": None if t.chunk_vectors is None else t.chunk_vectors[i],
             "chunk_vector_mask": None if t.chunk_vector_mask is None else t.chunk_vector_mask[i],
+            "frozen_states": None if t.frozen_states is None else t.frozen_states[i],
         }
 
 
@@ -98,7 +102,19 @@ class Collator:
                 chunk_mask[b, c] = True
         text = {"input_ids": input_ids, "attention_mask": attention_mask, "chunk_mask": chunk_mask,
                 "text_empty": torch.tensor([bool(item["empty"]) for item in items])}
+        if items[0].get("frozen_states") is not None:
+            text["frozen_hidden"] = self._frozen_hidden(items, tokens)
         return self._batch(text, items)
+
+    @staticmethod
+    def _frozen_hidden(items: list[dict[str, Any]], tokens: int) -> torch.Tensor:
+        """`N_real×tokens×D`: each real chunk's frozen-layer states, in chunk_mask order (row by row), zero-padded."""
+        states = [chunk for item in items for chunk in item["frozen_states"]]
+        width = states[0].shape[1] if states else 0
+        out = np.zeros((len(states), tokens, width), dtype=np.float32)
+        for i, chunk in enumerate(states):
+            out[i, : len(chunk)] = chunk
+        return torch.from_numpy(out)
 
     @staticmethod
     def _batch(text: dict[str, torch.Tensor], items: list[dict[str, Any]]) -> Batch:

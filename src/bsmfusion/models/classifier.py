@@ -56,6 +56,8 @@ class MultimodalClassifier(nn.Module):
             return text.project(batch.thread_vectors)
         if form is TextForm.CHUNK_VECTORS:  # frozen encoder or chunk cache: B×C×D chunk vectors, reduce them
             return text.project(text.reduce_chunks(batch.chunk_vectors, batch.chunk_mask))
+        if form is TextForm.FROZEN_LAYERS:  # training with train.freeze_layers: the layers above the frozen ones
+            return text.forward_from_frozen(batch.frozen_hidden, batch.attention_mask, batch.chunk_mask)
         if form is TextForm.TOKENS:
             return text(batch.input_ids, batch.attention_mask, batch.chunk_mask)
         raise ValueError("the model reads text, but the batch has none (a table encoded without text columns)")

@@ -110,13 +110,41 @@ class TextEncoder(nn.Module):
     def _pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """`N×T` → `N×D` chunk vectors."""
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        return self._pool_hidden(out.last_hidden_state, attention_mask, out.pooler_output)
+
+    def _pool_hidden(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                     pooler_output: torch.Tensor | None = None) -> torch.Tensor:
+        """`N×T×D` last hidden states → `N×D` chunk vectors (`pooling`; ``pooler`` runs the pooler when the
+        backbone's output is not given)."""
         if self.pooling == "pooler":
-            return out.pooler_output
-        hidden = out.last_hidden_state
+            return pooler_output if pooler_output is not None else self.backbone.pooler(hidden)
         if self.pooling == "cls":
             return hidden[:, 0]
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+    def _layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, layers) -> torch.Tensor:
+        """`N×T×D` through the backbone's transformer `layers`, with `N×T` `attention_mask` as BERT masks keys."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask = create_bidirectional_mask(config=self.backbone.config, inputs_embeds=hidden,
+                                         attention_mask=attention_mask)
+        for layer in layers:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def frozen_output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`N×T` token ids and mask of N real chunks → `N×T×D`: the frozen embeddings and lowest `frozen_layers`
+        layers' output (what the trained layers above read; a fixed function of the tokens, computed once per
+        chunk when training caches it)."""
+        hidden = self.backbone.embeddings(input_ids=input_ids)
+        return self._layers(hidden, attention_mask, self.backbone.encoder.layer[:self.frozen_layers])
+
+    def pool_from_frozen(self, frozen_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`N×T×D` frozen-layer states and `N×T` mask of N real chunks → `N×D` chunk vectors: the layers above
+        the frozen ones, then the pooling; equals `pool_chunks` on the chunks' tokens."""
+        hidden = self._layers(frozen_hidden, attention_mask, self.backbone.encoder.layer[self.frozen_layers:])
+        return self._pool_hidden(hidden, attention_mask)
 
     def pool_chunks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """`N×T` token ids and mask of N real chunks → `N×D` chunk vectors (backbone + pooling, before the chunk
@@ -136,13 +164,33 @@ class TextEncoder(nn.Module):
             safe_mask[:, 0] = 1
             pooled = self._pool(flat_ids, safe_mask)
             return pooled.reshape(batch, chunks, -1)
+        real, real_mask = self._real_chunks(flat_mask, chunk_mask)
+        pooled_real = self._pool(flat_ids[real, :real_mask.shape[1]], real_mask)
+        return self._scatter(pooled_real, real, batch, chunks)
+
+    def encode_chunks_from_frozen(self, frozen_hidden: torch.Tensor, attention_mask: torch.Tensor,
+                                  chunk_mask: torch.Tensor) -> torch.Tensor:
+        """`encode_chunks` from the frozen layers' output (`N_real×T×D`, `Batch.frozen_hidden`) instead of the
+        token ids: `B×C×D` chunk vectors, padding rows zero (packed mode)."""
+        batch, chunks, tokens = attention_mask.shape
+        real, real_mask = self._real_chunks(attention_mask.reshape(batch * chunks, tokens), chunk_mask)
+        pooled_real = self.pool_from_frozen(frozen_hidden[:, :real_mask.shape[1]], real_mask)
+        return self._scatter(pooled_real, real, batch, chunks)
+
+    @staticmethod
+    def _real_chunks(flat_mask: torch.Tensor, chunk_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions of the real chunks among the `B·C` slots, their `N_real×T_dyn` token mask: T_dyn = the
+        longest real chunk)."""
         real = chunk_mask.reshape(-1).nonzero(as_tuple=True)[0]
         real_mask = flat_mask[real]
         length = int(real_mask.sum(1).max().item()) if real.numel() else 1
-        pooled_real = self._pool(flat_ids[real, :length], real_mask[:, :length])
+        return real, real_mask[:, :length]
+
+    @staticmethod
+    def _scatter(pooled_real: torch.Tensor, real: torch.Tensor, batch: int, chunks: int) -> torch.Tensor:
+        """`N_real×D` vectors of the real chunks → `B×C×D`, zero at padding slots."""
         pooled = pooled_real.new_zeros(batch * chunks, pooled_real.shape[-1])
-        pooled = pooled.index_copy(0, real, pooled_real)
-        return pooled.reshape(batch, chunks, -1)
+        return pooled.index_copy(0, real, pooled_real).reshape(batch, chunks, -1)
 
     def freeze_lower_layers(self, layers: int) -> None:
         """Stop training the backbone's embeddings and its lowest `layers` transformer layers (`train.freeze_layers`):
@@ -214,4 +262,10 @@ class TextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 chunk_mask: torch.Tensor) -> torch.Tensor:
         chunk_vectors = self.encode_chunks(input_ids, attention_mask, chunk_mask)
+        return self.project(self.reduce_chunks(chunk_vectors, chunk_mask))
+
+    def forward_from_frozen(self, frozen_hidden: torch.Tensor, attention_mask: torch.Tensor,
+                            chunk_mask: torch.Tensor) -> torch.Tensor:
+        """`forward` from the frozen layers' output (`Batch.frozen_hidden`): `B×H`."""
+        chunk_vectors = self.encode_chunks_from_frozen(frozen_hidden, attention_mask, chunk_mask)
         return self.project(self.reduce_chunks(chunk_vectors, chunk_mask))

@@ -33,6 +33,7 @@ from ..progress import DEFAULT_LOG_EVERY, stage
 from ..resources import cache_root
 from .baseline import embedding_means
 from .checkpoint_io import AtomicCheckpointIO
+from .frozen_layers import attach_frozen_states, detach_frozen_states
 from .history import ValidationHistory, monitor_mode
 from .lit_module import FusionLitModule
 from .started_with import check_resume
@@ -249,6 +250,12 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     if cfg.train.freeze_encoder and model.text_subnetwork is not None:
         with stage(f"{fusion}: encoding the threads once (frozen encoder; cached for the next run)"):
             freeze_text_encoder(model, cfg, collator, (train_table, val_table))
+    text = model.text_subnetwork
+    if cfg.train.freeze_layers and text is not None and not cfg.train.freeze_encoder and text.encode_mode == "packed":
+        with stage(f"{fusion}: the frozen layers' output at every token, once"):
+            attach_frozen_states(text, (train_table, val_table), collator, device=training_device(cfg),
+                                 precision=resolve_precision(cfg.train.precision, training_device(cfg)),
+                                 budget_gib=cfg.train.frozen_layer_cache_gib, batch_size=cfg.train.eval_batch_size)
     sampler = BucketBatchSampler(train_table.token_counts(), cfg.train.batch_size, cfg.train.seed)
     train_loader = _loader(train_table, collator, sampler, cfg.train.num_workers)
     val_loader = _loader(val_table, collator, sorted_batches(val_table.token_counts(), cfg.train.eval_batch_size),
@@ -265,6 +272,7 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     if resume and ckpt_path is None:
         log.warning("--resume: no checkpoint in %s; starting from scratch", work / "last")
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+    detach_frozen_states((train_table, val_table))  # the baseline and the scores below run the whole encoder
 
     sharded = cfg.train.strategy == "fsdp"
     if sharded:

@@ -1,0 +1,77 @@
+"""`train.freeze_layers` without recomputing the frozen layers: their output at every token of the training and
+holdout/validation rows is computed once, kept in memory, and the batches carry it (`Batch.frozen_hidden`), so each
+training step and validation pass runs only the layers above them.
+
+Exact, not an approximation: the frozen embeddings and layers run without dropout (`TextEncoder.train`) and in
+the precision training uses, so their output is a fixed function of a chunk's tokens, the same at every epoch and
+for every member that starts from the same encoder. Kept up to `train.frozen_layer_cache_gib` (float32, the
+tokens × the hidden size); a larger table runs the frozen layers in every step as without the cache.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ..data.dataset import Collator, EncodedDataset, EncodedTable
+from ..data.sampling import sorted_batches
+from ..models.text_encoder import TextEncoder
+from ..precision import Precision
+
+log = logging.getLogger("bsmfusion.frozen_layers")
+
+GIB = 2 ** 30
+
+
+def frozen_states_bytes(tables: tuple[EncodedTable, ...], hidden_size: int) -> int:
+    """Bytes the frozen layers' float32 output takes for every token of `tables`."""
+    return sum(int(table.token_counts().sum()) for table in tables) * hidden_size * 4
+
+
+@torch.inference_mode()
+def frozen_states(text_encoder: TextEncoder, table: EncodedTable, collator: Collator, *, precision: Precision,
+                  device: torch.device, batch_size: int = 64) -> list[list[np.ndarray]]:
+    """Per row, per chunk: `T_i×D` float32, the frozen layers' output at the chunk's T_i tokens."""
+    dataset = EncodedDataset(table)
+    out: list[list[np.ndarray]] = [[] for _ in range(len(table))]
+    with precision.autocast(device):
+        for rows in sorted_batches(table.token_counts(), batch_size):
+            batch = collator([dataset[i] for i in rows]).to(device)
+            b, c, t = batch.input_ids.shape
+            flat_mask = batch.attention_mask.reshape(b * c, t)
+            real = batch.chunk_mask.reshape(-1).nonzero(as_tuple=True)[0]
+            hidden = text_encoder.frozen_output(batch.input_ids.reshape(b * c, t)[real], flat_mask[real])
+            hidden = hidden.float().cpu().numpy()
+            lengths = flat_mask[real].sum(1).tolist()
+            slots = real.tolist()
+            for state, length, slot in zip(hidden, lengths, slots):
+                out[rows[slot // c]].append(state[:length].copy())
+    return out
+
+
+def attach_frozen_states(text_encoder: TextEncoder, tables: tuple[EncodedTable, ...], collator: Collator, *,
+                         precision: Precision, device: torch.device, budget_gib: float,
+                         batch_size: int = 64) -> bool:
+    """Set `frozen_states` on every table when they fit in `budget_gib` (else log why not); True when set."""
+    needed = frozen_states_bytes(tables, text_encoder.chunk_dim)
+    if needed > budget_gib * GIB:
+        log.info("train.freeze_layers: the frozen layers' output would take %.1f GiB (train.frozen_layer_cache_gib "
+                 "%.1f): they run in every step instead", needed / GIB, budget_gib)
+        return False
+    home = next(text_encoder.parameters()).device
+    text_encoder.to(device)
+    try:
+        for table in tables:
+            table.frozen_states = frozen_states(text_encoder, table, collator, precision=precision, device=device,
+                                                batch_size=batch_size)
+    finally:
+        text_encoder.to(home)
+    log.info("train.freeze_layers: the frozen layers' output kept in memory (%.2f GiB)", needed / GIB)
+    return True
+
+
+def detach_frozen_states(tables: tuple[EncodedTable, ...]) -> None:
+    """Back to token batches (the bundle's baseline and scoring run the whole encoder)."""
+    for table in tables:
+        table.frozen_states = None
