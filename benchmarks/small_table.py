@@ -76,6 +76,7 @@ FIRST_MODEL = "default (gbdt text: svd, quoted numbers: off)"
 
 
 def model_of(record: dict) -> str:
+    """The model a record measured (the records group by it and are replaced by model and draw)."""
     return record.get("model", FIRST_MODEL)
 
 
@@ -85,7 +86,7 @@ def render(records: list[dict]) -> str:
              "script's docstring (300 rows drawn from cb_nosale's training + validation rows, split 80/20; test: "
              "cb_nosale's whole test split, scored once). Members scored alone from the bundle's own member folders. "
              "Training time is wall time on 2 cores that other work may have shared (see the machine column).", ""]
-    for model in sorted({model_of(r) for r in records}, key=lambda m: m != FIRST_MODEL):
+    for model in sorted({model_of(r) for r in records}, key=lambda m: (m != FIRST_MODEL, m)):
         lines += [f"## {model}", ""] + model_rows([r for r in records if model_of(r) == model]) + [""]
     return "\n".join(lines).rstrip("\n") + "\n"
 

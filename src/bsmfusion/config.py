@@ -388,8 +388,9 @@ class TrainConfig(_Section):
         "pass stops at layer k: fewer FLOPs a step); 0: train every layer; at most the encoder's layer count")
     frozen_layer_cache_gib: float = Field(8.0, ge=0, description="with freeze_layers: the frozen layers' output at "
         "every training and validation token is computed once and kept in memory (float32, tokens × hidden size) "
-        "when it takes at most this many GiB, so each step runs only the layers above them (exact: the frozen "
-        "layers are a fixed function of the tokens); more: they run in every step; 0: never kept")
+        "when it takes at most this many GiB (each process of a multi-process run holds its own copy), so each step "
+        "runs only the layers above them (the same model: the frozen layers are a fixed function of the tokens); "
+        "more: they run in every step; 0: never kept")
     embedding_cache: str | None = Field(None, description="folder of the frozen encoder's cache; null: "
         "$BSMFUSION_CACHE/embeddings, else ~/.cache/bsmfusion/embeddings")
     max_train_samples: int | None = Field(None, ge=1, description="train on a random sample of this many rows; null: "

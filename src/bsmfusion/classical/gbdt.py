@@ -190,6 +190,7 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
         losses[design_name(reader, q)] = design.boosted.loss
         if kept is None or design.boosted.loss < kept.boosted.loss:  # a tie keeps the earlier
             kept = design
+        del design  # a loser's inputs go now, not when the next design is boosted
     best = kept.boosted
     if best.booster is None:  # CV chose the rounds: fit them on all training rows
         best.booster = fit_booster(cfg, kept.x_train, kept.names, y_train, sample_weight, best.rounds)

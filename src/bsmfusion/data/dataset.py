@@ -103,15 +103,16 @@ class Collator:
         text = {"input_ids": input_ids, "attention_mask": attention_mask, "chunk_mask": chunk_mask,
                 "text_empty": torch.tensor([bool(item["empty"]) for item in items])}
         if items[0].get("frozen_states") is not None:
-            text["frozen_hidden"] = self._frozen_hidden(items, tokens)
+            text["frozen_hidden"] = self._frozen_hidden(items)
         return self._batch(text, items)
 
     @staticmethod
-    def _frozen_hidden(items: list[dict[str, Any]], tokens: int) -> torch.Tensor:
-        """`N_real×tokens×D`: each real chunk's frozen-layer states, in chunk_mask order (row by row), zero-padded."""
+    def _frozen_hidden(items: list[dict[str, Any]]) -> torch.Tensor:
+        """`N_real×T_dyn×D` (T_dyn: the longest real chunk): each real chunk's frozen-layer states, in chunk_mask
+        order (row by row), zero-padded."""
         states = [chunk for item in items for chunk in item["frozen_states"]]
         width = states[0].shape[1] if states else 0
-        out = np.zeros((len(states), tokens, width), dtype=np.float32)
+        out = np.zeros((len(states), max((len(c) for c in states), default=1), width), dtype=np.float32)
         for i, chunk in enumerate(states):
             out[i, : len(chunk)] = chunk
         return torch.from_numpy(out)

@@ -67,6 +67,11 @@ class ChunkAttentionPool(nn.Module):
         return thread, weights
 
 
+# model types laid out as BERT is (embeddings; layers called as layer(hidden, mask); BERT's key mask): MiniLM and
+# the tests' tiny BERT are `bert`
+BERT_LIKE = frozenset({"bert", "roberta", "xlm-roberta", "electra"})
+
+
 class TextEncoder(nn.Module):
     """Encode each chunk with the backbone, pool it, reduce over chunks, project to H.
 
@@ -164,7 +169,7 @@ class TextEncoder(nn.Module):
             safe_mask[:, 0] = 1
             pooled = self._pool(flat_ids, safe_mask)
             return pooled.reshape(batch, chunks, -1)
-        real, real_mask = self._real_chunks(flat_mask, chunk_mask)
+        real, real_mask = self.real_chunks(flat_mask, chunk_mask)
         pooled_real = self._pool(flat_ids[real, :real_mask.shape[1]], real_mask)
         return self._scatter(pooled_real, real, batch, chunks)
 
@@ -173,12 +178,12 @@ class TextEncoder(nn.Module):
         """`encode_chunks` from the frozen layers' output (`N_real×T×D`, `Batch.frozen_hidden`) instead of the
         token ids: `B×C×D` chunk vectors, padding rows zero (packed mode)."""
         batch, chunks, tokens = attention_mask.shape
-        real, real_mask = self._real_chunks(attention_mask.reshape(batch * chunks, tokens), chunk_mask)
+        real, real_mask = self.real_chunks(attention_mask.reshape(batch * chunks, tokens), chunk_mask)
         pooled_real = self.pool_from_frozen(frozen_hidden[:, :real_mask.shape[1]], real_mask)
         return self._scatter(pooled_real, real, batch, chunks)
 
     @staticmethod
-    def _real_chunks(flat_mask: torch.Tensor, chunk_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def real_chunks(flat_mask: torch.Tensor, chunk_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(positions of the real chunks among the `B·C` slots, their `N_real×T_dyn` token mask: T_dyn = the
         longest real chunk)."""
         real = chunk_mask.reshape(-1).nonzero(as_tuple=True)[0]
@@ -199,7 +204,11 @@ class TextEncoder(nn.Module):
         nothing."""
         if not layers:
             return
-        stack = self.backbone.encoder.layer  # BERT's layout (MiniLM and the tests' tiny BERT)
+        if not self.runs_by_layer:
+            raise ConfigError(f"train.freeze_layers {layers}: the encoder "
+                              f"({getattr(self.backbone.config, 'model_type', '?')}) has no BERT-style layer stack "
+                              "to freeze; set train.freeze_layers: 0")
+        stack = self.backbone.encoder.layer
         if layers > len(stack):
             raise ConfigError(f"train.freeze_layers {layers}: the encoder has {len(stack)} transformer layers; "
                               f"set it to 0..{len(stack)}")
@@ -208,12 +217,20 @@ class TextEncoder(nn.Module):
             module.requires_grad_(False)
         self.train(self.training)
 
+    @property
+    def runs_by_layer(self) -> bool:
+        """True for the BERT-style encoders (`BERT_LIKE` model types: embeddings, then `encoder.layer[i](hidden,
+        mask)`) whose lower layers can be frozen and run apart from the upper ones."""
+        return getattr(self.backbone.config, "model_type", None) in BERT_LIKE and hasattr(self.backbone, "encoder")
+
     def _frozen_modules(self) -> list[nn.Module]:
+        """The backbone's embeddings and lowest `frozen_layers` layers (none when nothing is frozen)."""
         if not self.frozen_layers:
             return []
         return [self.backbone.embeddings, *self.backbone.encoder.layer[:self.frozen_layers]]
 
     def train(self, mode: bool = True) -> "TextEncoder":
+        """`nn.Module.train`, the frozen layers left in eval mode (Lightning and `model.train()` call this)."""
         super().train(mode)
         for module in self._frozen_modules():  # frozen layers never drop out
             module.eval()

@@ -33,7 +33,7 @@ from ..progress import DEFAULT_LOG_EVERY, stage
 from ..resources import cache_root
 from .baseline import embedding_means
 from .checkpoint_io import AtomicCheckpointIO
-from .frozen_layers import attach_frozen_states, detach_frozen_states
+from .frozen_layers import attach_frozen_states, cache_device, detach_frozen_states
 from .history import ValidationHistory, monitor_mode
 from .lit_module import FusionLitModule
 from .started_with import check_resume
@@ -253,7 +253,7 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     text = model.text_subnetwork
     if cfg.train.freeze_layers and text is not None and not cfg.train.freeze_encoder and text.encode_mode == "packed":
         with stage(f"{fusion}: the frozen layers' output at every token, once"):
-            attach_frozen_states(text, (train_table, val_table), collator, device=training_device(cfg),
+            attach_frozen_states(text, (train_table, val_table), collator, device=cache_device(training_device(cfg)),
                                  precision=resolve_precision(cfg.train.precision, training_device(cfg)),
                                  budget_gib=cfg.train.frozen_layer_cache_gib, batch_size=cfg.train.eval_batch_size)
     sampler = BucketBatchSampler(train_table.token_counts(), cfg.train.batch_size, cfg.train.seed)

@@ -2,14 +2,16 @@
 holdout/validation rows is computed once, kept in memory, and the batches carry it (`Batch.frozen_hidden`), so each
 training step and validation pass runs only the layers above them.
 
-Exact, not an approximation: the frozen embeddings and layers run without dropout (`TextEncoder.train`) and in
-the precision training uses, so their output is a fixed function of a chunk's tokens, the same at every epoch and
-for every member that starts from the same encoder. Kept up to `train.frozen_layer_cache_gib` (float32, the
-tokens × the hidden size); a larger table runs the frozen layers in every step as without the cache.
+The same model, not an approximation: the frozen embeddings and layers run without dropout (`TextEncoder.train`)
+and in the precision training uses, so their output is a fixed function of a chunk's tokens, the same at every
+epoch (equal to what a step would compute within float rounding: kernels may round differently for other batch
+shapes). Kept up to `train.frozen_layer_cache_gib` (float32, the tokens × the hidden size; each process of a
+multi-process run holds its own copy); a larger table runs the frozen layers in every step as without the cache.
 """
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import torch
@@ -39,14 +41,11 @@ def frozen_states(text_encoder: TextEncoder, table: EncodedTable, collator: Coll
         for rows in sorted_batches(table.token_counts(), batch_size):
             batch = collator([dataset[i] for i in rows]).to(device)
             b, c, t = batch.input_ids.shape
-            flat_mask = batch.attention_mask.reshape(b * c, t)
-            real = batch.chunk_mask.reshape(-1).nonzero(as_tuple=True)[0]
-            hidden = text_encoder.frozen_output(batch.input_ids.reshape(b * c, t)[real], flat_mask[real])
-            hidden = hidden.float().cpu().numpy()
-            lengths = flat_mask[real].sum(1).tolist()
-            slots = real.tolist()
-            for state, length, slot in zip(hidden, lengths, slots):
-                out[rows[slot // c]].append(state[:length].copy())
+            real, real_mask = text_encoder.real_chunks(batch.attention_mask.reshape(b * c, t), batch.chunk_mask)
+            ids = batch.input_ids.reshape(b * c, t)[real, :real_mask.shape[1]]
+            hidden = text_encoder.frozen_output(ids, real_mask).float().cpu().numpy()
+            for state, length, slot in zip(hidden, real_mask.sum(1).tolist(), real.tolist()):
+                out[rows[slot // c]].append(state[:length].copy())  # slot b·C + c: row b's chunk c
     return out
 
 
@@ -67,8 +66,17 @@ def attach_frozen_states(text_encoder: TextEncoder, tables: tuple[EncodedTable, 
                                                 batch_size=batch_size)
     finally:
         text_encoder.to(home)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     log.info("train.freeze_layers: the frozen layers' output kept in memory (%.2f GiB)", needed / GIB)
     return True
+
+
+def cache_device(device: torch.device) -> torch.device:
+    """Where to compute the states: this process's GPU under a multi-GPU launch (`LOCAL_RANK`), else `device`."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
 
 
 def detach_frozen_states(tables: tuple[EncodedTable, ...]) -> None:

@@ -21,7 +21,7 @@ FILE = "started_with.json"
 # settings a resumed run may change: how batches are built and scored, checkpoint spacing, what happens after the
 # weights are trained (calibration, decision, the ensemble's combination) and which other members there are
 FREE_KEYS = frozenset({
-    "train.num_workers", "train.eval_batch_size", "train.checkpoint_every_steps", "train.embedding_cache",
+    "train.num_workers", "train.eval_batch_size", "train.frozen_layer_cache_gib", "train.checkpoint_every_steps", "train.embedding_cache",
     "train.calibration", "train.decision", "model.ensemble.iterations", "model.ensemble.init_picks",
     "model.ensemble.bags", "model.ensemble.members", "model.ensemble.neural_seeds",
 })
