@@ -62,6 +62,8 @@ class TrainRun:
         file's path or PEM text (`signing`; `workflows.train.train` reads it before training starts). None: unsigned.
     holdout: the validation rows handed to the trainer are a holdout of the training rows (an ensemble's neural
         member), not the validation split: progress lines say `holdout_roc_auc`, not `val_roc_auc`.
+    shared_states: where `train.freeze_layers` keeps the frozen layers' output for the next run of the same rows
+        (`training.frozen_layers.SharedStates`; an ensemble's neural members); None: each run computes its own.
     """
 
     resume: bool = False
@@ -71,6 +73,7 @@ class TrainRun:
     callbacks: Sequence[Any] = ()
     sign_key: Any = None
     holdout: bool = False
+    shared_states: Any = None
 
     @classmethod
     def of(cls, run: "TrainRun | None" = None, **settings) -> "TrainRun":

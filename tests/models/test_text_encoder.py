@@ -250,3 +250,21 @@ def test_frozen_layer_states_over_the_budget_are_not_kept(tokenizer):
     assert not attach_frozen_states(model.text_subnetwork, (table,), collate, precision=resolve_precision("fp32"),
                                     device=torch.device("cpu"), budget_gib=0.0)
     assert table.frozen_states is None and batch_of(table, collate, [0]).frozen_hidden is None
+
+
+def test_frozen_states_key_follows_the_frozen_weights_and_rows_only(tokenizer):
+    from bsmfusion.precision import resolve_precision
+    from bsmfusion.training.frozen_layers import states_key
+
+    _, prep, table, model, _ = setup(tokenizer)
+    text, fp32 = model.text_subnetwork, resolve_precision("fp32")
+    text.freeze_lower_layers(1)
+    key = states_key(text, table, fp32)
+    with torch.no_grad():
+        text.backbone.encoder.layer[1].output.dense.weight.add_(1.0)  # a trained layer: the states stay valid
+    assert states_key(text, table, fp32) == key
+    with torch.no_grad():
+        text.backbone.encoder.layer[0].output.dense.weight.add_(1.0)  # a frozen one: they do not
+    assert states_key(text, table, fp32) != key
+    other_rows = prep.encode(make_frame(12, seed=1))
+    assert states_key(text, other_rows, fp32) != states_key(text, table, fp32)

@@ -38,6 +38,7 @@ from ..kinds import TrainResult, TrainRun, get_kind
 from ..progress import stage
 from ..scoring.scorers import build_scorer
 from ..training.fit import clear_stale_work, finish_work_folder
+from ..training.frozen_layers import SharedStates
 from ..training.history import best_epoch, best_row
 from .model import MEMBERS_DIR
 from .cross_fit import CombinationRows, fit_combination, pool, shared_holdout
@@ -167,8 +168,10 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     settings = cfg.model.ensemble
     neural_names = settings.neural_member_names
     fitted, refits, scored_on, epochs_from = [], {}, {}, {}
-    member_run = TrainRun.of(run, keep_work=True)  # the members' checkpoints stay for --resume until the end
     cross_fit = settings.combine_on == "cross_fit"
+    # the members' checkpoints stay for --resume until the end; cross_fit's neural members train on the same rows
+    # (one shared holdout), so they share their frozen layers' output (train.freeze_layers)
+    member_run = TrainRun.of(run, keep_work=True, shared_states=SharedStates() if cross_fit else None)
     shared = None  # cross_fit: one holdout for every neural member (no neural member: none, all rows out of fold)
     if cross_fit:
         shared = (holdout_mask(train_df, cfg, cfg.train.seed) if neural_names
@@ -207,6 +210,8 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
             step.done = f"{scored['on']}_roc_auc {result.val_metrics.get('roc_auc', float('nan')):.4f}"
         fitted.append((name, bundle, scores, result))
         scored_on[name] = scored
+        if neural and name == neural_names[-1] and member_run.shared_states is not None:
+            member_run.shared_states.clear()  # no member after the last neural one reads them
     logits = [member_logits(s, k) for _, _, s, _ in fitted]
     names = [name for name, *_ in fitted]
     if cross_fit:

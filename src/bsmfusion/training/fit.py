@@ -255,7 +255,8 @@ def train_neural(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
         with stage(f"{fusion}: the frozen layers' output at every token, once"):
             attach_frozen_states(text, (train_table, val_table), collator, device=cache_device(training_device(cfg)),
                                  precision=resolve_precision(cfg.train.precision, training_device(cfg)),
-                                 budget_gib=cfg.train.frozen_layer_cache_gib, batch_size=cfg.train.eval_batch_size)
+                                 budget_gib=cfg.train.frozen_layer_cache_gib, batch_size=cfg.train.eval_batch_size,
+                                 shared=run.shared_states)
     sampler = BucketBatchSampler(train_table.token_counts(), cfg.train.batch_size, cfg.train.seed)
     train_loader = _loader(train_table, collator, sampler, cfg.train.num_workers)
     val_loader = _loader(val_table, collator, sorted_batches(val_table.token_counts(), cfg.train.eval_batch_size),

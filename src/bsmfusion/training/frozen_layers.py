@@ -10,6 +10,7 @@ multi-process run holds its own copy); a larger table runs the frozen layers in 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 
@@ -18,6 +19,7 @@ import torch
 
 from ..data.dataset import Collator, EncodedDataset, EncodedTable
 from ..data.sampling import sorted_batches
+from .frozen import table_digest
 from ..models.text_encoder import TextEncoder
 from ..precision import Precision
 
@@ -49,10 +51,43 @@ def frozen_states(text_encoder: TextEncoder, table: EncodedTable, collator: Coll
     return out
 
 
+class SharedStates:
+    """Frozen-layer states by what determines them (the frozen weights, the rows' chunked tokens, the precision,
+    the layer count), for the runs of one process that hold it: an ensemble's neural members start from the same
+    encoder and share one holdout, so `neural_2` reads what `neural` computed. Dropped with the ensemble's run."""
+
+    def __init__(self):
+        self._states: dict[str, list[list[np.ndarray]]] = {}
+
+    def clear(self) -> None:
+        self._states.clear()
+
+    def get(self, key: str, compute) -> list[list[np.ndarray]]:
+        """The states stored under `key`, else `compute()`'s, stored."""
+        if key not in self._states:
+            self._states[key] = compute()
+        else:
+            log.info("train.freeze_layers: the frozen layers' output of %s reused", key[:12])
+        return self._states[key]
+
+
+def states_key(text_encoder: TextEncoder, table: EncodedTable, precision: Precision) -> str:
+    """Digest of what the frozen states depend on: the frozen modules' weights (a sample of every tensor), the
+    table's chunked token ids, the precision and the number of frozen layers."""
+    digest = hashlib.sha256(f"{text_encoder.frozen_layers}/{precision.used}/{table_digest(table)}".encode())
+    for module in text_encoder._frozen_modules():
+        for name, tensor in sorted(module.state_dict().items()):
+            flat = tensor.detach().reshape(-1)
+            digest.update(name.encode())
+            digest.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def attach_frozen_states(text_encoder: TextEncoder, tables: tuple[EncodedTable, ...], collator: Collator, *,
                          precision: Precision, device: torch.device, budget_gib: float,
-                         batch_size: int = 64) -> bool:
-    """Set `frozen_states` on every table when they fit in `budget_gib` (else log why not); True when set."""
+                         batch_size: int = 64, shared: SharedStates | None = None) -> bool:
+    """Set `frozen_states` on every table when they fit in `budget_gib` (else log why not); True when set. With
+    `shared`, states already computed for the same weights and rows are reused (and new ones kept there)."""
     needed = frozen_states_bytes(tables, text_encoder.chunk_dim)
     if needed > budget_gib * GIB:
         log.info("train.freeze_layers: the frozen layers' output would take %.1f GiB (train.frozen_layer_cache_gib "
@@ -62,8 +97,12 @@ def attach_frozen_states(text_encoder: TextEncoder, tables: tuple[EncodedTable, 
     text_encoder.to(device)
     try:
         for table in tables:
-            table.frozen_states = frozen_states(text_encoder, table, collator, precision=precision, device=device,
-                                                batch_size=batch_size)
+            def compute(table=table):
+                return frozen_states(text_encoder, table, collator, precision=precision, device=device,
+                                     batch_size=batch_size)
+
+            table.frozen_states = (shared.get(states_key(text_encoder, table, precision), compute) if shared
+                                   else compute())
     finally:
         text_encoder.to(home)
         if device.type == "cuda":
