@@ -303,7 +303,7 @@ TIME_AFTER = ("ensemble_first_steps", "ensemble_first_epochs", "ensemble_words")
 
 # (before, after) pairs whose paired bootstrap CIs quality.py stores (bootstrap["task/before→after"])
 PAIRED = (("ensemble_first_steps", "ensemble_quoted"), ("ensemble_quoted", "ensemble_words"),
-          ("ensemble_first_steps", "ensemble_words"))
+          ("ensemble_first_steps", "ensemble_words"), ("ensemble_words", "ensemble_freeze3"))
 
 
 def before_after(data: dict, before: str, afters: tuple[str, ...]) -> str:
@@ -347,6 +347,26 @@ def before_after(data: dict, before: str, afters: tuple[str, ...]) -> str:
                              f"{_f(mean(1, 'val_roc_auc'), d)} | {_f(mean(0, 'roc_auc'), d)} → "
                              f"{_f(mean(1, 'roc_auc'), d)}{ci('roc_auc')} | {_f(mean(0, 'pr_auc'), d)} → "
                              f"{_f(mean(1, 'pr_auc'), d)}{ci('pr_auc')} |")
+    return "\n".join(lines) + "\n"
+
+
+def neural_members(data: dict, before: str, after: str) -> str:
+    """Per task and seed where both ran on one machine kind: each neural member's holdout ROC-AUC (its own
+    validation, the rows the first member early-stops on: what a choice between the two may look at) and epochs
+    run, before → after."""
+    lines = ["| task | seed | machine | neural holdout ROC-AUC before → after | neural_2 holdout ROC-AUC before → after "
+             "| epochs run before → after (neural, neural_2) |", "|---|---|---|---|---|---|"]
+    runs = {(r["task"], r["variant"], r["seed"]): r for r in data["runs"]}
+    for task in _tasks(data):
+        for seed in sorted({r["seed"] for r in data["runs"] if r["task"] == task}):
+            old, new = runs.get((task, before, seed)), runs.get((task, after, seed))
+            if not (old and new) or machine_kind(old) != machine_kind(new):
+                continue
+            cell = lambda name: " → ".join(_f(run["members"].get(name, {}).get("val_roc_auc"), 4)  # noqa: E731
+                                           for run in (old, new))
+            epochs = " → ".join(f"{run['members'].get('neural', {}).get('epochs_run', '—')}, "
+                                f"{run['members'].get('neural_2', {}).get('epochs_run', '—')}" for run in (old, new))
+            lines.append(f"| {task} | {seed} | {machine_kind(old)} | {cell('neural')} | {cell('neural_2')} | {epochs} |")
     return "\n".join(lines) + "\n"
 
 
@@ -395,6 +415,8 @@ def doc_blocks(data: dict, v1: dict) -> dict[str, str]:
         "gbdt_words": (before_after(data, "ensemble_quoted", ("ensemble_words",))
                        + "\n" + before_after(data, "ensemble_first_steps", ("ensemble_words",))),
         "gbdt_designs": gbdt_designs(data),
+        "freeze_layers": (before_after(data, "ensemble_words", ("ensemble_freeze3",)) + "\n"
+                          + neural_members(data, "ensemble_words", "ensemble_freeze3")),
     }
 
 
