@@ -418,17 +418,23 @@ def resamples(labels: np.ndarray, key: str):
             yield idx
 
 
-def bootstrap_cis(runs: list[dict], stored: dict, baseline: str = quality_render.BASELINE) -> dict:
+def bootstrap_cis(runs: list[dict], stored: dict, baseline: str = quality_render.BASELINE,
+                  changed: set[str] | None = None) -> dict:
     """task/variant → the bootstrap 95% CI of the seed-mean test ROC-AUC and the paired CI of its difference to
     `baseline` (same resampled test rows for both; 1,000 resamples, a generator seeded by the key), for every group
     whose runs all have per-row scores. A `stored` entry is kept for a group without them while its seeds are
-    still the group's (or, for an entry computed on fewer seeds, a subset of them: the table says which)."""
+    still the group's (or, for an entry computed on fewer seeds, a subset of them: the table says which). With
+    `changed` (the task/variant keys a merge brought), a stored entry of a group whose runs, baseline and seeds
+    are unchanged is kept as it is (the generators are seeded by key: recomputing it would give it again)."""
     by_key: dict[str, list[dict]] = {}
     for run in runs:
         by_key.setdefault(f"{run['task']}/{run['variant']}", []).append(run)
     out = {}
     for key, group in sorted(by_key.items()):
         seeds = sorted(r["seed"] for r in group)
+        if unchanged(key, [key, f"{key.split('/')[0]}/{baseline}"], seeds, stored, changed):
+            out[key] = stored[key]
+            continue
         if not all("test_prob" in r for r in group):
             if key in stored and set(stored[key]["seeds"]) <= set(seeds):
                 out[key] = stored[key]
@@ -449,14 +455,21 @@ def bootstrap_cis(runs: list[dict], stored: dict, baseline: str = quality_render
                     "diff_vs_baseline_ci": ([float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
                                             if diffs else None),
                     "source": f"{BOOTSTRAP} resamples of the test rows (quality_rows/)"}
-    paired = paired_cis(by_key)
+    paired = paired_cis(by_key, stored, changed)
     out.update(paired)
     out.update({key: entry for key, entry in stored.items()  # a pair whose rows files are gone keeps its entry
                 if "→" in key and key not in paired})
     return out
 
 
-def paired_cis(by_key: dict[str, list[dict]]) -> dict:
+def unchanged(key: str, inputs: list[str], seeds: list[int], stored: dict, changed: set[str] | None) -> bool:
+    """True when `stored[key]` still holds: none of the groups it was computed from (`inputs`) changed, on the same
+    seeds."""
+    return (changed is not None and key in stored and stored[key].get("seeds") == seeds
+            and not any(group in changed for group in inputs))
+
+
+def paired_cis(by_key: dict[str, list[dict]], stored: dict | None = None, changed: set[str] | None = None) -> dict:
     """"task/before→after" (each pair of `quality_render.PAIRED`) → the paired bootstrap 95% CIs of the seed-mean
     test ROC-AUC and PR-AUC difference after − before, over the seeds both ran with per-row scores (the same
     resampled test rows for both; 1,000 resamples, a generator seeded by the key)."""
@@ -471,6 +484,9 @@ def paired_cis(by_key: dict[str, list[dict]]) -> dict:
             if not seeds:
                 continue
             key = f"{task}/{before}→{after}"
+            if unchanged(key, [f"{task}/{before}", f"{task}/{after}"], seeds, stored or {}, changed):
+                out[key] = stored[key]
+                continue
             labels = np.array(old[seeds[0]]["test_label"])
             assert all(r[s]["test_label"] == old[seeds[0]]["test_label"] for r in (old, new) for s in seeds), (
                 f"{key}: the runs were scored on different test rows")
@@ -512,9 +528,9 @@ def main() -> None:
                         help="comma-separated RECOMBINED variants: refit weights/calibration/threshold on the stored "
                              "member scores of their source variant (no training)")
     parser.add_argument("--merge", default=None,
-                        help="only add the runs of another results JSON (and its rows files), e.g. one written by a "
-                             "snapshot worktree with --results, replacing runs of the same task/variant/seed; then "
-                             "the CIs and every table")
+                        help="only add the runs of other results JSONs (comma-separated; and their rows files), e.g. "
+                             "written by a snapshot worktree with --results, replacing runs of the same task/variant/"
+                             "seed; then the CIs the merged groups enter and every table")
     parser.add_argument("--render", action="store_true", help="only rewrite every table from the stored JSON")
     parser.add_argument("--bootstrap", action="store_true",
                         help="only recompute the stored bootstrap CIs from quality_rows/ (reads the tasks' labels)")
@@ -524,11 +540,12 @@ def main() -> None:
         return render(results_path)
     runs = load_runs(results_path)
     if args.merge:
-        added = load_runs(Path(args.merge))
+        added = [run for path in args.merge.split(",") for run in load_runs(Path(path))]
         keys = {_run_key(r) for r in added}
         runs = [r for r in runs if _run_key(r) not in keys] + added
         print(f"merged {len(added)} run(s) from {args.merge}: {', '.join(sorted(keys))}")
-        save_runs(results_path, runs, bootstrap_cis(runs, load_record(results_path)["bootstrap"]))
+        changed = {f"{r['task']}/{r['variant']}" for r in added}
+        save_runs(results_path, runs, bootstrap_cis(runs, load_record(results_path)["bootstrap"], changed=changed))
         return render(results_path)
     if args.bootstrap:
         save_runs(results_path, runs, bootstrap_cis(runs, load_record(results_path)["bootstrap"]))
