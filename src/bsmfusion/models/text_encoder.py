@@ -213,7 +213,7 @@ class TextEncoder(nn.Module):
             raise ConfigError(f"train.freeze_layers {layers}: the encoder has {len(stack)} transformer layers; "
                               f"set it to 0..{len(stack)}")
         self.frozen_layers = layers
-        for module in self._frozen_modules():
+        for module in self.frozen_modules():
             module.requires_grad_(False)
         self.train(self.training)
 
@@ -223,7 +223,7 @@ class TextEncoder(nn.Module):
         mask)`) whose lower layers can be frozen and run apart from the upper ones."""
         return getattr(self.backbone.config, "model_type", None) in BERT_LIKE and hasattr(self.backbone, "encoder")
 
-    def _frozen_modules(self) -> list[nn.Module]:
+    def frozen_modules(self) -> list[nn.Module]:
         """The backbone's embeddings and lowest `frozen_layers` layers (none when nothing is frozen)."""
         if not self.frozen_layers:
             return []
@@ -232,7 +232,7 @@ class TextEncoder(nn.Module):
     def train(self, mode: bool = True) -> "TextEncoder":
         """`nn.Module.train`, the frozen layers left in eval mode (Lightning and `model.train()` call this)."""
         super().train(mode)
-        for module in self._frozen_modules():  # frozen layers never drop out
+        for module in self.frozen_modules():  # frozen layers never drop out
             module.eval()
         return self
 

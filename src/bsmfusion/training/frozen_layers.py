@@ -19,9 +19,9 @@ import torch
 
 from ..data.dataset import Collator, EncodedDataset, EncodedTable
 from ..data.sampling import sorted_batches
-from .frozen import table_digest
 from ..models.text_encoder import TextEncoder
 from ..precision import Precision
+from .frozen import table_digest
 
 log = logging.getLogger("bsmfusion.frozen_layers")
 
@@ -60,6 +60,7 @@ class SharedStates:
         self._states: dict[str, list[list[np.ndarray]]] = {}
 
     def clear(self) -> None:
+        """Forget every stored state (the ensemble, after its last neural member)."""
         self._states.clear()
 
     def get(self, key: str, compute) -> list[list[np.ndarray]]:
@@ -75,7 +76,7 @@ def states_key(text_encoder: TextEncoder, table: EncodedTable, precision: Precis
     """Digest of what the frozen states depend on: the frozen modules' weights (a sample of every tensor), the
     table's chunked token ids, the precision and the number of frozen layers."""
     digest = hashlib.sha256(f"{text_encoder.frozen_layers}/{precision.used}/{table_digest(table)}".encode())
-    for module in text_encoder._frozen_modules():
+    for module in text_encoder.frozen_modules():
         for name, tensor in sorted(module.state_dict().items()):
             flat = tensor.detach().reshape(-1)
             digest.update(name.encode())
@@ -101,8 +102,8 @@ def attach_frozen_states(text_encoder: TextEncoder, tables: tuple[EncodedTable, 
                 return frozen_states(text_encoder, table, collator, precision=precision, device=device,
                                      batch_size=batch_size)
 
-            table.frozen_states = (shared.get(states_key(text_encoder, table, precision), compute) if shared
-                                   else compute())
+            table.frozen_states = (shared.get(states_key(text_encoder, table, precision), compute)
+                                   if shared is not None else compute())
     finally:
         text_encoder.to(home)
         if device.type == "cuda":
