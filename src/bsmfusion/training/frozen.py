@@ -34,12 +34,17 @@ CACHE_FORMAT = 2  # 2: chunk-vector caches for learned reduces; continuation chu
 def encoder_digest(text_encoder: TextEncoder) -> str:
     """Digest of the backbone's config and weights (a sample of every tensor keeps it fast)."""
     digest = hashlib.sha256(text_encoder.backbone.config.to_json_string().encode())
-    for name, tensor in sorted(text_encoder.backbone.state_dict().items()):
+    add_weights(digest, text_encoder.backbone.state_dict())
+    digest.update(f"{text_encoder.pooling}/{text_encoder.chunk_reduce}/format{CACHE_FORMAT}".encode())
+    return digest.hexdigest()
+
+
+def add_weights(digest, state: dict[str, torch.Tensor]) -> None:
+    """Feed `digest` every tensor's name and a sample of its values (every ⌈n/4096⌉-th: fast on large weights)."""
+    for name, tensor in sorted(state.items()):
         flat = tensor.detach().reshape(-1)
         digest.update(name.encode())
         digest.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())
-    digest.update(f"{text_encoder.pooling}/{text_encoder.chunk_reduce}/format{CACHE_FORMAT}".encode())
-    return digest.hexdigest()
 
 
 def table_digest(table: EncodedTable) -> str:

@@ -21,7 +21,7 @@ from ..data.dataset import Collator, EncodedDataset, EncodedTable
 from ..data.sampling import sorted_batches
 from ..models.text_encoder import TextEncoder
 from ..precision import Precision
-from .frozen import table_digest
+from .frozen import add_weights, table_digest
 
 log = logging.getLogger("bsmfusion.frozen_layers")
 
@@ -77,10 +77,7 @@ def states_key(text_encoder: TextEncoder, table: EncodedTable, precision: Precis
     table's chunked token ids, the precision and the number of frozen layers."""
     digest = hashlib.sha256(f"{text_encoder.frozen_layers}/{precision.used}/{table_digest(table)}".encode())
     for module in text_encoder.frozen_modules():
-        for name, tensor in sorted(module.state_dict().items()):
-            flat = tensor.detach().reshape(-1)
-            digest.update(name.encode())
-            digest.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())
+        add_weights(digest, module.state_dict())
     return digest.hexdigest()
 
 
