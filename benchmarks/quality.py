@@ -121,6 +121,12 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
                                                             "neural_epochs": "first", "neural_patience": 1,
                                                             "neural_checks_per_epoch": 1},
                         "classical": {"quoted_numbers": "auto", "gbdt_text": "auto"}}, {}, {}),
+    # ensemble_words with gbdt bagged (model.classical.gbdt_bagged): its 5 CV fold boosters averaged instead of one
+    # refitted on all training rows; the other members are ensemble_words', bit for bit
+    "ensemble_bagged": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit",
+                                                             "neural_epochs": "first", "neural_patience": 1,
+                                                             "neural_checks_per_epoch": 1},
+                         "classical": {"quoted_numbers": "auto", "gbdt_text": "auto", "gbdt_bagged": True}}, {}, {}),
     # ensemble_words with the neural members' embeddings and lowest 3 of MiniLM's 6 layers kept pretrained
     # (train.freeze_layers: 3): the backward pass ends at layer 3; the classical members are ensemble_words', bit
     # for bit
@@ -208,7 +214,9 @@ def run_one(task, name: str, seed: int, args, work: Path) -> dict:
             own_meta = json.loads((Path(result.bundle_dir) / "members" / member["name"] / "meta.json").read_text())
             members[member["name"]] = {"weight": member["weight"], "val_roc_auc": member["validation"]["roc_auc"],
                                        "test_roc_auc": _auc(labels, alone.probs[:, 1]),
-                                       **({"epochs_run": own_meta["epochs_run"]} if "epochs_run" in own_meta else {})}
+                                       **({"epochs_run": own_meta["epochs_run"]} if "epochs_run" in own_meta else {}),
+                                       **({"train_seconds": member["train_seconds"]} if "train_seconds" in member
+                                          else {})}
             member_scores[member["name"]] = {"test_prob": alone.probs[:, 1].round(6).tolist(),
                                              "val_prob": on_val.probs[:, 1].round(6).tolist(),
                                              "test_text": alone.text_contribution.round(6).tolist(),

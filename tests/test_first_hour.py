@@ -111,6 +111,7 @@ def test_a_heartbeat_speaks_at_most_every_few_seconds_and_stages_time_themselves
         with stage("gbdt: fitting", clock=clock) as step:
             now[0] += 65
             step.done = "200 rounds"
+        assert step.seconds == 65
         with phase_lines(False):
             say("never shown")
     assert stream.getvalue().splitlines() == ["round 5", "round 10", "gbdt: fitting ...",

@@ -151,6 +151,10 @@ class ClassicalConfig(_Section):
         "thread quotes (each role's last and first number, their gap, and those divided by each numeric column, e.g. "
         "last offer / list price); auto: with or without them, whichever gives the lower cross-validated (cv_folds) "
         "or else validation log loss")
+    gbdt_bagged: bool = Field(False, description="gbdt with cv_folds: keep the k fold boosters of the CV, each cut "
+        "to the rounds it chose, and average their raw scores (bagging, as AutoGluon's members do), instead of one "
+        "booster refitted on all training rows; the out-of-fold scores are those boosters' own; scoring costs k "
+        "boosters. Without cv_folds: one booster, as before")
     gbdt_background_rows: int = Field(64, ge=1, description="gbdt: training rows a block is replaced by (scores "
         "averaged) for the text/tabular split; a single mean row is a poor baseline for trees")
     catboost_iterations: int = Field(1000, ge=1, description="catboost: most boosting iterations (trees)")
@@ -522,7 +526,8 @@ def config_from_dict(raw: dict[str, Any] | None, source: str = "config") -> Conf
 # keys added after bundles were first written → the value a bundle written before behaved as. A bundle's config
 # that lacks one reads as that value, not as today's default, so a refit from `bundle.cfg` (small_validation's
 # re-derived members) fits what the bundle's training did
-ADDED_SINCE_FIRST_BUNDLES = {("model", "classical", "quoted_numbers"): "off", ("model", "classical", "gbdt_text"): "svd"}
+ADDED_SINCE_FIRST_BUNDLES = {("model", "classical", "quoted_numbers"): "off", ("model", "classical", "gbdt_text"): "svd",
+                             ("model", "classical", "gbdt_bagged"): False}
 
 
 def bundle_config(raw: dict[str, Any] | None, source: str) -> Config:

@@ -253,10 +253,12 @@ def say(text: str) -> None:
 
 class stage:
     """`with stage("ensemble: member gbdt (3/4)"):` says `<what> ...` on entry and `<what>: done in 12s` on a
-    normal exit (`done` text appended after the time when set inside the block, e.g. a score)."""
+    normal exit (`done` text appended after the time when set inside the block, e.g. a score); `seconds` holds
+    the time the block took once it has exited normally (None before)."""
 
     def __init__(self, what: str, clock: Callable[[], float] = time.monotonic):
         self.what, self.clock, self.done = what, clock, ""
+        self.seconds: float | None = None
 
     def __enter__(self) -> "stage":
         self._started = self.clock()
@@ -265,8 +267,8 @@ class stage:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            took = format_duration(self.clock() - self._started)
-            say(f"{self.what}: done in {took}" + (f", {self.done}" if self.done else ""))
+            self.seconds = self.clock() - self._started
+            say(f"{self.what}: done in {format_duration(self.seconds)}" + (f", {self.done}" if self.done else ""))
 
 
 class Heartbeat:

@@ -2,6 +2,7 @@
 early-stops on the holdout; with `first` (the default) neural_2, ... stop after the optimiser steps at which it
 scored best, on the same schedule, and keep their last weights; with `own` each early-stops by itself."""
 import json
+import time
 
 import pytest
 
@@ -35,7 +36,9 @@ def test_later_neural_members_train_the_first_members_step_count(tmp_path, mode,
     cfg.model.ensemble.neural_epochs = mode
     cfg.model.ensemble.neural_checks_per_epoch = checks
     out = tmp_path / "model"
+    started = time.monotonic()
     train(cfg, mixed(240, 0), mixed(160, 1), out, progress=False)
+    took = time.monotonic() - started
     first, second = (load_bundle(out / "members" / n) for n in ("neural", "neural_2"))
     history = first.meta["validation_history"]
     chosen = best_row(history, first.meta["monitor"])
@@ -44,6 +47,8 @@ def test_later_neural_members_train_the_first_members_step_count(tmp_path, mode,
     assert steps == sorted(set(steps)) and all(epochs.count(e) == checks for e in set(epochs))  # `checks` an epoch
     assert len(history) in (steps.index(chosen["step"]) + 2, 3 * checks)  # stopped one scoring past the best
     meta = {m["name"]: m for m in json.loads((out / "meta.json").read_text())["members"]}
+    seconds = [meta[n]["train_seconds"] for n in ("neural", "neural_2", "tfidf_lr")]  # where the training time went
+    assert all(s > 0 for s in seconds) and sum(seconds) <= took
     if mode == "first":
         assert (second.cfg.train.stop_after_steps, second.cfg.train.keep_weights) == (chosen["step"], "last")
         assert second.meta["steps_run"] == chosen["step"]

@@ -18,7 +18,7 @@ baseline = score still holds exactly. Cost: 2·B extra evaluations of the booste
 
 Stored as the featurizer's JSON + arrays, the reader's array (`svd_components` or `word_columns`),
 `text_background`, `tab_background` in safetensors,
-the booster in LightGBM's own text format and, when used, the quoted-numbers block's roles in `quoted_numbers.json`.
+the booster in LightGBM's own text format (`gbdt_bagged`: each fold's, `lightgbm_fold_1.txt`, ...) and, when used, the quoted-numbers block's roles in `quoted_numbers.json`.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from ..data.tabular import TabularPreprocessor
 from ..precision import Precision
 from ..errors import DataError
 from ..progress import say
-from .boosting import Boosted, boost, fit_booster
+from .boosting import Boosted, BoosterBag, boost, fit_booster
 from .gbdt_text import SvdText, TextReader, WordText, dense_columns, hstack, reader_from_arrays
 from .member import BackgroundSplit, ClassicalData, background_rows, cpu_threads, cv_folds, raw_logits, sample_weights
 from .quoted_numbers import QuotedNumbers
@@ -44,6 +44,7 @@ from .tab_features import tab_matrix
 from .text_features import TextFeaturizer, distinct_texts, render_frame
 
 BOOSTER_FILE = "lightgbm.txt"
+FOLD_BOOSTER_FILE = "lightgbm_fold_{}.txt"  # gbdt_bagged: fold 1..k
 QUOTED_FILE = "quoted_numbers.json"
 
 
@@ -101,7 +102,11 @@ class GBDT(BackgroundSplit):
                 "text_background": background.toarray() if sp.issparse(background) else background}
 
     def save_extra(self, folder: Path) -> None:
-        self.booster.save_model(str(folder / BOOSTER_FILE))
+        if isinstance(self.booster, BoosterBag):
+            for fold, booster in enumerate(self.booster.boosters, 1):
+                booster.save_model(str(folder / FOLD_BOOSTER_FILE.format(fold)))
+        else:
+            self.booster.save_model(str(folder / BOOSTER_FILE))
         if self.quoted is not None:
             (folder / QUOTED_FILE).write_text(json.dumps(self.quoted.to_dict()), encoding="utf-8")
 
@@ -110,7 +115,11 @@ class GBDT(BackgroundSplit):
                     arrays: dict[str, np.ndarray], folder: Path) -> "GBDT":
         import lightgbm as lgb
 
-        booster = lgb.Booster(model_file=str(folder / BOOSTER_FILE))
+        if (folder / BOOSTER_FILE).exists():
+            booster = lgb.Booster(model_file=str(folder / BOOSTER_FILE))
+        else:  # gbdt_bagged: the fold boosters, in fold order
+            files = sorted(folder.glob(FOLD_BOOSTER_FILE.format("*")), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+            booster = BoosterBag([lgb.Booster(model_file=str(path)) for path in files])
         quoted = folder / QUOTED_FILE
         return cls(cfg, text, tabular, reader_from_arrays(arrays), arrays["text_background"], arrays["tab_background"],
                    booster, QuotedNumbers.from_dict(json.loads(quoted.read_text(encoding="utf-8")))
@@ -194,13 +203,16 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
     best = kept.boosted
     if best.booster is None:  # CV chose the rounds: fit them on all training rows
         best.booster = fit_booster(cfg, kept.x_train, kept.names, y_train, sample_weight, best.rounds)
+    bagged = len(best.booster.boosters) if isinstance(best.booster, BoosterBag) else 0
     say(f"gbdt: {best.rounds:,} boosting rounds kept ({best.chosen_on})"
+        + (f", the {bagged} fold boosters averaged" if bagged else "")
         + (f"; design {design_name(kept.reader, kept.quoted)}" if len(designs) > 1 else ""))
     background = background_rows(len(y_train), settings.gbdt_background_rows, cfg.train.seed)
     fitted = GBDT(cfg, text, tabular, kept.reader, kept.train_text[background], train_tab[background], best.booster,
                   kept.quoted)
     fitted.out_of_fold = best.out_of_fold
-    info = {"rounds": best.rounds, "chosen_on": best.chosen_on, "design": design_name(kept.reader, kept.quoted),
+    info = {"rounds": best.rounds, "chosen_on": best.chosen_on, "bagged_boosters": bagged,
+            "design": design_name(kept.reader, kept.quoted),
             "text": kept.reader.name, **kept.reader.info(), "text_features": text.dim,
             "tab_features": int(train_tab.shape[1]),
             "quoted_numbers": {"setting": settings.quoted_numbers, "used": kept.quoted is not None,

@@ -6,7 +6,8 @@ and versions, metrics.json, manifest.json with the SHA-256 of every file, signat
 * `tfidf.json` — per TF-IDF block (word, char) the vectorizer parameters and the vocabulary in column order;
 * `weights.safetensors` — float64 arrays: `word_idf`, `char_idf` and the member's own (tfidf_lr: `coef`,
   `intercept`, `feature_mean`; gbdt: `svd_components` or `word_columns`, `text_background` (dense, B×(k|W + Q)), `tab_background`);
-* `lightgbm.txt` (gbdt) — the booster in LightGBM's text model format, and `quoted_numbers.json` when it reads
+* `lightgbm.txt` (gbdt) — the booster in LightGBM's text model format (`gbdt_bagged`: one per CV fold,
+  `lightgbm_fold_1.txt` ... `lightgbm_fold_k.txt`, their raw scores averaged), and `quoted_numbers.json` when it reads
   the quoted-numbers block (its roles and numeric column count);
 * `catboost.cbm` (catboost) — the model in CatBoost's own binary format, and `catboost_background.json` — the
   background rows' rendered dialogues (`weights.safetensors` holds their `tab_background`).

@@ -167,7 +167,7 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     k = cfg.model.num_classes
     settings = cfg.model.ensemble
     neural_names = settings.neural_member_names
-    fitted, refits, scored_on, epochs_from = [], {}, {}, {}
+    fitted, refits, scored_on, epochs_from, seconds = [], {}, {}, {}, {}
     cross_fit = settings.combine_on == "cross_fit"
     # the members' checkpoints stay for --resume until the end; cross_fit's neural members train on the same rows
     # (one shared holdout), so they share their frozen layers' output (train.freeze_layers)
@@ -209,7 +209,7 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
             scored = {"rows": len(rows[1]), "on": "holdout" if held and name not in refits else "validation"}
             step.done = f"{scored['on']}_roc_auc {result.val_metrics.get('roc_auc', float('nan')):.4f}"
         fitted.append((name, bundle, scores, result))
-        scored_on[name] = scored
+        scored_on[name], seconds[name] = scored, round(step.seconds, 1)
         if neural and name == neural_names[-1] and member_run.shared_states is not None:
             member_run.shared_states.clear()  # no member after the last neural one reads them
     logits = [member_logits(s, k) for _, _, s, _ in fitted]
@@ -233,6 +233,7 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     members_meta = [{"name": name, "fusion": bundle.cfg.model.fusion, "weight": float(w),
                      "validation": {m: result.val_metrics.get(m) for m in SUMMARY_METRICS},
                      "validation_rows_are": scored_on[name],  # a neural member's "validation" is its holdout
+                     "train_seconds": seconds[name],  # wall time of its training, refit and validation scoring
                      "selection_key": list(selection_key(y_val, z)),  # the member alone, as selection saw it
                      **({"refit": refits[name]} if name in refits else {}),
                      **({"epochs": epochs_from[name]} if name in epochs_from else {})}
