@@ -76,8 +76,14 @@ FIRST_MODEL = "default (gbdt text: svd, quoted numbers: off)"
 
 
 def model_of(record: dict) -> str:
-    """The model a record measured (the records group by it and are replaced by model and draw)."""
+    """The model a record measured."""
     return record.get("model", FIRST_MODEL)
+
+
+def section_of(record: dict) -> tuple[str, str]:
+    """(model, CPU kind): the records group by it, one table each, and a new run replaces its section's draw only
+    (a draw timed on another CPU kind is another record)."""
+    return model_of(record), record["machine"]
 
 
 def render(records: list[dict]) -> str:
@@ -86,13 +92,14 @@ def render(records: list[dict]) -> str:
              "script's docstring (300 rows drawn from cb_nosale's training + validation rows, split 80/20; test: "
              "cb_nosale's whole test split, scored once). Members scored alone from the bundle's own member folders. "
              "Training time is wall time on 2 cores that other work may have shared (see the machine column).", ""]
-    for model in sorted({model_of(r) for r in records}, key=lambda m: (m != FIRST_MODEL, m)):
-        lines += [f"## {model}", ""] + model_rows([r for r in records if model_of(r) == model]) + [""]
+    for model, machine in sorted({section_of(r) for r in records}, key=lambda s: (s[0] != FIRST_MODEL, s)):
+        chosen = [r for r in records if section_of(r) == (model, machine)]
+        lines += [f"## {model}, {machine}", ""] + model_rows(chosen) + [""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def model_rows(records: list[dict]) -> list[str]:
-    """One model's draws and its mean / worst ensemble − best member and training time."""
+    """One model's draws on one CPU kind and its mean / worst ensemble − best member and training time."""
     lines = ["| draw | train / val rows | combination rows | ensemble | neural | neural_2 | tfidf_lr | gbdt | "
              "ensemble − best member | training s | machine |",
              "|---:|---|---:|---|---|---|---|---|---|---:|---|"]
@@ -120,7 +127,7 @@ def main() -> None:
     if not args.render:
         for draw in map(int, args.draws.split(",")):
             record = run(draw, args.rows, args.work)
-            records = [r for r in records if (model_of(r), r["draw"]) != (record["model"], draw)] + [record]
+            records = [r for r in records if (section_of(r), r["draw"]) != (section_of(record), draw)] + [record]
             JSON_PATH.write_text(json.dumps(records, indent=1) + "\n")
             print(render(records), flush=True)
     MD_PATH.write_text(render(records))
