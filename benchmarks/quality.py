@@ -6,6 +6,9 @@ contributions, that the bootstrap CIs and --recombine need, without the labels, 
 again; 10–80 KB a run) and quality.md (the table); all three are committed, so a later session can re-combine or
 bootstrap runs it did not train. Every table (quality.md, quality_finetuned_v1.md and the generated blocks of
 docs/benchmarks.md and README.md) is written from the JSON by quality_render.py, never by hand.
+quality.json keeps one run a task × variant × seed, whatever the machine; runs compared for time on one machine
+in one session go to `--results benchmarks/results/quality_amx.json` (quality_render.SAME_MACHINE; its own
+quality_amx_rows/ and quality_amx.md, and the docs blocks that read it).
 
     .venv/bin/python benchmarks/quality.py --tasks dnd_nodeal,cb_nosale,clothing_recommend \
         --variants tfidf_lr,gbdt,frozen_gate,ensemble_frozen --seeds 0,1,2 [--max-train-rows N] [--epochs E]
@@ -121,12 +124,6 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
                                                             "neural_epochs": "first", "neural_patience": 1,
                                                             "neural_checks_per_epoch": 1},
                         "classical": {"quoted_numbers": "auto", "gbdt_text": "auto"}}, {}, {}),
-    # ensemble_words with gbdt bagged (model.classical.gbdt_bagged): its 5 CV fold boosters averaged instead of one
-    # refitted on all training rows; the other members are ensemble_words', bit for bit
-    "ensemble_bagged": ({"fusion": "ensemble", "ensemble": {"neural_seeds": 2, "combine_on": "cross_fit",
-                                                             "neural_epochs": "first", "neural_patience": 1,
-                                                             "neural_checks_per_epoch": 1},
-                         "classical": {"quoted_numbers": "auto", "gbdt_text": "auto", "gbdt_bagged": True}}, {}, {}),
     # ensemble_words with the neural members' embeddings and lowest 3 of MiniLM's 6 layers kept pretrained
     # (train.freeze_layers: 3): the backward pass ends at layer 3; the classical members are ensemble_words', bit
     # for bit
@@ -138,6 +135,11 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     # predate the ensemble default: one concat model)
     "default": ({}, {}, {}),
 }
+# ensemble_words with gbdt bagged (model.classical.gbdt_bagged): its 5 CV fold boosters averaged instead of one
+# refitted on all training rows; the other members are ensemble_words', bit for bit
+VARIANTS["ensemble_bagged"] = ({**VARIANTS["ensemble_words"][0],
+                                "classical": {**VARIANTS["ensemble_words"][0]["classical"], "gbdt_bagged": True}},
+                               {}, {})
 FULL_DATA = {"tfidf_lr", "gbdt", "gbdt_quoted", "gbdt_words", "catboost", "frozen_gate", "frozen_gate_attention", "frozen_concat", "frozen_cross_attn",
              "frozen_text_only", "ensemble_frozen"}
 BOOTSTRAP = 1000
@@ -511,8 +513,9 @@ def paired_cis(by_key: dict[str, list[dict]], stored: dict | None = None, change
 
 
 def render(results_path: Path) -> None:
-    """Every table written from the stored JSON: quality.md, quality_finetuned_v1.md, docs/benchmarks.md, README.md."""
-    if results_path != RESULTS / "quality.json":
+    """Every table written from the stored JSON: quality.md, quality_finetuned_v1.md, quality_amx.md (the
+    same-machine records), docs/benchmarks.md, README.md; a results file of another name renders its own .md only."""
+    if results_path not in (RESULTS / "quality.json", RESULTS / f"{quality_render.SAME_MACHINE}.json"):
         (results_path.with_suffix(".md")).write_text(quality_render.render_quality(load_record(results_path)))
         return
     for path, text in quality_render.render_all().items():

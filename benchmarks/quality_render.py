@@ -303,7 +303,11 @@ TIME_AFTER = ("ensemble_first_steps", "ensemble_first_epochs", "ensemble_words")
 
 # (before, after) pairs whose paired bootstrap CIs quality.py stores (bootstrap["task/before→after"])
 PAIRED = (("ensemble_first_steps", "ensemble_quoted"), ("ensemble_quoted", "ensemble_words"),
-          ("ensemble_first_steps", "ensemble_words"), ("ensemble_words", "ensemble_freeze3"))
+          ("ensemble_first_steps", "ensemble_words"), ("ensemble_words", "ensemble_freeze3"),
+          ("ensemble_stop29", "ensemble_words"), ("ensemble_words", "ensemble_bagged"))
+# records of runs made one after the other on one machine kind, kept apart from quality.json (which holds one run a
+# task × variant × seed, whatever the machine): issue 26's training-time line compares variants timed on one machine
+SAME_MACHINE = "quality_amx"
 
 
 def before_after(data: dict, before: str, afters: tuple[str, ...]) -> str:
@@ -428,12 +432,45 @@ def load(name: str = "quality") -> dict:
     return json.loads((RESULTS / f"{name}.json").read_text())
 
 
+def member_seconds(data: dict, variants: tuple[str, ...]) -> str:
+    """Where the training time went: per task, variant and seed (runs that recorded it), each member's training
+    wall seconds (`train_seconds` in the ensemble's meta.json: its fit, refit, out-of-sample and validation
+    scoring) and the rest of the `train` call (featurising, the combination, writing the bundle)."""
+    chosen = [r for r in data["runs"] if r["variant"] in variants and r.get("members")
+              and all("train_seconds" in m for m in r["members"].values())]
+    names = list(dict.fromkeys(n for r in chosen for n in r["members"]))
+    lines = ["| task | variant | seed | machine | fit s | " + " | ".join(f"{n} s" for n in names) + " | rest s |",
+             "|---|---|---|---|---:|" + "---:|" * (len(names) + 1)]
+    order = lambda r: (TASK_ORDER.index(r["task"]) if r["task"] in TASK_ORDER else 99,  # noqa: E731
+                       variants.index(r["variant"]), r["seed"])
+    for r in sorted(chosen, key=order):
+        seconds = {n: m["train_seconds"] for n, m in r["members"].items()}
+        cells = " | ".join(f"{seconds[n]:,.0f}" if n in seconds else "" for n in names)
+        lines.append(f"| {r['task']} | {r['variant']} | {r['seed']} | {machine_kind(r)} | {r['fit_seconds']:,.0f} | "
+                     f"{cells} | {r['fit_seconds'] - sum(seconds.values()):,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def same_machine_blocks(amx: dict) -> dict[str, str]:
+    """docs/benchmarks.md's blocks from the `SAME_MACHINE` records: the training-time line against stop 29's default
+    and the bagged gbdt, each pair timed on one machine in one session."""
+    return {"training_time_amx": (before_after(amx, "ensemble_stop29", TIME_AFTER) + "\n"
+                                  + member_seconds(amx, ("ensemble_stop29", *TIME_AFTER))),
+            "gbdt_bagged": before_after(amx, "ensemble_words", ("ensemble_bagged",))}
+
+
 def render_all(root: Path = ROOT) -> dict[Path, str]:
     """Every file the quality records generate, path → its new text (the docs with their blocks refilled)."""
     data, v1 = load("quality"), load("quality_finetuned_v1")
-    out = {root / "benchmarks" / "results" / "quality.md": render_quality(data),
-           root / "benchmarks" / "results" / "quality_finetuned_v1.md": render_v1(v1)}
-    for path, blocks in ((root / "docs" / "benchmarks.md", doc_blocks(data, v1)),
+    results = root / "benchmarks" / "results"
+    out = {results / "quality.md": render_quality(data), results / "quality_finetuned_v1.md": render_v1(v1)}
+    doc = doc_blocks(data, v1)
+    same_machine = results / f"{SAME_MACHINE}.json"
+    if same_machine.is_file():
+        amx = json.loads(same_machine.read_text())
+        out[same_machine.with_suffix(".md")] = render_quality(amx)
+        doc |= same_machine_blocks(amx)
+    for path, blocks in ((root / "docs" / "benchmarks.md", doc),
                          (root / "README.md", readme_blocks(data))):
         text = path.read_text()
         for name, body in blocks.items():

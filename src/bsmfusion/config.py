@@ -151,10 +151,11 @@ class ClassicalConfig(_Section):
         "thread quotes (each role's last and first number, their gap, and those divided by each numeric column, e.g. "
         "last offer / list price); auto: with or without them, whichever gives the lower cross-validated (cv_folds) "
         "or else validation log loss")
-    gbdt_bagged: bool = Field(False, description="gbdt with cv_folds: keep the k fold boosters of the CV, each cut "
-        "to the rounds it chose, and average their raw scores (bagging, as AutoGluon's members do), instead of one "
-        "booster refitted on all training rows; the out-of-fold scores are those boosters' own; scoring costs k "
-        "boosters. Without cv_folds: one booster, as before")
+    gbdt_bagged: bool = Field(False, description="gbdt when k-fold CV chooses its rounds (cv_folds >= 2 and "
+        "gbdt_early_stopping_rounds > 0, as in every ensemble): keep the CV's k fold boosters, each cut to the "
+        "rounds it chose, and average their raw scores (bagging, as AutoGluon's members do) instead of refitting "
+        "one booster on all training rows; each training row's out-of-fold score comes from the fold booster that "
+        "did not see it; scoring runs k boosters. Without CV: one booster, as before")
     gbdt_background_rows: int = Field(64, ge=1, description="gbdt: training rows a block is replaced by (scores "
         "averaged) for the text/tabular split; a single mean row is a poor baseline for trees")
     catboost_iterations: int = Field(1000, ge=1, description="catboost: most boosting iterations (trees)")

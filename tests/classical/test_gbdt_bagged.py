@@ -1,6 +1,8 @@
 """`model.classical.gbdt_bagged`: gbdt keeps the k boosters of its CV, each cut to the rounds the CV chose, and
 scores with their mean raw score; each training row's out-of-fold logit is the score of the one booster that did
 not see it; the text/tabular split stays exact and the bundle stores every fold's booster."""
+import json
+
 import lightgbm as lgb
 import numpy as np
 import pytest
@@ -54,12 +56,33 @@ def test_the_bundle_stores_every_fold_booster_and_scores_with_their_mean_raw_sco
     assert np.ptp([b.predict(x, raw_score=True) for b in boosters], axis=0).max() > 0  # the folds differ
 
 
-def test_each_training_rows_out_of_fold_logit_is_the_booster_that_never_saw_it(bagged):
+def test_each_training_rows_out_of_fold_logit_is_the_fold_booster_that_held_it_out(bagged):
     cfg, _, train_rows, data, in_memory, _ = bagged
     x = booster_input(*in_memory.features(train_rows), in_memory.quoted, in_memory.tabular)
-    for fold, (_, held) in enumerate(cv_folds(data.y_train, FOLDS, cfg.train.seed)):
+    folds = cv_folds(data.y_train, FOLDS, cfg.train.seed)
+    assert sorted(np.concatenate([held for _, held in folds]).tolist()) == list(range(len(train_rows)))
+    for fold, (fitted_on, held) in enumerate(folds):
+        assert not set(fitted_on) & set(held)
         raw = in_memory.booster.boosters[fold].predict(x[held], raw_score=True)
         np.testing.assert_allclose(in_memory.out_of_fold[held, 1] - in_memory.out_of_fold[held, 0], raw, atol=1e-9)
+    others = in_memory.booster.boosters[1].predict(x[folds[0][1]], raw_score=True)  # a booster that saw fold 0
+    assert not np.allclose(others, in_memory.out_of_fold[folds[0][1], 1] - in_memory.out_of_fold[folds[0][1], 0])
+
+
+def test_a_bundle_missing_a_fold_booster_does_not_load(bagged, tmp_path):
+    import shutil
+
+    from bsmfusion.errors import BundleError
+
+    _, folder, *_ = bagged
+    copy = tmp_path / "m"
+    shutil.copytree(folder, copy)
+    (copy / "lightgbm_fold_2.txt").unlink()
+    manifest = copy / "manifest.json"  # the manifest updated too: the loader itself must notice
+    listed = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({k: v for k, v in listed.items() if k != "lightgbm_fold_2.txt"}))
+    with pytest.raises(BundleError, match=r"lightgbm_fold_1.txt, lightgbm_fold_3.txt, lightgbm_fold_4.txt"):
+        bsmfusion.load(copy).predict_frame(planted_offers(5, 3))
 
 
 def test_the_bag_averages_raw_scores_only():
@@ -72,11 +95,15 @@ def test_the_bag_averages_raw_scores_only():
 
     bag = BoosterBag([Constant(-1.0), Constant(3.0)])
     np.testing.assert_array_equal(bag.predict(np.zeros((2, 1)), raw_score=True), [1.0, 1.0])
-    with pytest.raises(ValueError, match="raw_score=True"):
-        bag.predict(np.zeros((2, 1)), raw_score=False)
+    with pytest.raises(ValueError, match="raw_score=True"):  # LightGBM's default is probabilities: no silent mix-up
+        bag.predict(np.zeros((2, 1)))
+    with pytest.raises(TypeError):
+        bag.predict(np.zeros((2, 1)), True)  # raw_score only by name
 
 
-def test_without_cv_folds_bagged_keeps_one_booster_early_stopped_on_validation(tmp_path):
-    cfg = bagged_config(folds=0)
+@pytest.mark.parametrize("folds, stopping", [(0, 100), (FOLDS, 0)])
+def test_without_a_cv_choosing_the_rounds_bagged_keeps_one_booster(tmp_path, folds, stopping):
+    cfg = bagged_config(folds=folds)
+    cfg.model.classical.gbdt_early_stopping_rounds, cfg.model.classical.gbdt_max_rounds = stopping, 50
     train(cfg, planted_offers(300, 0), planted_offers(100, 1), tmp_path / "m", progress=False)
     assert sorted(p.name for p in (tmp_path / "m").glob("lightgbm*.txt")) == ["lightgbm.txt"]

@@ -48,7 +48,7 @@ def test_later_neural_members_train_the_first_members_step_count(tmp_path, mode,
     assert len(history) in (steps.index(chosen["step"]) + 2, 3 * checks)  # stopped one scoring past the best
     meta = {m["name"]: m for m in json.loads((out / "meta.json").read_text())["members"]}
     seconds = [meta[n]["train_seconds"] for n in ("neural", "neural_2", "tfidf_lr")]  # where the training time went
-    assert all(s > 0 for s in seconds) and sum(seconds) <= took
+    assert seconds[0] > 0 and seconds[1] > 0 and seconds[2] >= 0 and sum(seconds) <= took
     if mode == "first":
         assert (second.cfg.train.stop_after_steps, second.cfg.train.keep_weights) == (chosen["step"], "last")
         assert second.meta["steps_run"] == chosen["step"]

@@ -1,6 +1,6 @@
 """LightGBM boosting for gbdt: the parameters, the rounds (k-fold CV on the training rows, or early stopping on the
 validation rows), the out-of-fold logits CV gives and the booster of exactly the kept rounds — or, with
-`gbdt_bagged`, the CV's k fold boosters themselves (`BoosterBag`)."""
+`gbdt_bagged`, the CV's k fold boosters cut to them (`BoosterBag`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,15 +41,17 @@ def cv_logits(cv_booster, folds, x_train, rounds: int, num_classes: int) -> np.n
 
 class BoosterBag:
     """`model.classical.gbdt_bagged`: the k boosters of a k-fold CV, each cut to the rounds the CV chose; a row's raw
-    score is their mean. Each booster saw (k-1)/k of the training rows and scored the rest out of fold, so the
-    out-of-fold logits are this model's own (AutoGluon's bagging), and no refit on all rows is needed."""
+    score is their mean (AutoGluon's bagging). Each booster saw (k-1)/k of the training rows; each training row's
+    out-of-fold score comes from the one booster that did not see it, and no refit on all rows is needed."""
 
     def __init__(self, boosters: list):
+        if not boosters:
+            raise ValueError("BoosterBag needs at least one booster")
         self.boosters = list(boosters)
 
-    def predict(self, x, raw_score: bool = True, **kwargs) -> np.ndarray:
-        """The mean raw score `N` (multiclass `N×K`) of the k boosters; raw scores only (a mean of probabilities is
-        not the probability of the mean score)."""
+    def predict(self, x, *, raw_score: bool = False, **kwargs) -> np.ndarray:
+        """The mean raw score `N` (multiclass `N×K`) of the k boosters. Raw scores only, asked for by name: a mean
+        of probabilities is not the probability of the mean score (and LightGBM's own default is probabilities)."""
         if not raw_score:
             raise ValueError("BoosterBag.predict averages raw scores only: call it with raw_score=True")
         return np.mean([b.predict(x, raw_score=True, **kwargs) for b in self.boosters], axis=0)
@@ -58,22 +60,22 @@ class BoosterBag:
 @dataclass
 class Boosted:
     """One design's boosting: the rounds kept, the log loss that chose them (CV mean, else the validation log loss
-    at the kept round — at the last one without early stopping), on what, the out-of-fold logits (CV) and the
-    booster (None until `fit_booster` when CV chose, unless `gbdt_bagged` kept the folds' `BoosterBag`)."""
+    at the kept round — at the last one without early stopping), on what, the out-of-fold logits (CV), the
+    booster (None until `final_booster` when CV chose) and the CV's fold boosters (`fold_boosters`, with CV)."""
 
     rounds: int
     loss: float
     chosen_on: str
     out_of_fold: np.ndarray | None
     booster: Any
+    fold_boosters: list | None = None
 
 
 def boost(cfg: Config, x_train, names: list[str], y_train: np.ndarray,
           sample_weight: np.ndarray | None, folds, validation: tuple[np.ndarray, np.ndarray] | None,
           label: str) -> Boosted:
-    """The boosting rounds of one design: by CV over `folds` (the booster left to `fit_booster`; with `gbdt_bagged`
-    the folds' boosters, cut to those rounds), else trained on all training rows, early-stopped on `validation`
-    (x, y) when `gbdt_early_stopping_rounds` > 0."""
+    """The boosting rounds of one design: by CV over `folds` (the booster left to `final_booster`), else trained on
+    all training rows, early-stopped on `validation` (x, y) when `gbdt_early_stopping_rounds` > 0."""
     import lightgbm as lgb
 
     settings, params = cfg.model.classical, lightgbm_params(cfg)
@@ -90,11 +92,8 @@ def boost(cfg: Config, x_train, names: list[str], y_train: np.ndarray,
         losses = history[f"valid {metric}-mean"]
         chosen_on = f"{len(folds)}-fold CV on the training rows"
         say(f"{label}: {chosen_on} chose {len(losses):,} boosting rounds (cv log loss {losses[-1]:.4f})")
-        rounds, cv_booster = len(losses), history["cvbooster"]
-        out_of_fold = cv_logits(cv_booster, folds, x_train, rounds, cfg.model.num_classes)
-        bag = (BoosterBag([keep_rounds(b, rounds) for b in cv_booster.boosters]) if settings.gbdt_bagged
-               else None)
-        return Boosted(rounds, float(losses[-1]), chosen_on, out_of_fold, bag)
+        out_of_fold = cv_logits(history["cvbooster"], folds, x_train, len(losses), cfg.model.num_classes)
+        return Boosted(len(losses), float(losses[-1]), chosen_on, out_of_fold, None, history["cvbooster"].boosters)
     x_val, y_val = validation
     valid_set = lgb.Dataset(x_val, label=y_val, reference=train_set, feature_name=names, free_raw_data=False)
     beat = Heartbeat(lambda env: f"{label}: boosting round {env.iteration + 1:,} of at most {max_rounds:,}")
@@ -103,6 +102,18 @@ def boost(cfg: Config, x_train, names: list[str], y_train: np.ndarray,
     rounds = int(booster.best_iteration or booster.current_iteration())
     loss = float(booster.best_score.get("validation", {}).get(metric, np.nan))
     return Boosted(rounds, loss, "validation" if stopping else "gbdt_max_rounds", None, keep_rounds(booster, rounds))
+
+
+def final_booster(cfg: Config, boosted: Boosted, x_train, names: list[str], y_train: np.ndarray,
+                  sample_weight: np.ndarray | None):
+    """The kept design's model: its booster when validation chose the rounds; after CV, `gbdt_bagged`'s fold
+    boosters cut to the chosen rounds (`BoosterBag`, the boosters its out-of-fold logits came from), else those
+    rounds boosted on all training rows."""
+    if boosted.booster is not None:
+        return boosted.booster
+    if cfg.model.classical.gbdt_bagged:
+        return BoosterBag([keep_rounds(b, boosted.rounds) for b in boosted.fold_boosters])
+    return fit_booster(cfg, x_train, names, y_train, sample_weight, boosted.rounds)
 
 
 def fit_booster(cfg: Config, x_train, names: list[str], y_train: np.ndarray,

@@ -5,7 +5,8 @@ The text block is the same TF-IDF features tfidf_lr uses, read as `model.classic
 a TruncatedSVD, or the word n-gram columns themselves), and with `model.classical.quoted_numbers` the numbers the
 thread quotes (`quoted_numbers`: each role's last and first number, their gap; their ratios to the numeric columns
 are computed from both blocks in `pair_scores`); boosting stops early on the validation log loss, or after the
-rounds k-fold CV chose. Each `auto` boosts every design it names and keeps the lowest CV (else validation) log loss.
+rounds k-fold CV chose (then one booster refitted on all training rows, or with `gbdt_bagged` the k fold boosters
+averaged). Each `auto` boosts every design it names and keeps the lowest CV (else validation) log loss.
 
 Contributions: the exact two-player Shapley split of the raw score (log-odds; multiclass the predicted class's
 raw score), the formula of `models.contributions`, where "a block at its baseline" means the block replaced by
@@ -14,11 +15,13 @@ seeded training rows; f(t̄,u) = mean_b f(t_b,u), f(t,ū) = mean_b f(t,u_b), f(t
 single mean row, as the neural models use, is a poor baseline for trees: it falls in some leaves, and every row
 sharing those leaves gets ≈ 0 on both sides, so its text_share is noise (measured on the planted `price > 0` task,
 whose mean row sits on the split: mean text_share 0.46 with the mean row, 0.05 with the background). text + tab +
-baseline = score still holds exactly. Cost: 2·B extra evaluations of the booster per scored row (B = 64).
+baseline = score still holds exactly. Cost: 2·B extra evaluations of the booster per scored row (B = 64; each
+evaluation runs k boosters when bagged).
 
 Stored as the featurizer's JSON + arrays, the reader's array (`svd_components` or `word_columns`),
-`text_background`, `tab_background` in safetensors,
-the booster in LightGBM's own text format (`gbdt_bagged`: each fold's, `lightgbm_fold_1.txt`, ...) and, when used, the quoted-numbers block's roles in `quoted_numbers.json`.
+`text_background`, `tab_background` in safetensors, the booster in LightGBM's own text format (`lightgbm.txt`;
+`gbdt_bagged`: one per fold, `lightgbm_fold_1.txt` … `lightgbm_fold_k.txt`) and, when used, the quoted-numbers
+block's roles in `quoted_numbers.json`.
 """
 from __future__ import annotations
 
@@ -34,9 +37,9 @@ import scipy.sparse as sp
 from ..config import Config
 from ..data.tabular import TabularPreprocessor
 from ..precision import Precision
-from ..errors import DataError
+from ..errors import BundleError, DataError
 from ..progress import say
-from .boosting import Boosted, BoosterBag, boost, fit_booster
+from .boosting import Boosted, BoosterBag, boost, final_booster
 from .gbdt_text import SvdText, TextReader, WordText, dense_columns, hstack, reader_from_arrays
 from .member import BackgroundSplit, ClassicalData, background_rows, cpu_threads, cv_folds, raw_logits, sample_weights
 from .quoted_numbers import QuotedNumbers
@@ -51,8 +54,9 @@ QUOTED_FILE = "quoted_numbers.json"
 class GBDT(BackgroundSplit):
     """Fitted gbdt: featurizer, the text `reader` (`gbdt_text`: k SVD components or W word columns), the
     quoted-numbers block (`quoted`, or None), the background rows' blocks `text_background` `B×(k|W + Q)` (CSR with
-    `words`) and `tab_background` `B×Du`, and the LightGBM booster (its best iteration only). The booster reads
-    [text block | tab block | ratios of the two] (`pair_scores`)."""
+    `words`) and `tab_background` `B×Du`, and the LightGBM booster (its kept rounds only; `gbdt_bagged`: a
+    `BoosterBag` of the k fold boosters). The booster reads [text block | tab block | ratios of the two]
+    (`pair_scores`)."""
 
     kind = "gbdt"
     precision = Precision("fp64", "fp64", "LightGBM/NumPy float64 on CPU; --precision applies to neural models only")
@@ -118,12 +122,23 @@ class GBDT(BackgroundSplit):
         if (folder / BOOSTER_FILE).exists():
             booster = lgb.Booster(model_file=str(folder / BOOSTER_FILE))
         else:  # gbdt_bagged: the fold boosters, in fold order
-            files = sorted(folder.glob(FOLD_BOOSTER_FILE.format("*")), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-            booster = BoosterBag([lgb.Booster(model_file=str(path)) for path in files])
+            booster = BoosterBag([lgb.Booster(model_file=str(path)) for path in fold_booster_files(folder)])
         quoted = folder / QUOTED_FILE
         return cls(cfg, text, tabular, reader_from_arrays(arrays), arrays["text_background"], arrays["tab_background"],
                    booster, QuotedNumbers.from_dict(json.loads(quoted.read_text(encoding="utf-8")))
                    if quoted.exists() else None)
+
+
+def fold_booster_files(folder: Path) -> list[Path]:
+    """A bagged gbdt's `lightgbm_fold_1.txt` … `lightgbm_fold_k.txt`, in fold order; a missing or extra one is a
+    BundleError (k − 1 boosters would score without a word)."""
+    files = sorted(folder.glob(FOLD_BOOSTER_FILE.format("*")), key=lambda p: p.stem.rsplit("_", 1)[1].zfill(9))
+    expected = [folder / FOLD_BOOSTER_FILE.format(fold) for fold in range(1, len(files) + 1)]
+    if not files or files != expected:
+        raise BundleError(f"{folder}: no {BOOSTER_FILE} and no complete lightgbm_fold_1.txt … lightgbm_fold_k.txt "
+                          f"(found {', '.join(p.name for p in files) or 'none'}); copy the whole bundle folder again "
+                          "or re-train")
+    return files
 
 
 def text_block(read: np.ndarray | sp.csr_matrix, quoted: np.ndarray | None) -> np.ndarray | sp.csr_matrix:
@@ -157,8 +172,9 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
              sample_weight: np.ndarray | None = None, groups: np.ndarray | None = None) -> tuple[GBDT, dict[str, Any]]:
     """Fit TF-IDF (and the text readers `gbdt_text` names) on the training threads, boost on the training rows with
     early stopping on the validation rows' log loss — or, with `model.classical.cv_folds` k ≥ 2, boosting rounds from
-    k-fold CV on the training rows (`groups`: folds keep each group whole), validation unused
-    (`gbdt_early_stopping_rounds: 0`: exactly `gbdt_max_rounds`). Every design — a text reader (`gbdt_text`: svd,
+    k-fold CV on the training rows (`groups`: folds keep each group whole), validation unused, then one booster of
+    those rounds on all training rows or (`gbdt_bagged`) the k fold boosters averaged
+    (`gbdt_early_stopping_rounds: 0`: exactly `gbdt_max_rounds` on all rows, no CV). Every design — a text reader (`gbdt_text`: svd,
     words, auto both; auto leaves words out when no word column is in enough threads), without or with the quoted
     numbers (`quoted_numbers`: off, on, auto both; auto tries them only when a training thread quotes a number) — is
     boosted, and the one of lowest CV (else validation) log loss kept; a tie keeps the earlier (svd before words,
@@ -201,8 +217,8 @@ def fit_gbdt(cfg: Config, tabular: TabularPreprocessor, train_texts: list[str], 
             kept = design
         del design  # a loser's inputs go now, not when the next design is boosted
     best = kept.boosted
-    if best.booster is None:  # CV chose the rounds: fit them on all training rows
-        best.booster = fit_booster(cfg, kept.x_train, kept.names, y_train, sample_weight, best.rounds)
+    best.booster = final_booster(cfg, best, kept.x_train, kept.names, y_train, sample_weight)
+    best.fold_boosters = None
     bagged = len(best.booster.boosters) if isinstance(best.booster, BoosterBag) else 0
     say(f"gbdt: {best.rounds:,} boosting rounds kept ({best.chosen_on})"
         + (f", the {bagged} fold boosters averaged" if bagged else "")

@@ -209,7 +209,7 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
             scored = {"rows": len(rows[1]), "on": "holdout" if held and name not in refits else "validation"}
             step.done = f"{scored['on']}_roc_auc {result.val_metrics.get('roc_auc', float('nan')):.4f}"
         fitted.append((name, bundle, scores, result))
-        scored_on[name], seconds[name] = scored, round(step.seconds, 1)
+        scored_on[name], seconds[name] = scored, round(step.seconds, 3)
         if neural and name == neural_names[-1] and member_run.shared_states is not None:
             member_run.shared_states.clear()  # no member after the last neural one reads them
     logits = [member_logits(s, k) for _, _, s, _ in fitted]
@@ -233,7 +233,9 @@ def train_ensemble(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame, ou
     members_meta = [{"name": name, "fusion": bundle.cfg.model.fusion, "weight": float(w),
                      "validation": {m: result.val_metrics.get(m) for m in SUMMARY_METRICS},
                      "validation_rows_are": scored_on[name],  # a neural member's "validation" is its holdout
-                     "train_seconds": seconds[name],  # wall time of its training, refit and validation scoring
+                     # wall time of its training (under --resume: what this run did), refit, out-of-sample and
+                     # validation scoring
+                     "train_seconds": seconds[name],
                      "selection_key": list(selection_key(y_val, z)),  # the member alone, as selection saw it
                      **({"refit": refits[name]} if name in refits else {}),
                      **({"epochs": epochs_from[name]} if name in epochs_from else {})}
