@@ -253,15 +253,21 @@ def model_label(record: dict) -> str:
     return label + (f" ({', '.join(left_out)} left out of its bundle)" if left_out else "")
 
 
+def record_key(record: dict) -> tuple:
+    """What a new run replaces: the records of its task, seed, model and CPU kind (bf16 on AMX and fp32 on AVX2
+    train different members, so one kind's run does not overwrite the other's)."""
+    return record["task"], record["seed"], model_label(record), record["machine"]
+
+
 def summarise(records: list[dict]) -> list[dict]:
-    """Per task × model × protocol × (full split | small draws): means and sds over seeds (and draws)."""
+    """Per task × model × CPU kind × protocol × (full split | small draws): means and sds over seeds (and draws)."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         split = "full" if r["draw"] is None else f"{r['val_rows']} rows"
-        groups.setdefault((r["task"], model_label(r), r["protocol"], split), []).append(r)
+        groups.setdefault((r["task"], model_label(r), r["machine"], r["protocol"], split), []).append(r)
     rows = []
-    for (task, model, protocol, split), group in sorted(groups.items(),
-                                                        key=lambda kv: (kv[0][0], kv[0][1], kv[0][3] != "full", kv[0][2])):
+    for (task, model, _, protocol, split), group in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][4] != "full", kv[0][3])):
         def stat(key):
             values = np.array([r[key] for r in group], dtype=float)
             return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
@@ -347,8 +353,8 @@ def main() -> None:
         for task in args.tasks.split(","):
             for seed in map(int, args.seeds.split(",")):
                 new = run(task, seed, args.draws, args.rows, args.work, args.leave_out)
-                keys = {(r["task"], r["seed"], model_label(r)) for r in new}
-                records = [r for r in records if (r["task"], r["seed"], model_label(r)) not in keys] + new
+                keys = {record_key(r) for r in new}
+                records = [r for r in records if record_key(r) not in keys] + new
                 JSON_PATH.write_text(json.dumps(records, indent=1) + "\n")
                 print(render([r for r in records if r["task"] == task]), flush=True)
     MD_PATH.write_text(render(records))
