@@ -546,7 +546,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", action="store_true",
                         help="only recompute the stored bootstrap CIs from quality_rows/ (reads the tasks' labels)")
     args = parser.parse_args()
-    results_path = Path(args.results)
+    results_path = Path(args.results).resolve()
     if args.render:
         return render(results_path)
     runs = load_runs(results_path)
