@@ -203,6 +203,11 @@ def render_v1(v1: dict, weights: bool = True) -> str:
 
 # --- docs/benchmarks.md and README.md tables ----------------------------------------------------------------------
 
+def task_rank(task: str) -> int:
+    """Where a task sorts: TASK_ORDER's place, tasks it does not name last."""
+    return TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER)
+
+
 def _tasks(data: dict) -> list[str]:
     present = {r["task"] for r in data["runs"]}
     return [t for t in TASK_ORDER if t in present]
@@ -383,7 +388,7 @@ def gbdt_designs(data: dict) -> str:
     lines = ["| task | variant | seed | machine | chosen on | " + " | ".join(f"log loss: {d}" for d in DESIGNS)
              + " | kept |", "|---|---|---|---|---|" + "---|" * len(DESIGNS) + "---|"]
     runs = sorted((r for r in data["runs"] if r.get("gbdt_designs")),
-                  key=lambda r: (TASK_ORDER.index(r["task"]) if r["task"] in TASK_ORDER else 99, r["variant"], r["seed"]))
+                  key=lambda r: (task_rank(r["task"]), r["variant"], r["seed"]))
     for run in runs:
         designs = run["gbdt_designs"]
         cells = [_f(designs["log_loss"].get(d), 4) if d in designs["log_loss"] else "—" for d in DESIGNS]
@@ -441,9 +446,7 @@ def member_seconds(data: dict, variants: tuple[str, ...]) -> str:
     names = list(dict.fromkeys(n for r in chosen for n in r["members"]))
     lines = ["| task | variant | seed | machine | fit s | " + " | ".join(f"{n} s" for n in names) + " | rest s |",
              "|---|---|---|---|---:|" + "---:|" * (len(names) + 1)]
-    order = lambda r: (TASK_ORDER.index(r["task"]) if r["task"] in TASK_ORDER else 99,  # noqa: E731
-                       variants.index(r["variant"]), r["seed"])
-    for r in sorted(chosen, key=order):
+    for r in sorted(chosen, key=lambda r: (task_rank(r["task"]), variants.index(r["variant"]), r["seed"])):
         seconds = {n: m["train_seconds"] for n, m in r["members"].items()}
         cells = " | ".join(f"{seconds[n]:,.0f}" if n in seconds else "" for n in names)
         lines.append(f"| {r['task']} | {r['variant']} | {r['seed']} | {machine_kind(r)} | {r['fit_seconds']:,.0f} | "
